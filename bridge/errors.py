@@ -1,0 +1,110 @@
+"""Errors that cross module boundaries.
+
+    BridgeError                 an error the HTTP API answers as {"error": {...}}
+    ├── InvalidRequest          422 (or 400) naming the offending field
+    ├── Unauthorized            401
+    ├── NotFound                404 (also for other tenants' ids)
+    ├── Conflict                409
+    └── PayloadTooLarge         413
+    ProviderError               a provider answered badly or not at all; carries what the
+    │                           tracker needs to decide: retry later, or fail the job
+    └── SubmitOutcomeUnknown    a submission may or may not have reached the provider
+
+The message of every error is safe to show: no secrets, no provider keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BridgeError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_json(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return {"error": error}
+
+
+class InvalidRequest(BridgeError):
+    status_code = 422
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, field: str | None = None, status_code: int = 422) -> None:
+        super().__init__(message, field=field)
+        self.status_code = status_code
+
+
+class Unauthorized(BridgeError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(BridgeError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(BridgeError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(BridgeError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ProviderError(Exception):
+    """A provider call did not give a usable answer.
+
+    ``retryable`` errors (timeouts, transport errors, 5xx, 429) are tried again later,
+    after ``retry_after`` seconds when the provider said so. Others end the job with
+    ``code`` (one of the job error codes of the API: ``provider_rejected``,
+    ``content_violation``, ``insufficient_credit``, ``needs_consent``, ...).
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        provider_code: str | None = None,
+        details: Any = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.provider_code = provider_code
+        self.details = details
+        self.http_status = http_status
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, "
+            f"retryable={self.retryable!r}, http_status={self.http_status!r})"
+        )
+
+
+class SubmitOutcomeUnknown(ProviderError):
+    """The request may have been sent and accepted: the connection broke after sending.
+
+    Resubmitting could create (and pay for) a second task, so the tracker either looks
+    the task up at the provider or fails the job with ``submit_outcome_unknown``.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__("submit_outcome_unknown", message, retryable=False)

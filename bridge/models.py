@@ -1,0 +1,183 @@
+"""The domain objects: jobs, their states, events, and the shapes the API returns."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED})
+
+# The order in which a job moves; a snapshot never moves a job backwards.
+STATUS_RANK = {
+    JobStatus.QUEUED: 0,
+    JobStatus.SUBMITTED: 1,
+    JobStatus.RUNNING: 2,
+    JobStatus.SUCCEEDED: 3,
+    JobStatus.FAILED: 3,
+    JobStatus.CANCELED: 3,
+    JobStatus.EXPIRED: 3,
+}
+
+
+class Tracking(StrEnum):
+    CALLBACK = "callback"
+    STREAM = "stream"
+    POLL = "poll"
+
+
+EVENT_TYPES = (
+    "job.submitted",
+    "job.running",
+    "job.progress",
+    "job.succeeded",
+    "job.failed",
+    "job.canceled",
+    "job.expired",
+    "endpoint.test",
+)
+
+PROGRESS_EVENT_INTERVAL = 5.0  # seconds: at most one job.progress per job in this window
+
+
+def new_id(prefix: str) -> str:
+    """An id like ``job_2q3Fz...``: a prefix and 22 url-safe random characters."""
+    return f"{prefix}_{secrets.token_urlsafe(16)}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """Parse an RFC 3339 time; a time without an offset is taken as UTC."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class JobError:
+    code: str
+    message: str
+    provider_code: str | None = None
+    details: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "provider_code": self.provider_code,
+        }
+        if self.details is not None:
+            out["details"] = self.details
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobError:
+        return cls(
+            code=data["code"],
+            message=data["message"],
+            provider_code=data.get("provider_code"),
+            details=data.get("details"),
+        )
+
+
+@dataclass
+class Job:
+    """A job as stored. ``request`` is the unified request as accepted (a plain dict)."""
+
+    id: str
+    tenant: str
+    provider: str
+    model: str | None
+    status: JobStatus
+    tracking: Tracking
+    request: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    provider_job_id: str | None = None
+    progress: int | None = None
+    result: dict[str, Any] | None = None
+    error: JobError | None = None
+    cost: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    completed_at: datetime | None = None
+    sequence: int = 0
+    # Adapter-private data kept with the job (e.g. Venice's one-time download_url).
+    provider_data: dict[str, Any] = field(default_factory=dict)
+    # When a submission was sent but its answer not recorded; see SubmitOutcomeUnknown.
+    submit_started_at: datetime | None = None
+    submitted_at: datetime | None = None
+    check_count: int = 0
+    error_streak: int = 0
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "job",
+            "provider": self.provider,
+            "model": self.model,
+            "provider_job_id": self.provider_job_id,
+            "status": str(self.status),
+            "progress": self.progress,
+            "tracking": str(self.tracking),
+            "request": self.request,
+            "result": self.result,
+            "error": self.error.to_json() if self.error else None,
+            "cost": self.cost,
+            "metadata": self.metadata,
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+            "completed_at": rfc3339(self.completed_at),
+        }
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    tenant: str
+    type: str
+    job_id: str | None
+    created_at: datetime
+    data: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "timestamp": rfc3339(self.created_at),
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    signing_secret: str
