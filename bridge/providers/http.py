@@ -1,0 +1,95 @@
+"""HTTP plumbing every adapter shares: transport errors and status codes to ProviderError."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any
+
+import httpx
+
+from bridge.errors import ProviderError, SubmitOutcomeUnknown
+
+# Errors raised before a single byte of the request could have reached the provider.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+async def send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    submit: bool = False,
+    **kwargs: Any,
+) -> httpx.Response:
+    """Send one request; transport failures become ``ProviderError``.
+
+    With ``submit=True`` a failure after the request may have been sent raises
+    ``SubmitOutcomeUnknown``: the provider may have created (and charged) the task.
+    """
+    try:
+        return await client.request(method, url, **kwargs)
+    except _NOT_SENT as exc:
+        raise ProviderError(
+            "provider_unavailable", f"{provider}: could not connect ({type(exc).__name__})",
+            retryable=True,
+        ) from None
+    except httpx.TransportError as exc:
+        if submit:
+            raise SubmitOutcomeUnknown(
+                f"{provider}: connection lost after the request was sent ({type(exc).__name__})"
+            ) from None
+        code = "timeout" if isinstance(exc, httpx.TimeoutException) else "provider_unavailable"
+        raise ProviderError(
+            code, f"{provider}: {type(exc).__name__} while waiting for an answer", retryable=True
+        ) from None
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), if any."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def transient_error(
+    response: httpx.Response, provider: str, detail: str = ""
+) -> ProviderError | None:
+    """The retryable error a 429 or 5xx answer means, or ``None`` for any other status."""
+    status = response.status_code
+    suffix = f": {detail}" if detail else ""
+    if status == 429:
+        return ProviderError(
+            "rate_limited", f"{provider}: rate limited{suffix}", retryable=True,
+            retry_after=retry_after(response), http_status=status,
+        )
+    if status >= 500:
+        return ProviderError(
+            "provider_unavailable", f"{provider}: answered HTTP {status}{suffix}", retryable=True,
+            retry_after=retry_after(response), http_status=status,
+        )
+    return None
+
+
+def excerpt(text: str, limit: int = 300) -> str:
+    """A provider message shortened for an error object."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
