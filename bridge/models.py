@@ -135,6 +135,9 @@ class Job:
     submitted_at: datetime | None = None
     check_count: int = 0
     error_streak: int = 0
+    next_check_at: datetime | None = None
+    progress_event_at: datetime | None = None  # when the last job.progress event was stored
+    idempotency_key: str | None = None
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
 

@@ -15,18 +15,29 @@ import uvicorn
 from starlette.types import ASGIApp
 
 
-@contextlib.asynccontextmanager
-async def serve_in_background(
-    app: ASGIApp, host: str = "127.0.0.1", port: int = 0
-) -> AsyncIterator[str]:
-    """Serve ``app`` until the block exits; yields its base URL (``http://127.0.0.1:PORT``).
-
-    ``port=0`` picks a free port. The socket is bound before the server starts, so the URL is
-    known (and connectable) at once.
-    """
+def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (``port=0``: a free one), not yet listening."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{host}:{port}"
+
+
+@contextlib.asynccontextmanager
+async def serve_in_background(
+    app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None
+) -> AsyncIterator[str]:
+    """Serve ``app`` until the block exits; yields its base URL (``http://127.0.0.1:PORT``).
+
+    ``port=0`` picks a free port. Pass ``sock`` (from :func:`bind`) when the URL must be
+    known before the app is built (the bridge's own public URL, say).
+    """
+    sock = sock or bind(host, port)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=1
@@ -39,7 +50,7 @@ async def serve_in_background(
                 task.result()  # raises what stopped it
                 raise RuntimeError("server stopped before it started")
             await asyncio.sleep(0.01)
-        yield f"http://{host}:{bound_port}"
+        yield url_of(sock)
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,13 @@
+"""HTTP handlers only: parse, authorize, call the core, shape the answer."""
+
+from starlette.routing import BaseRoute
+
+from bridge.api import account, callbacks, events, health, jobs
+
+routes: list[BaseRoute] = [
+    *jobs.routes,
+    *events.routes,
+    *account.routes,
+    *callbacks.routes,
+    *health.routes,
+]

@@ -1,0 +1,78 @@
+"""What every handler shares: the bridge instance, authentication, bodies, pagination."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from bridge.core import Bridge
+from bridge.errors import InvalidRequest, PayloadTooLarge, Unauthorized
+from bridge.models import Tenant
+
+MAX_BODY = 1024 * 1024  # bytes; job bodies may carry data: URLs and get more (see jobs.py)
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+def get_bridge(request: Request) -> Bridge:
+    bridge: Bridge = request.app.state.bridge
+    return bridge
+
+
+async def authenticate(request: Request) -> Tenant:
+    """The tenant of the request's API key (``Authorization: Bearer`` or ``X-API-Key``)."""
+    key = request.headers.get("x-api-key", "").strip()
+    if not key:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            key = token.strip()
+    tenant = await get_bridge(request).authenticate(key) if key else None
+    if tenant is None:
+        raise Unauthorized("a valid API key is required (Authorization: Bearer <key> "
+                           "or X-API-Key: <key>)")
+    return tenant
+
+
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The raw body, refusing (413) more than ``limit`` bytes without reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int = MAX_BODY, *, required: bool = True) -> Any:
+    body = await read_body(request, limit)
+    if not body.strip():
+        if required:
+            raise InvalidRequest("a JSON body is required", status_code=400)
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("the body is not valid JSON", status_code=400) from None
+
+
+def page_params(request: Request) -> tuple[int, str | None]:
+    raw = request.query_params.get("limit")
+    limit = DEFAULT_LIMIT
+    if raw is not None:
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+            raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}",
+                                 field="limit", status_code=400)
+        limit = int(raw)
+    return limit, request.query_params.get("cursor") or None
+
+
+def page(data: list[Any], next_cursor: str | None) -> JSONResponse:
+    return JSONResponse({"data": data, "next_cursor": next_cursor})

@@ -1,0 +1,39 @@
+"""``/v1/events``: every state change, newest first, for those who page instead of listen."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bridge.api.common import authenticate, get_bridge, page, page_params
+from bridge.errors import InvalidRequest, NotFound
+from bridge.models import EVENT_TYPES
+
+
+async def list_events(request: Request) -> JSONResponse:
+    tenant = await authenticate(request)
+    limit, cursor = page_params(request)
+    event_type = request.query_params.get("type") or None
+    if event_type is not None and event_type not in EVENT_TYPES:
+        raise InvalidRequest(f"type must be one of {', '.join(EVENT_TYPES)}", field="type",
+                             status_code=400)
+    result = await get_bridge(request).store.list_events(
+        tenant.id, type=event_type, job_id=request.query_params.get("job_id") or None,
+        limit=limit, cursor=cursor,
+    )
+    return page([event.to_json() for event in result.data], result.next_cursor)
+
+
+async def get_event(request: Request) -> JSONResponse:
+    tenant = await authenticate(request)
+    event = await get_bridge(request).store.get_event(request.path_params["event_id"], tenant.id)
+    if event is None:
+        raise NotFound("no such event")
+    return JSONResponse(event.to_json())
+
+
+routes = [
+    Route("/v1/events", list_events, methods=["GET"]),
+    Route("/v1/events/{event_id}", get_event, methods=["GET"]),
+]

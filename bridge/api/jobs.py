@@ -1,0 +1,65 @@
+"""``/v1/jobs``: create, read, list and cancel jobs."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bridge.api.common import authenticate, get_bridge, page, page_params, read_json
+from bridge.errors import InvalidRequest, NotFound
+from bridge.models import JobStatus
+from bridge.settings import PROVIDERS
+
+MAX_JOB_BODY = 16 * 1024 * 1024  # images may come inline as data: URLs
+
+
+async def create_job(request: Request) -> JSONResponse:
+    tenant = await authenticate(request)
+    body = await read_json(request, MAX_JOB_BODY)
+    key = request.headers.get("idempotency-key")
+    job, created = await get_bridge(request).create_job(tenant, body, key)
+    return JSONResponse(job.to_json(), status_code=202 if created else 200)
+
+
+async def get_job(request: Request) -> JSONResponse:
+    tenant = await authenticate(request)
+    job = await get_bridge(request).store.get_job(request.path_params["job_id"], tenant.id)
+    if job is None:
+        raise NotFound("no such job")
+    return JSONResponse(job.to_json())
+
+
+async def list_jobs(request: Request) -> JSONResponse:
+    tenant = await authenticate(request)
+    limit, cursor = page_params(request)
+    status = request.query_params.get("status") or None
+    if status is not None and status not in set(JobStatus):
+        raise InvalidRequest(f"status must be one of {', '.join(JobStatus)}", field="status",
+                             status_code=400)
+    provider = request.query_params.get("provider") or None
+    if provider is not None and provider not in PROVIDERS:
+        raise InvalidRequest(f"provider must be one of {', '.join(PROVIDERS)}",
+                             field="provider", status_code=400)
+    result = await get_bridge(request).store.list_jobs(
+        tenant.id, status=status, provider=provider, limit=limit, cursor=cursor
+    )
+    return page([job.to_json() for job in result.data], result.next_cursor)
+
+
+async def cancel_job(request: Request) -> JSONResponse:
+    tenant = await authenticate(request)
+    bridge = get_bridge(request)
+    job = await bridge.store.get_job(request.path_params["job_id"], tenant.id)
+    if job is None:
+        raise NotFound("no such job")
+    canceled = await bridge.tracker.cancel(job)
+    return JSONResponse(canceled.to_json())
+
+
+routes = [
+    Route("/v1/jobs", create_job, methods=["POST"]),
+    Route("/v1/jobs", list_jobs, methods=["GET"]),
+    Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+]

@@ -1,0 +1,68 @@
+"""The ASGI application: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bridge.api import routes
+from bridge.core import Bridge
+from bridge.errors import BridgeError
+from bridge.settings import Settings
+
+log = logging.getLogger("bridge")
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+               400: "invalid_request", 401: "unauthorized", 403: "forbidden"}
+
+
+async def _bridge_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BridgeError)
+    return JSONResponse(exc.to_json(), status_code=exc.status_code)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
+                        status_code=exc.status_code, headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": {"code": "internal_error", "message": "internal error"}},
+                        status_code=500)
+
+
+def create_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> Starlette:
+    """The bridge as an ASGI app. The lifespan opens the store and starts the workers.
+
+    ``http`` replaces the client the provider adapters use (tests route it to simulators).
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        bridge = await Bridge.open(settings, http=http)
+        app.state.bridge = bridge
+        try:
+            await bridge.start()
+            yield
+        finally:
+            await bridge.close()
+
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            BridgeError: _bridge_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+    )

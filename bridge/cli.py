@@ -1,0 +1,84 @@
+"""The ``bridge`` command: serve, demo, keys create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from bridge.settings import Settings, SettingsError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bridge", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the bridge's HTTP service")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+
+    demo = commands.add_parser(
+        "demo", help="run the whole flow on this machine against built-in provider simulators"
+    )
+    demo.add_argument("--timeout", type=float, default=180.0,
+                      help="seconds to wait for every job to finish (default 180)")
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create an API key and print it once")
+    create.add_argument("--tenant", required=True)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("BRIDGE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if args.command == "demo":
+        from bridge.demo import run_demo
+
+        return asyncio.run(run_demo(wait_seconds=args.timeout))
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    if args.command == "serve":
+        return _serve(settings, args.host, args.port)
+    if args.command == "keys":
+        return asyncio.run(_create_key(settings, args.tenant))
+    return 2  # pragma: no cover - argparse refuses unknown commands
+
+
+def _serve(settings: Settings, host: str, port: int) -> int:
+    import uvicorn
+
+    from bridge.app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
+                proxy_headers=True, forwarded_allow_ips="*")
+    return 0
+
+
+async def _create_key(settings: Settings, tenant: str) -> int:
+    from bridge.core import Bridge
+
+    if not tenant or len(tenant) > 100 or not tenant.replace("-", "").replace("_", "").isalnum():
+        print("bridge: --tenant must be letters, digits, '-' or '_' (at most 100)",
+              file=sys.stderr)
+        return 2
+    bridge = await Bridge.open(settings)
+    try:
+        key = await bridge.create_api_key(tenant)
+    finally:
+        await bridge.close()
+    print(json.dumps({"tenant": tenant, "key": key}))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,183 @@
+"""The bridge's services wired together: what the HTTP handlers and the CLI call."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+
+from bridge.catalog import Catalog
+from bridge.errors import InvalidRequest
+from bridge.jobs import MediaLink, check_capabilities, parse_request
+from bridge.media import MediaStore
+from bridge.models import Job, JobStatus, Tenant, Tracking, new_id, utcnow
+from bridge.providers import build_providers
+from bridge.providers.base import JobRequest, Provider
+from bridge.settings import PROVIDERS, Settings
+from bridge.signing import Signer
+from bridge.store import Store, open_store
+from bridge.tracking import Tracker
+
+log = logging.getLogger("bridge")
+
+IDEMPOTENCY_WINDOW = 24 * 3600.0
+MEDIA_LINK_TTL = 7 * 24 * 3600.0
+DEFAULT_TENANT = "default"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return "brk_" + secrets.token_urlsafe(24)
+
+
+def new_signing_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def provider_client() -> httpx.AsyncClient:
+    """The HTTP client adapters share: bounded waits, no redirects followed silently."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(30.0, connect=10.0),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        headers={"User-Agent": "bridge/0.1"},
+    )
+
+
+def media_linker(signer: Signer, public_url: str) -> MediaLink:
+    """Public, expiring links to files in the media store."""
+
+    def link(name: str) -> tuple[str, datetime]:
+        expires = int(time.time() + MEDIA_LINK_TTL)
+        token = signer.media_token(name, expires)
+        return f"{public_url}/media/{token}", datetime.fromtimestamp(expires, UTC)
+
+    return link
+
+
+@dataclass
+class Bridge:
+    settings: Settings
+    store: Store
+    providers: dict[str, Provider]
+    catalog: Catalog
+    tracker: Tracker
+    signer: Signer
+    media: MediaStore
+    http: httpx.AsyncClient
+    _owns_http: bool
+
+    @classmethod
+    async def open(cls, settings: Settings, http: httpx.AsyncClient | None = None) -> Bridge:
+        """Open the store (migrating it), load the secret key, bootstrap the default tenant."""
+        store = await open_store(settings.database)
+        secret = (
+            settings.secret_key.reveal()
+            if settings.secret_key
+            else await store.get_or_set_meta("secret_key", lambda: secrets.token_urlsafe(32))
+        )
+        await store.ensure_tenant(DEFAULT_TENANT, new_signing_secret)
+        if settings.api_key is not None:
+            await store.add_api_key(DEFAULT_TENANT, hash_key(settings.api_key.reveal()))
+        owns_http = http is None
+        client = http or provider_client()
+        media = MediaStore(settings.media_dir)
+        providers = build_providers(settings, client, media)
+        signer = Signer(secret)
+        tracker = Tracker(
+            store,
+            providers,
+            signer,
+            public_url=settings.public_url,
+            media_link=media_linker(signer, settings.public_url),
+            confirm_callbacks=settings.confirm_callbacks,
+            streams=settings.background,
+        )
+        return cls(settings, store, providers, Catalog(providers), tracker, signer, media,
+                   client, owns_http)
+
+    async def start(self) -> None:
+        """Start the background workers (only with ``BRIDGE_BACKGROUND=on``)."""
+        if self.settings.background:
+            await self.tracker.start()
+
+    async def close(self) -> None:
+        await self.tracker.stop()
+        if self._owns_http:
+            await self.http.aclose()
+        await self.store.close()
+
+    # -- tenants -------------------------------------------------------------------------
+    async def authenticate(self, key: str) -> Tenant | None:
+        if not key:
+            return None
+        return await self.store.tenant_for_key(hash_key(key))
+
+    async def create_api_key(self, tenant: str) -> str:
+        await self.store.ensure_tenant(tenant, new_signing_secret)
+        key = new_api_key()
+        await self.store.add_api_key(tenant, hash_key(key))
+        return key
+
+    # -- jobs ----------------------------------------------------------------------------
+    async def create_job(
+        self, tenant: Tenant, body: object, idempotency_key: str | None
+    ) -> tuple[Job, bool]:
+        """Check and store a new job (``queued``); the tracker submits it.
+
+        Returns the job and whether it is new (``False``: an earlier job with the same
+        ``Idempotency-Key``, which is never submitted a second time).
+        """
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+            raise InvalidRequest("Idempotency-Key must be 1 to 255 characters",
+                                 field="Idempotency-Key", status_code=400)
+        fields = parse_request(body, set(PROVIDERS), set(self.providers))
+        request = JobRequest.from_json(fields)
+        provider = self.providers[request.provider]
+        models = await self.catalog.models(request.provider)
+        model = None
+        if models and request.model is not None:
+            model = next((m for m in models if m.id == request.model), None)
+            if model is None:
+                raise InvalidRequest(
+                    f"unknown model {request.model!r} for {request.provider}; "
+                    "see GET /v1/models",
+                    field="model",
+                )
+        if model is not None:
+            check_capabilities(request, model)
+        provider.check(request, model)
+
+        now = utcnow()
+        webhook_url = fields.pop("webhook_url")
+        webhook_events = fields.pop("events")
+        metadata = fields.pop("metadata")
+        job = Job(
+            id=new_id("job"),
+            tenant=tenant.id,
+            provider=request.provider,
+            model=request.model,
+            status=JobStatus.QUEUED,
+            tracking=Tracking(provider.tracking),
+            request={k: v for k, v in fields.items() if v not in (None, [], {})} | {
+                "provider": request.provider, "prompt": request.prompt, "mode": request.mode},
+            created_at=now,
+            updated_at=now,
+            metadata=metadata,
+            webhook_url=webhook_url,
+            webhook_events=webhook_events,
+            idempotency_key=idempotency_key,
+            next_check_at=now,
+        )
+        stored, created = await self.store.create_job(job, idempotency_window=IDEMPOTENCY_WINDOW)
+        if created:
+            self.tracker.wake()
+        return stored, created

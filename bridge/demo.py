@@ -1,0 +1,151 @@
+"""``bridge demo``: the whole flow on one machine.
+
+Starts the four provider simulators and the bridge on loopback sockets in this process,
+with a fresh SQLite file in a temporary directory, submits one job per provider through the
+public API, prints every event as the bridge records it and the jobs' progress, then checks
+that each finished video can be fetched. Exits 0 only when all four jobs succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bridge.app import create_app
+from bridge.core import Bridge
+from bridge.models import Event
+from bridge.serving import bind, serve_in_background, url_of
+from bridge.settings import Settings
+from bridge.simulators import airforce, apixo, infrai, venice
+from bridge.simulators.base import SimSettings
+
+DEMO_KEY = "brk_demo_local_only_key"
+
+JOBS: list[dict[str, Any]] = [
+    {"provider": "airforce", "model": "wan-2.6", "prompt": "A red fox darting across snowy hills",
+     "duration_seconds": 8, "aspect_ratio": "16:9", "resolution": "720p", "audio": True},
+    {"provider": "infrai", "prompt": "A timelapse of a city skyline at dusk",
+     "duration_seconds": 5, "aspect_ratio": "16:9", "resolution": "1080p"},
+    {"provider": "apixo", "model": "veo-3-1",
+     "prompt": "A cinematic flyover of a futuristic city at sunrise", "aspect_ratio": "16:9"},
+    {"provider": "venice", "model": "seedance-2-0-text-to-video",
+     "prompt": "Commerce being conducted in the city of Venice, Italy", "duration_seconds": 5,
+     "aspect_ratio": "16:9", "resolution": "720p"},
+]
+
+SIMULATORS = {
+    "airforce": airforce.create_app,
+    "infrai": infrai.create_app,
+    "apixo": apixo.create_app,
+    "venice": venice.create_app,
+}
+
+
+class Console:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def line(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
+
+    def event(self, event: Event) -> None:
+        data = event.data
+        progress = data.get("progress")
+        extra = f" {progress}%" if event.type == "job.progress" and progress is not None else ""
+        if event.type == "job.succeeded":
+            extra = f" -> {(data.get('result') or {}).get('video_url')}"
+        elif event.type == "job.failed":
+            extra = f" ({(data.get('error') or {}).get('code')})"
+        self.line(f"event {event.type:<14} {data.get('provider', ''):<8} {data.get('id')} "
+                  f"seq={data.get('sequence')}{extra}")
+
+
+async def run_demo(wait_seconds: float = 180.0) -> int:
+    for name in ("bridge", "uvicorn", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="bridge-demo-") as tmp:
+        async with contextlib.AsyncExitStack() as stack:
+            env = {
+                "BRIDGE_DATABASE": str(Path(tmp) / "bridge.db"),
+                "BRIDGE_MEDIA_DIR": str(Path(tmp) / "media"),
+                "BRIDGE_API_KEY": DEMO_KEY,
+            }
+            for name, make in SIMULATORS.items():
+                sim_key = f"sim-{name}-key"
+                app = make(SimSettings(api_key=sim_key, duration=(6.0, 12.0), queue_delay=1.0))
+                url = await stack.enter_async_context(serve_in_background(app))
+                env[f"BRIDGE_{name.upper()}_API_KEY"] = sim_key
+                env[f"BRIDGE_{name.upper()}_BASE_URL"] = url + (
+                    "/api/v1" if name == "venice" else "")
+                console.line(f"simulator {name:<8} on {url}")
+            sock = bind()
+            env["BRIDGE_PUBLIC_URL"] = url_of(sock)
+            settings = Settings.from_env(env)
+            app = create_app(settings)
+            base = await stack.enter_async_context(serve_in_background(app, sock=sock))
+            bridge: Bridge = app.state.bridge
+            bridge.tracker.listeners.append(console.event)
+            console.line(f"bridge on {base} (database {env['BRIDGE_DATABASE']})")
+            client = await stack.enter_async_context(httpx.AsyncClient(
+                base_url=base, headers={"Authorization": f"Bearer {DEMO_KEY}"}, timeout=30))
+            return await _run_jobs(client, console, wait_seconds)
+
+
+async def _run_jobs(client: httpx.AsyncClient, console: Console, wait_seconds: float) -> int:
+    ids: dict[str, str] = {}
+    for body in JOBS:
+        answer = await client.post("/v1/jobs", json=body)
+        if answer.status_code != 202:
+            console.line(f"FAILED to create the {body['provider']} job: "
+                         f"{answer.status_code} {answer.text}")
+            return 1
+        job = answer.json()
+        ids[body["provider"]] = job["id"]
+        console.line(f"created {job['id']} on {job['provider']} (tracking: {job['tracking']})")
+
+    deadline = time.monotonic() + wait_seconds
+    jobs: dict[str, dict[str, Any]] = {}
+    shown = ""
+    while time.monotonic() < deadline:
+        for provider, job_id in ids.items():
+            jobs[provider] = (await client.get(f"/v1/jobs/{job_id}")).json()
+        status = "  ".join(
+            f"{p}: {j['status']}" + (f" {j['progress']}%" if j.get("progress") is not None
+                                     and j["status"] == "running" else "")
+            for p, j in jobs.items())
+        if status != shown:
+            console.line(f"progress  {status}")
+            shown = status
+        if all(j["status"] in ("succeeded", "failed", "canceled", "expired")
+               for j in jobs.values()):
+            break
+        await asyncio.sleep(1.0)
+
+    ok = True
+    for provider, job in jobs.items():
+        if job["status"] != "succeeded":
+            console.line(f"FAILED   {provider}: {job['status']} {job.get('error')}")
+            ok = False
+            continue
+        url = job["result"]["video_url"]
+        video = await client.get(url)
+        is_mp4 = video.status_code == 200 and video.content[4:8] == b"ftyp"
+        ok = ok and is_mp4
+        console.line(f"{'ok' if is_mp4 else 'FAILED':<8} {provider}: video {len(video.content)} "
+                     f"bytes from {url}")
+    if ok:
+        console.line("all four jobs succeeded")
+        return 0
+    if time.monotonic() >= deadline:
+        console.line(f"timed out after {wait_seconds:.0f}s")
+    print("bridge demo: not every job succeeded", file=sys.stderr)
+    return 1

@@ -1,0 +1,259 @@
+"""Jobs: parsing the unified request, checking it against a model, and the pure rules by
+which provider snapshots move a job from state to state (and which events that makes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from bridge.errors import InvalidRequest
+from bridge.models import (
+    EVENT_TYPES,
+    PROGRESS_EVENT_INTERVAL,
+    STATUS_RANK,
+    TERMINAL,
+    Job,
+    JobError,
+    JobStatus,
+    rfc3339,
+)
+from bridge.providers.base import MODES, JobRequest, ModelInfo, Snapshot, Submission
+from bridge.store import Change
+
+MAX_PROMPT = 20_000
+MAX_IMAGES = 16
+MAX_METADATA_BYTES = 16 * 1024
+
+_FIELDS = {
+    "provider", "model", "prompt", "mode", "duration_seconds", "aspect_ratio", "resolution",
+    "images", "negative_prompt", "seed", "audio", "options", "webhook_url", "events", "metadata",
+}
+
+# Builds a public link for a file in the media store: (url, expires_at).
+MediaLink = Callable[[str], tuple[str, datetime]]
+
+
+def parse_request(body: Any, known_providers: set[str], enabled: set[str]) -> dict[str, Any]:
+    """Check the shape of a ``POST /v1/jobs`` body; return it normalized (every field present).
+
+    Raises ``InvalidRequest`` naming the first offending field.
+    """
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object", status_code=400)
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise InvalidRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
+
+    provider = body.get("provider")
+    if provider is None:
+        raise InvalidRequest("provider is required", field="provider")
+    if not isinstance(provider, str) or provider not in known_providers:
+        raise InvalidRequest(
+            f"provider must be one of {', '.join(sorted(known_providers))}", field="provider"
+        )
+    if provider not in enabled:
+        raise InvalidRequest(
+            f"provider {provider!r} is not enabled on this bridge (no API key configured)",
+            field="provider",
+        )
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise InvalidRequest("prompt is required", field="prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidRequest("prompt must be a non-empty string", field="prompt")
+    if len(prompt) > MAX_PROMPT:
+        raise InvalidRequest(f"prompt is longer than {MAX_PROMPT} characters", field="prompt")
+
+    out: dict[str, Any] = {"provider": provider, "prompt": prompt}
+    out["model"] = _optional(body, "model", str)
+    mode = _optional(body, "mode", str) or "text"
+    if mode not in MODES:
+        raise InvalidRequest(f"mode must be one of {', '.join(MODES)}", field="mode")
+    out["mode"] = mode
+    duration = _optional(body, "duration_seconds", int)
+    if duration is not None and not 1 <= duration <= 600:
+        raise InvalidRequest("duration_seconds must be between 1 and 600",
+                             field="duration_seconds")
+    out["duration_seconds"] = duration
+    out["aspect_ratio"] = _optional(body, "aspect_ratio", str)
+    out["resolution"] = _optional(body, "resolution", str)
+    images = _optional(body, "images", list) or []
+    if len(images) > MAX_IMAGES:
+        raise InvalidRequest(f"at most {MAX_IMAGES} images", field="images")
+    for index, image in enumerate(images):
+        if not isinstance(image, str) or not _is_image_ref(image):
+            raise InvalidRequest("each image must be an http(s) URL or a data: URL",
+                                 field=f"images[{index}]")
+    out["images"] = images
+    out["negative_prompt"] = _optional(body, "negative_prompt", str)
+    out["seed"] = _optional(body, "seed", int)
+    out["audio"] = _optional(body, "audio", bool)
+    out["options"] = _optional(body, "options", dict) or {}
+    webhook_url = _optional(body, "webhook_url", str)
+    if webhook_url is not None and urlsplit(webhook_url).scheme not in ("http", "https"):
+        raise InvalidRequest("webhook_url must be an http(s) URL", field="webhook_url")
+    out["webhook_url"] = webhook_url
+    events = _optional(body, "events", list)
+    if events is not None:
+        for index, event_type in enumerate(events):
+            if event_type not in EVENT_TYPES:
+                raise InvalidRequest(f"unknown event type {event_type!r}",
+                                     field=f"events[{index}]")
+    out["events"] = events
+    metadata = _optional(body, "metadata", dict)
+    if metadata is not None and len(repr(metadata)) > MAX_METADATA_BYTES:
+        raise InvalidRequest("metadata is larger than 16 KiB", field="metadata")
+    out["metadata"] = metadata
+    return out
+
+
+def _optional(body: dict[str, Any], name: str, kind: type) -> Any:
+    value = body.get(name)
+    if value is None:
+        return None
+    # bool is an int in Python; a JSON true is not a duration or a seed.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidRequest(f"{name} must be {_KIND_NAMES[kind]}", field=name)
+    return value
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "an array",
+               dict: "an object"}
+
+
+def _is_image_ref(value: str) -> bool:
+    if value.startswith("data:"):
+        return "," in value
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def check_capabilities(request: JobRequest, model: ModelInfo) -> None:
+    """Refuse, naming the field, what the model's published capabilities do not allow."""
+    if model.modes and request.mode not in model.modes:
+        raise InvalidRequest(
+            f"model {model.id} supports modes {', '.join(model.modes)}", field="mode"
+        )
+    if request.duration_seconds is not None:
+        duration = request.duration_seconds
+        if model.durations is not None and duration not in model.durations:
+            allowed = ", ".join(str(d) for d in model.durations)
+            raise InvalidRequest(f"model {model.id} supports durations {allowed} seconds",
+                                 field="duration_seconds")
+        low, high = model.min_duration_seconds, model.max_duration_seconds
+        if (low is not None and duration < low) or (high is not None and duration > high):
+            raise InvalidRequest(
+                f"model {model.id} supports {low or 1} to {high or 'any'} seconds",
+                field="duration_seconds",
+            )
+    if request.aspect_ratio is not None and model.aspect_ratios and (
+        request.aspect_ratio not in model.aspect_ratios
+    ):
+        raise InvalidRequest(
+            f"model {model.id} supports aspect ratios {', '.join(model.aspect_ratios)}",
+            field="aspect_ratio",
+        )
+    if request.resolution is not None and model.resolutions and (
+        request.resolution not in model.resolutions
+    ):
+        raise InvalidRequest(
+            f"model {model.id} supports resolutions {', '.join(model.resolutions)}",
+            field="resolution",
+        )
+    if request.mode != "text" and not request.images:
+        raise InvalidRequest(f"mode {request.mode} needs at least one image", field="images")
+    if model.max_images is not None and len(request.images) > model.max_images:
+        raise InvalidRequest(f"model {model.id} takes at most {model.max_images} images",
+                             field="images")
+
+
+# -- transitions ---------------------------------------------------------------------------
+
+
+def _status_event(status: JobStatus) -> str:
+    return f"job.{status}"
+
+
+def apply_submission(job: Job, submission: Submission, now: datetime) -> Change:
+    """The provider accepted the job: record its id and what it said; ``job.submitted``."""
+    cost = dict(job.cost or {})
+    if submission.estimated_cost_usd is not None:
+        cost["estimated_usd"] = round(submission.estimated_cost_usd, 4)
+    accepted = replace(
+        job,
+        status=JobStatus.SUBMITTED,
+        provider_job_id=submission.provider_job_id,
+        provider_data={**job.provider_data, **submission.provider_data},
+        cost=cost or None,
+        submitted_at=now,
+        submit_started_at=None,
+        updated_at=now,
+        error_streak=0,
+        progress=job.progress if job.progress is not None else 0,
+    )
+    # Announce the submission first; a snapshot that is already further along (a fast
+    # provider) is applied by the caller as a second change.
+    return Change(accepted, "job.submitted")
+
+
+def apply_snapshot(job: Job, snapshot: Snapshot, now: datetime,
+                   media_link: MediaLink) -> Change:
+    """Fold a provider snapshot into the job. Never moves a job backwards; emits one event
+    per state change, and ``job.progress`` at most once per 5 s."""
+    status = job.status
+    if STATUS_RANK[snapshot.status] > STATUS_RANK[job.status]:
+        status = snapshot.status
+    changed = status != job.status
+
+    progress = job.progress
+    if snapshot.progress is not None and (progress is None or snapshot.progress > progress):
+        progress = min(100, max(0, snapshot.progress))
+    if status == JobStatus.SUCCEEDED:
+        progress = 100
+
+    updated = replace(job, status=status, progress=progress, updated_at=now)
+    if snapshot.cost_usd is not None:
+        updated.cost = {**(job.cost or {}), "usd": round(snapshot.cost_usd, 4)}
+
+    if changed and status in TERMINAL:
+        updated.completed_at = now
+        updated.next_check_at = None
+        if status == JobStatus.SUCCEEDED:
+            updated.result = _result(snapshot, now, media_link)
+        elif snapshot.error is not None:
+            updated.error = snapshot.error
+        elif status == JobStatus.EXPIRED:
+            updated.error = JobError("expired", "the provider expired the job")
+        elif status == JobStatus.FAILED:
+            updated.error = JobError("provider_rejected", "the provider reported a failure")
+        return Change(updated, _status_event(status))
+    if changed:
+        return Change(updated, _status_event(status))
+    if progress != job.progress and (
+        job.progress_event_at is None
+        or (now - job.progress_event_at).total_seconds() >= PROGRESS_EVENT_INTERVAL
+    ):
+        updated.progress_event_at = now
+        return Change(updated, "job.progress")
+    return Change(updated)
+
+
+def _result(snapshot: Snapshot, now: datetime, media_link: MediaLink) -> dict[str, Any]:
+    if snapshot.media_file is not None:
+        url, expires_at = media_link(snapshot.media_file)
+        return {"video_url": url, "expires_at": rfc3339(expires_at)}
+    return {"video_url": snapshot.video_url, "expires_at": rfc3339(snapshot.expires_at)}
+
+
+def end_job(job: Job, status: JobStatus, error: JobError | None, now: datetime) -> Change:
+    """Finish a job for a reason of the bridge's own (cancel, give up, unknown submit)."""
+    ended = replace(job, status=status, error=error, updated_at=now, completed_at=now,
+                    next_check_at=None, submit_started_at=None)
+    return Change(ended, _status_event(status))
+
+
+def due_in(now: datetime, seconds: float) -> datetime:
+    return now + timedelta(seconds=seconds)

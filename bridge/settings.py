@@ -1,0 +1,186 @@
+"""Configuration, read once from the environment (SPEC section 2).
+
+``Settings.from_env()`` raises :class:`SettingsError` naming the variable for any invalid
+value; ``bridge serve`` prints that one line and exits with status 2. Secrets are wrapped in
+:class:`Secret` so that a settings object can be printed or logged without leaking them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+PROVIDERS = ("airforce", "infrai", "apixo", "venice")
+
+DEFAULT_BASE_URLS = {
+    "airforce": "https://api.airforce",
+    "infrai": "https://api.infrai.cc",
+    "apixo": "https://api.apixo.ai",
+    "venice": "https://api.venice.ai/api/v1",
+}
+
+DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+
+class SettingsError(Exception):
+    """An invalid configuration value; the message names the variable."""
+
+
+class Secret:
+    """A string that does not show itself in ``repr``/``str``; ``reveal()`` gives it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    name: str
+    api_key: Secret | None
+    base_url: str
+
+    @property
+    def enabled(self) -> bool:
+        return self.api_key is not None
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: str = "./bridge.db"
+    public_url: str = "http://127.0.0.1:8000"
+    secret_key: Secret | None = None
+    api_key: Secret | None = None
+    tick_secret: Secret | None = None
+    background: bool = True
+    retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    allow_private_targets: bool = False
+    confirm_callbacks: bool = True
+    media_dir: str = "./media"
+    config: str | None = None
+    providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            if value is None or value.strip() == "":
+                return None
+            return value.strip()
+
+        providers = {}
+        for name in PROVIDERS:
+            upper = name.upper()
+            key = get(f"BRIDGE_{upper}_API_KEY")
+            base = get(f"BRIDGE_{upper}_BASE_URL") or DEFAULT_BASE_URLS[name]
+            providers[name] = ProviderSettings(
+                name=name,
+                api_key=Secret(key) if key else None,
+                base_url=_url(f"BRIDGE_{upper}_BASE_URL", base).rstrip("/"),
+            )
+
+        config = get("BRIDGE_CONFIG")
+        if config is not None and not Path(config).is_file():
+            raise SettingsError(f"BRIDGE_CONFIG: no such file: {config}")
+
+        return cls(
+            database=get("BRIDGE_DATABASE") or "./bridge.db",
+            public_url=_url("BRIDGE_PUBLIC_URL", get("BRIDGE_PUBLIC_URL") or cls.public_url)
+            .rstrip("/"),
+            secret_key=_secret("BRIDGE_SECRET_KEY", get("BRIDGE_SECRET_KEY"), min_length=16),
+            api_key=_secret("BRIDGE_API_KEY", get("BRIDGE_API_KEY"), min_length=8),
+            tick_secret=_secret("BRIDGE_TICK_SECRET", get("BRIDGE_TICK_SECRET"), min_length=8),
+            background=_switch("BRIDGE_BACKGROUND", get("BRIDGE_BACKGROUND"), default=True),
+            retry_schedule=parse_schedule(
+                "BRIDGE_RETRY_SCHEDULE", get("BRIDGE_RETRY_SCHEDULE") or DEFAULT_RETRY_SCHEDULE
+            ),
+            allow_private_targets=_switch(
+                "BRIDGE_ALLOW_PRIVATE_TARGETS", get("BRIDGE_ALLOW_PRIVATE_TARGETS"), default=False
+            ),
+            confirm_callbacks=_switch(
+                "BRIDGE_CONFIRM_CALLBACKS", get("BRIDGE_CONFIRM_CALLBACKS"), default=True
+            ),
+            media_dir=get("BRIDGE_MEDIA_DIR") or "./media",
+            config=config,
+            providers=providers,
+        )
+
+    @property
+    def enabled_providers(self) -> list[ProviderSettings]:
+        return [p for p in self.providers.values() if p.enabled]
+
+
+def parse_duration(text: str) -> float:
+    """``"5s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"250ms"`` or plain seconds, to seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def parse_schedule(variable: str, text: str) -> tuple[float, ...]:
+    parts = [part for part in text.split(",") if part.strip()]
+    if not parts:
+        raise SettingsError(
+            f"{variable}: must list at least one delay, e.g. {DEFAULT_RETRY_SCHEDULE}"
+        )
+    try:
+        delays = tuple(parse_duration(part) for part in parts)
+    except ValueError as exc:
+        raise SettingsError(
+            f"{variable}: {exc}; expected comma-separated delays like {DEFAULT_RETRY_SCHEDULE}"
+        ) from None
+    if any(delay <= 0 for delay in delays):
+        raise SettingsError(f"{variable}: every delay must be greater than zero")
+    return delays
+
+
+def _switch(variable: str, value: str | None, *, default: bool) -> bool:
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in ("1", "on", "true", "yes"):
+        return True
+    if lowered in ("0", "off", "false", "no"):
+        return False
+    raise SettingsError(f"{variable}: expected on/off (1/0), got {value!r}")
+
+
+def _url(variable: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"{variable}: expected an http(s) URL, got {value!r}")
+    return value
+
+
+def _secret(variable: str, value: str | None, *, min_length: int) -> Secret | None:
+    if value is None:
+        return None
+    if len(value) < min_length:
+        # Never echo the value: it is a secret, even when it is a bad one.
+        raise SettingsError(f"{variable}: too short (at least {min_length} characters)")
+    return Secret(value)

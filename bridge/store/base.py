@@ -1,0 +1,140 @@
+"""The storage interface: what the rest of the bridge asks of a database.
+
+One method per operation, named for the domain. Every backend gives the same guarantees:
+
+- ``update_job`` reads the job, lets the caller decide the change, and writes the job and
+  its event (if any) in one transaction, with the row locked against concurrent writers: a
+  callback, a stream message and a poll racing on one job are applied one after another,
+  each seeing the other's result. A terminal job is never passed to the caller's function.
+- ``claim_due_jobs`` hands each due job to one caller at a time (a lease), so overlapping
+  workers or ticks never work the same job twice; finding due jobs uses an index on the
+  next-check time, so its cost does not grow with the number of jobs in flight.
+
+The SQLite backend (``bridge.store.sqlite``) is the embedded default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, Protocol, TypeVar
+
+from bridge.models import Event, Job, Tenant
+
+
+@dataclass(frozen=True)
+class Change:
+    """What ``update_job``'s decision function returns: the job as it should now be
+    stored and, when the change is worth telling, the type of event to record."""
+
+    job: Job
+    event_type: str | None = None
+
+
+Decide = Callable[[Job], Change | None]
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    data: list[T]
+    next_cursor: str | None
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """Whether the database answers and its schema is current."""
+        ...
+
+    # -- settings kept in the database ---------------------------------------------------
+    async def get_or_set_meta(self, key: str, make: Callable[[], str]) -> str:
+        """The value stored under ``key``, storing ``make()`` first if there is none."""
+        ...
+
+    # -- tenants and keys ----------------------------------------------------------------
+    async def ensure_tenant(self, name: str, make_secret: Callable[[], str]) -> Tenant: ...
+
+    async def add_api_key(self, tenant: str, key_hash: str) -> None: ...
+
+    async def tenant_for_key(self, key_hash: str) -> Tenant | None: ...
+
+    # -- jobs ----------------------------------------------------------------------------
+    async def create_job(self, job: Job, *, idempotency_window: float) -> tuple[Job, bool]:
+        """Insert ``job``; with ``job.idempotency_key`` set, a job of the same tenant and key
+        created within ``idempotency_window`` seconds is returned instead (``False``)."""
+        ...
+
+    async def get_job(self, job_id: str, tenant: str | None = None) -> Job | None:
+        """The job; with ``tenant``, only if it belongs to that tenant."""
+        ...
+
+    async def list_jobs(
+        self,
+        tenant: str,
+        *,
+        status: str | None,
+        provider: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[Job]: ...
+
+    async def update_job(
+        self, job_id: str, decide: Decide, *, release_lease: bool = False
+    ) -> tuple[Job, Event | None] | None:
+        """Apply ``decide`` to the current row atomically (see the module docstring);
+        with ``release_lease``, end the caller's lease on the job in the same transaction.
+
+        Returns the stored job and event, or ``None`` when the job is terminal, missing, or
+        ``decide`` returned ``None``.
+        """
+        ...
+
+    async def claim_due_jobs(self, now: datetime, limit: int, lease: float) -> list[Job]:
+        """Lease up to ``limit`` jobs whose next check is due, earliest first."""
+        ...
+
+    async def release_job(self, job_id: str, next_check_at: datetime | None) -> None:
+        """End the lease and set when the job is next due (``None``: not on a timer)."""
+        ...
+
+    async def begin_submit(self, job_id: str, provider: str, limit: int | None,
+                           now: datetime) -> bool:
+        """Mark the job's submission as started, if fewer than ``limit`` of the provider's
+        jobs are at the provider or being submitted. Atomic; ``False`` when full."""
+        ...
+
+    async def wake_queued(self, provider: str, now: datetime) -> None:
+        """Make the provider's waiting queued jobs due now (a slot has freed)."""
+        ...
+
+    async def unfinished_jobs(self) -> list[Job]:
+        """Every job not yet in a terminal state (to follow again after a restart)."""
+        ...
+
+    async def adopted_provider_job(self, provider: str, provider_job_id: str) -> str | None:
+        """The id of the job already following this provider task, if any."""
+        ...
+
+    # -- events --------------------------------------------------------------------------
+    async def list_events(
+        self,
+        tenant: str,
+        *,
+        type: str | None,
+        job_id: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[Event]: ...
+
+    async def get_event(self, event_id: str, tenant: str) -> Event | None: ...
+
+    async def job_events(self, job_id: str) -> list[Event]: ...

@@ -1,0 +1,569 @@
+"""The SQLite backend: one file in WAL mode, all of the bridge's SQL.
+
+Writes go through one connection guarded by a lock, each in a ``BEGIN IMMEDIATE``
+transaction (which also serializes against other processes on the same file, e.g. a
+``bridge tick`` beside ``bridge serve``); reads use a second connection, which WAL lets run
+beside a writer. ``synchronous=NORMAL`` in WAL mode keeps every committed transaction across
+a crash of the process; only a power loss can take the last few.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from bridge.errors import InvalidRequest
+from bridge.models import (
+    TERMINAL,
+    Event,
+    Job,
+    JobError,
+    JobStatus,
+    Tenant,
+    Tracking,
+    new_id,
+    utcnow,
+)
+from bridge.store.base import Decide, Page
+
+_T = TypeVar("_T")
+_TERMINAL = tuple(str(status) for status in TERMINAL)
+
+MIGRATIONS: Sequence[str] = (
+    # 1: tenants, keys, jobs, events
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+    CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        signing_secret TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+
+    CREATE TABLE api_keys (
+        key_hash TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        created_at REAL NOT NULL
+    );
+
+    CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        provider TEXT NOT NULL,
+        model TEXT,
+        status TEXT NOT NULL,
+        tracking TEXT NOT NULL,
+        provider_job_id TEXT,
+        progress INTEGER,
+        request TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        cost TEXT,
+        metadata TEXT,
+        provider_data TEXT NOT NULL DEFAULT '{}',
+        webhook_url TEXT,
+        webhook_events TEXT,
+        idempotency_key TEXT,
+        sequence INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        completed_at REAL,
+        submit_started_at REAL,
+        submitted_at REAL,
+        next_check_at REAL,
+        lease_until REAL,
+        check_count INTEGER NOT NULL DEFAULT 0,
+        error_streak INTEGER NOT NULL DEFAULT 0,
+        progress_event_at REAL
+    );
+    CREATE INDEX jobs_due ON jobs(next_check_at) WHERE next_check_at IS NOT NULL;
+    CREATE INDEX jobs_tenant ON jobs(tenant, seq);
+    CREATE INDEX jobs_provider_status ON jobs(provider, status);
+    CREATE UNIQUE INDEX jobs_idempotency ON jobs(tenant, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX jobs_provider_task ON jobs(provider, provider_job_id)
+        WHERE provider_job_id IS NOT NULL;
+
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        job_id TEXT,
+        type TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_tenant ON events(tenant, seq);
+    CREATE INDEX events_tenant_type ON events(tenant, type, seq);
+    CREATE INDEX events_job ON events(job_id, seq);
+    """,
+)
+
+_JOB_COLUMNS = (
+    "id", "tenant", "provider", "model", "status", "tracking", "provider_job_id", "progress",
+    "request", "result", "error", "cost", "metadata", "provider_data", "webhook_url",
+    "webhook_events", "idempotency_key", "sequence", "created_at", "updated_at", "completed_at",
+    "submit_started_at", "submitted_at", "next_check_at", "check_count", "error_streak",
+    "progress_event_at",
+)
+_JOB_INSERT = (
+    f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in _JOB_COLUMNS)})"
+)
+_JOB_UPDATE = (
+    f"UPDATE jobs SET {', '.join(f'{c} = :{c}' for c in _JOB_COLUMNS if c != 'id')} "
+    "WHERE id = :id"
+)
+
+
+class SQLiteStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._write: aiosqlite.Connection | None = None
+        self._read: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._write = await self._connect()
+        await self._write.execute("PRAGMA journal_mode=WAL")
+        await self._migrate(self._write)
+        self._read = await self._connect()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn.row_factory = aiosqlite.Row
+        await conn.execute("PRAGMA busy_timeout=10000")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            async with conn.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+            version = row[0] if row else 0
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in _statements(script):
+                    await conn.execute(statement)
+                await conn.execute(f"PRAGMA user_version = {number}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        for conn in (self._read, self._write):
+            if conn is not None:
+                await conn.close()
+        self._read = self._write = None
+
+    async def ping(self) -> bool:
+        try:
+            async with self._reader.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+        except (aiosqlite.Error, ValueError):
+            return False
+        return row is not None and row[0] == len(MIGRATIONS)
+
+    @property
+    def _reader(self) -> aiosqlite.Connection:
+        if self._read is None:
+            raise RuntimeError("store is not open")
+        return self._read
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        if self._write is None:
+            raise RuntimeError("store is not open")
+        async with self._lock:
+            conn = self._write
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+
+    async def _fetchone(self, sql: str, params: Any = ()) -> aiosqlite.Row | None:
+        async with self._reader.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def _fetchall(self, sql: str, params: Any = ()) -> list[aiosqlite.Row]:
+        async with self._reader.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    # -- meta ----------------------------------------------------------------------------
+    async def get_or_set_meta(self, key: str, make: Callable[[], str]) -> str:
+        async with self._transaction() as conn:
+            async with conn.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
+                row = await cursor.fetchone()
+            if row is not None:
+                return str(row[0])
+            value = make()
+            await conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+            return value
+
+    # -- tenants and keys ----------------------------------------------------------------
+    async def ensure_tenant(self, name: str, make_secret: Callable[[], str]) -> Tenant:
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO tenants (id, signing_secret, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                (name, make_secret(), time.time()),
+            )
+            async with conn.execute(
+                "SELECT id, signing_secret FROM tenants WHERE id = ?", (name,)
+            ) as cursor:
+                row = await cursor.fetchone()
+        assert row is not None
+        return Tenant(id=row["id"], signing_secret=row["signing_secret"])
+
+    async def add_api_key(self, tenant: str, key_hash: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO api_keys (key_hash, tenant, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant",
+                (key_hash, tenant, time.time()),
+            )
+
+    async def tenant_for_key(self, key_hash: str) -> Tenant | None:
+        row = await self._fetchone(
+            "SELECT t.id, t.signing_secret FROM api_keys k JOIN tenants t ON t.id = k.tenant "
+            "WHERE k.key_hash = ?",
+            (key_hash,),
+        )
+        return Tenant(id=row["id"], signing_secret=row["signing_secret"]) if row else None
+
+    # -- jobs ----------------------------------------------------------------------------
+    async def create_job(self, job: Job, *, idempotency_window: float) -> tuple[Job, bool]:
+        async with self._transaction() as conn:
+            if job.idempotency_key is not None:
+                async with conn.execute(
+                    "SELECT * FROM jobs WHERE tenant = ? AND idempotency_key = ?",
+                    (job.tenant, job.idempotency_key),
+                ) as cursor:
+                    row = await cursor.fetchone()
+                if row is not None:
+                    if row["created_at"] >= time.time() - idempotency_window:
+                        return _job(row), False
+                    # The key's window has passed: it may name a new job now.
+                    await conn.execute(
+                        "UPDATE jobs SET idempotency_key = NULL WHERE id = ?", (row["id"],)
+                    )
+            await conn.execute(_JOB_INSERT, _job_params(job))
+        return job, True
+
+    async def get_job(self, job_id: str, tenant: str | None = None) -> Job | None:
+        if tenant is None:
+            row = await self._fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        else:
+            row = await self._fetchone(
+                "SELECT * FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant)
+            )
+        return _job(row) if row else None
+
+    async def list_jobs(
+        self,
+        tenant: str,
+        *,
+        status: str | None,
+        provider: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[Job]:
+        where = ["tenant = ?"]
+        params: list[Any] = [tenant]
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if provider is not None:
+            where.append("provider = ?")
+            params.append(provider)
+        if cursor is not None:
+            where.append("seq < ?")
+            params.append(decode_cursor(cursor))
+        rows = await self._fetchall(
+            f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+        return _page(rows, limit, _job)
+
+    async def update_job(
+        self, job_id: str, decide: Decide, *, release_lease: bool = False
+    ) -> tuple[Job, Event | None] | None:
+        async with self._transaction() as conn:
+            async with conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                return None
+            current = _job(row)
+            if current.status in TERMINAL:
+                return None
+            change = decide(current)
+            if change is None:
+                return None
+            job = change.job
+            event = None
+            if change.event_type is not None:
+                job = replace(job, sequence=current.sequence + 1)
+                event = Event(
+                    id=new_id("evt"),
+                    tenant=job.tenant,
+                    type=change.event_type,
+                    job_id=job.id,
+                    created_at=job.updated_at,
+                    data={**job.to_json(), "sequence": job.sequence},
+                )
+                await self._insert_event(conn, event)
+            await conn.execute(_JOB_UPDATE, _job_params(job))
+            if release_lease:
+                await conn.execute("UPDATE jobs SET lease_until = NULL WHERE id = ?", (job.id,))
+        return job, event
+
+    async def _insert_event(self, conn: aiosqlite.Connection, event: Event) -> None:
+        await conn.execute(
+            "INSERT INTO events (id, tenant, job_id, type, created_at, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (event.id, event.tenant, event.job_id, event.type, event.created_at.timestamp(),
+             _dumps(event.data)),
+        )
+
+    async def claim_due_jobs(self, now: datetime, limit: int, lease: float) -> list[Job]:
+        stamp = now.timestamp()
+        async with self._transaction() as conn, conn.execute(
+            "UPDATE jobs SET lease_until = ? WHERE id IN ("
+            "  SELECT id FROM jobs WHERE next_check_at <= ?"
+            "  AND (lease_until IS NULL OR lease_until < ?)"
+            "  ORDER BY next_check_at LIMIT ?"
+            ") RETURNING *",
+            (stamp + lease, stamp, stamp, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        jobs = [_job(row) for row in rows]
+        jobs.sort(key=lambda job: job.next_check_at or now)
+        return jobs
+
+    async def release_job(self, job_id: str, next_check_at: datetime | None) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(
+                "UPDATE jobs SET lease_until = NULL, next_check_at = ? "
+                "WHERE id = ? AND status NOT IN (?, ?, ?, ?)",
+                (_ts(next_check_at), job_id, *_TERMINAL),
+            )
+
+    async def begin_submit(
+        self, job_id: str, provider: str, limit: int | None, now: datetime
+    ) -> bool:
+        async with self._transaction() as conn:
+            if limit is not None:
+                async with conn.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE provider = ? AND id != ? AND ("
+                    "  status IN ('submitted', 'running')"
+                    "  OR (status = 'queued' AND submit_started_at IS NOT NULL))",
+                    (provider, job_id),
+                ) as cursor:
+                    row = await cursor.fetchone()
+                if row is not None and row[0] >= limit:
+                    return False
+            await conn.execute(
+                "UPDATE jobs SET submit_started_at = ? WHERE id = ? AND status = 'queued'",
+                (now.timestamp(), job_id),
+            )
+            return True
+
+    async def wake_queued(self, provider: str, now: datetime) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(
+                "UPDATE jobs SET next_check_at = ? WHERE provider = ? AND status = 'queued' "
+                "AND submit_started_at IS NULL AND next_check_at > ?",
+                (now.timestamp(), provider, now.timestamp()),
+            )
+
+    async def unfinished_jobs(self) -> list[Job]:
+        rows = await self._fetchall(
+            "SELECT * FROM jobs WHERE status NOT IN (?, ?, ?, ?) ORDER BY seq", _TERMINAL
+        )
+        return [_job(row) for row in rows]
+
+    async def adopted_provider_job(self, provider: str, provider_job_id: str) -> str | None:
+        row = await self._fetchone(
+            "SELECT id FROM jobs WHERE provider = ? AND provider_job_id = ?",
+            (provider, provider_job_id),
+        )
+        return str(row["id"]) if row else None
+
+    # -- events --------------------------------------------------------------------------
+    async def list_events(
+        self,
+        tenant: str,
+        *,
+        type: str | None,
+        job_id: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[Event]:
+        where = ["tenant = ?"]
+        params: list[Any] = [tenant]
+        if type is not None:
+            where.append("type = ?")
+            params.append(type)
+        if job_id is not None:
+            where.append("job_id = ?")
+            params.append(job_id)
+        if cursor is not None:
+            where.append("seq < ?")
+            params.append(decode_cursor(cursor))
+        rows = await self._fetchall(
+            f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+        return _page(rows, limit, _event)
+
+    async def get_event(self, event_id: str, tenant: str) -> Event | None:
+        row = await self._fetchone(
+            "SELECT * FROM events WHERE id = ? AND tenant = ?", (event_id, tenant)
+        )
+        return _event(row) if row else None
+
+    async def job_events(self, job_id: str) -> list[Event]:
+        rows = await self._fetchall("SELECT * FROM events WHERE job_id = ? ORDER BY seq", (job_id,))
+        return [_event(row) for row in rows]
+
+
+# -- rows -------------------------------------------------------------------------------
+
+
+def _statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def _ts(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _job_params(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "tenant": job.tenant,
+        "provider": job.provider,
+        "model": job.model,
+        "status": str(job.status),
+        "tracking": str(job.tracking),
+        "provider_job_id": job.provider_job_id,
+        "progress": job.progress,
+        "request": _dumps(job.request),
+        "result": _dumps(job.result) if job.result is not None else None,
+        "error": _dumps(job.error.to_json()) if job.error is not None else None,
+        "cost": _dumps(job.cost) if job.cost is not None else None,
+        "metadata": _dumps(job.metadata) if job.metadata is not None else None,
+        "provider_data": _dumps(job.provider_data),
+        "webhook_url": job.webhook_url,
+        "webhook_events": _dumps(job.webhook_events) if job.webhook_events is not None else None,
+        "idempotency_key": job.idempotency_key,
+        "sequence": job.sequence,
+        "created_at": job.created_at.timestamp(),
+        "updated_at": job.updated_at.timestamp(),
+        "completed_at": _ts(job.completed_at),
+        "submit_started_at": _ts(job.submit_started_at),
+        "submitted_at": _ts(job.submitted_at),
+        "next_check_at": _ts(job.next_check_at),
+        "check_count": job.check_count,
+        "error_streak": job.error_streak,
+        "progress_event_at": _ts(job.progress_event_at),
+    }
+
+
+def _job(row: aiosqlite.Row) -> Job:
+    error = _loads(row["error"])
+    return Job(
+        id=row["id"],
+        tenant=row["tenant"],
+        provider=row["provider"],
+        model=row["model"],
+        status=JobStatus(row["status"]),
+        tracking=Tracking(row["tracking"]),
+        request=_loads(row["request"]),
+        created_at=_dt(row["created_at"]) or utcnow(),
+        updated_at=_dt(row["updated_at"]) or utcnow(),
+        provider_job_id=row["provider_job_id"],
+        progress=row["progress"],
+        result=_loads(row["result"]),
+        error=JobError.from_json(error) if error else None,
+        cost=_loads(row["cost"]),
+        metadata=_loads(row["metadata"]),
+        completed_at=_dt(row["completed_at"]),
+        sequence=row["sequence"],
+        provider_data=_loads(row["provider_data"]) or {},
+        submit_started_at=_dt(row["submit_started_at"]),
+        submitted_at=_dt(row["submitted_at"]),
+        check_count=row["check_count"],
+        error_streak=row["error_streak"],
+        webhook_url=row["webhook_url"],
+        webhook_events=_loads(row["webhook_events"]),
+        next_check_at=_dt(row["next_check_at"]),
+        progress_event_at=_dt(row["progress_event_at"]),
+        idempotency_key=row["idempotency_key"],
+    )
+
+
+def _event(row: aiosqlite.Row) -> Event:
+    return Event(
+        id=row["id"],
+        tenant=row["tenant"],
+        type=row["type"],
+        job_id=row["job_id"],
+        created_at=_dt(row["created_at"]) or utcnow(),
+        data=_loads(row["data"]),
+    )
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not text.startswith("s"):
+            raise ValueError(cursor)
+        return int(text[1:])
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("cursor is not one this API returned", field="cursor",
+                             status_code=400) from None
+
+
+def _page(
+    rows: list[aiosqlite.Row], limit: int, convert: Callable[[aiosqlite.Row], _T]
+) -> Page[_T]:
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1]["seq"]) if more and rows else None
+    return Page([convert(row) for row in rows], next_cursor)
