@@ -104,6 +104,7 @@ class _Run:
     requests: int
     delay: float
     min_gap: float
+    pushed: bool = False  # known from the stream or a callback, not from a check
 
 
 def replay(scenario: Scenario) -> dict[str, Result]:
@@ -127,7 +128,9 @@ def targets(results: dict[str, Result]) -> list[Target]:
     """The targets the policy must meet, checked on one scenario's results."""
     out: list[Target] = []
     air, ven, inf = results["airforce"], results["venice"], results["infrai"]
-    out.append(Target("airforce <= 1 status request/job", air.requests <= 1.0, f"{air.requests:.2f}"))
+    out.append(
+        Target("airforce <= 1 status request/job", air.requests <= 1.0, f"{air.requests:.2f}")
+    )
     out.append(
         Target(
             "venice <= 0.3x the loop's requests",
@@ -159,13 +162,13 @@ def _job(
     tracking = TRACKING[provider]
     if tracking is Tracking.STREAM:
         if rng.random() >= scenario.break_rate:
-            return _Run(0, PUSH_LATENCY, math.inf)
+            return _Run(0, PUSH_LATENCY, math.inf, pushed=True)
         return _follow(provider, tracking, duration, p80, rng.uniform(0, duration), math.inf, rng)
     if tracking is Tracking.CALLBACK:
         lost = rng.random() < scenario.loss_rate
         push_at = math.inf if lost else duration + PUSH_LATENCY
         run = _follow(provider, tracking, duration, p80, 0.0, push_at, rng)
-        if not lost and scenario.confirm_callbacks and run.delay == PUSH_LATENCY:
+        if run.pushed and scenario.confirm_callbacks:
             return replace(run, requests=run.requests + 1)  # the confirming status request
         return run
     return _follow(provider, tracking, duration, p80, 0.0, math.inf, rng)
@@ -186,7 +189,7 @@ def _follow(
         state = PollState(provider, tracking, elapsed=now, checks=checks, hints=hints)
         after = now + next_check_delay(state, rng.uniform(-1.0, 1.0))
         if push_at <= after:
-            return _Run(checks, push_at - duration, gap)
+            return _Run(checks, push_at - duration, gap, pushed=True)
         if checks:
             gap = min(gap, after - now)
         now, checks = after, checks + 1
@@ -244,7 +247,7 @@ def _table(scenario: Scenario, results: dict[str, Result]) -> str:
         )
     venice_gap = results["venice"].min_gap
     if not math.isinf(venice_gap):
-        jobs = int(VENICE_RETRIEVE_PER_MIN * venice_gap // 60)
+        jobs = int(VENICE_RETRIEVE_PER_MIN * venice_gap / 60 + 1e-6)
         lines.append(
             f"venice: at most {60 / venice_gap:.1f} retrieve requests/min per job, so {jobs} "
             f"jobs at once stay within {VENICE_RETRIEVE_PER_MIN}/min"
@@ -259,7 +262,12 @@ def scenarios(jobs: int, seed: int) -> list[Scenario]:
         base,
         replace(base, name="api.airforce streams break 10 %", break_rate=0.10),
         replace(base, name="wider spread +/-40 % (reported, not gated)", spread=0.40, gated=False),
-        replace(base, name="apixo callbacks lost 20 % (reported, not gated)", loss_rate=0.20, gated=False),
+        replace(
+            base,
+            name="apixo callbacks lost 20 % (reported, not gated)",
+            loss_rate=0.20,
+            gated=False,
+        ),
     ]
 
 

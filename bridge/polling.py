@@ -18,23 +18,30 @@ What the provider documents say, and what each tracking mode does with it:
     linearly (``OVERDUE_SLOPE``), so a stuck job costs logarithmically few requests.
 ``POLL`` with Venice hints
     Retrieve answers ``average_execution_time`` (a P80 estimate for the model) and
-    ``execution_duration``. Their difference predicts the remaining time: the tracker sleeps
-    until the job has run ``0.8 x P80`` (assumption: runs of one model rarely finish faster
-    than 80 % of its P80, i.e. they spread about +/-15 % around their mean), then checks every
-    6 s until ``1.25 x P80``, then backs off as overdue. 6 s is Venice's "poll about every
-    5 s" widened so that a dozen jobs stay within its 120 retrieve requests a minute.
+    ``execution_duration``; their difference predicts the remaining time. The tracker sleeps
+    until the job has run ``0.8 x P80`` and then checks ever more densely up to
+    ``1.05 x P80`` (see :func:`_hinted` for the assumption and the rule), then every 6 s up
+    to ``1.25 x P80``, then backs off as overdue. Checks are never closer than 5 s, Venice's
+    "poll about every 5 s": 12 requests a minute per job, so ten jobs at once stay within
+    its 120 retrieve requests a minute.
 ``POLL`` on apixo
     The seed's own advice: "submit task, wait 90 seconds, then poll every 5 seconds".
 ``CALLBACK`` (apixo): a safety net for a lost callback
     apixo's jobs take "~2 minutes" on average and pollers are told to start at 90 s. The
     callback should have come by the time the average job is done, so the first check is at
-    120 s: about half the jobs are done by then, so a lost callback is noticed within
-    seconds for a typical job, and a still-running job costs one request. After that the
+    120 s: about half the jobs are done by then, so a lost callback costs a typical job
+    well under a minute, and a job still running costs one request. After that the
     checks are sparse: every quarter of the elapsed time, at least 30 s apart (apixo's own
     callback retries start about 30 s after a failed delivery).
 ``STREAM`` (api.airforce after its SSE stream broke)
-    The poll schedule above, held to api.airforce's "poll every 5-15 s" while the job is
-    young (``STREAM_STEADY_SECONDS``); a job older than that is overdue and backs off.
+    api.airforce's "poll every 5-15 s": the first check 5 s after the break (the break may
+    have been the task ending), then every 12 s. The stream is the main path and a broken
+    one the exception, so its fallback takes the sparse end of the documented range: a few
+    seconds of extra delay on the rare broken job for about 0.7 status requests per
+    api.airforce job when one stream in ten breaks and is never re-opened. Before 30 s the
+    checks wait for the window as above, at most 15 s at a time. After
+    ``STREAM_STEADY_SECONDS`` (15 min, ~4x the documented maximum) the job is overdue and
+    backs off like a polled one.
 
 On every path: consecutive failed checks back off exponentially (5 s doubling to 5 min) and
 the tracker gives up after ``MAX_ERROR_STREAK`` of them; a Retry-After is always honoured
@@ -44,6 +51,7 @@ within [1 s, 15 min] and never later than the provider's tracking deadline.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -78,10 +86,13 @@ SUBMIT_BACKOFF_CAP: Final = 2 * 60.0
 
 OVERDUE_SLOPE: Final = 0.05  # past its window a job's interval grows 3 s per minute of age
 STREAM_BOUNDS: Final = (5.0, 15.0)  # api.airforce: "poll every 5-15 s"
+STREAM_CADENCE: Final = 12.0  # within that range; see the module docstring
 STREAM_STEADY_SECONDS: Final = 15 * 60.0  # ~4x the documented 4-min maximum: overdue after
 SAFETY_NET_RATIO: Final = 0.25  # callback safety net: next check after a quarter of the age
 SAFETY_NET_MIN_GAP: Final = 30.0
-HINT_WINDOW: Final = (0.8, 1.25)  # dense checks while execution is in this share of P80
+HINT_WINDOW: Final = (0.8, 1.05)  # Venice: the assumed spread of a model's runs, x P80
+HINT_DELAY_WEIGHT: Final = 1.0  # w: one status request is worth 1 s of notification delay
+HINT_OVERDUE: Final = 1.25  # x P80: past it, a Venice job backs off as overdue
 
 
 class _PerProvider(dict[str, float]):
@@ -122,19 +133,27 @@ class _Profile:
 
 
 # api.airforce: "poll every 5-15 s; typical completion 30 s-4 min"; its seed loop sleeps 8 s.
-_AIRFORCE = _Profile(first_check=30.0, cadence=7.0, window_end=240.0, min_interval=5.0, typical=120.0)
+_AIRFORCE = _Profile(
+    first_check=30.0, cadence=7.0, window_end=240.0, min_interval=5.0, typical=120.0
+)
 _PROFILES: Final[Mapping[str, _Profile]] = {
     "airforce": _AIRFORCE,
     # infrai documents no timing at all: assume api.airforce's "30 s-4 min" and 8-s loop.
     "infrai": _AIRFORCE,
     # apixo: "average ~2 minutes; submit task, wait 90 seconds, then poll every 5 seconds".
-    "apixo": _Profile(first_check=90.0, cadence=5.0, window_end=240.0, min_interval=5.0, typical=120.0),
+    "apixo": _Profile(
+        first_check=90.0, cadence=5.0, window_end=240.0, min_interval=5.0, typical=120.0
+    ),
     # Venice: "poll about every 5 s", 120 retrieve requests/min per key; the first check
     # (before any hint) follows the unhinted schedule, then its hints take over.
-    "venice": _Profile(first_check=30.0, cadence=6.0, window_end=240.0, min_interval=5.0, typical=120.0),
+    "venice": _Profile(
+        first_check=30.0, cadence=6.0, window_end=240.0, min_interval=5.0, typical=120.0
+    ),
 }
 # An unknown provider: the same shape, at a gentler 10 s.
-_DEFAULT = _Profile(first_check=30.0, cadence=10.0, window_end=240.0, min_interval=10.0, typical=120.0)
+_DEFAULT = _Profile(
+    first_check=30.0, cadence=10.0, window_end=240.0, min_interval=10.0, typical=120.0
+)
 
 
 @dataclass(frozen=True)
@@ -161,6 +180,8 @@ def next_check_delay(state: PollState, jitter: float = 0.0) -> float:
         low, high = STREAM_BOUNDS
     if state.tracking is Tracking.CALLBACK:
         delay = _safety_net(profile, elapsed)
+    elif state.tracking is Tracking.STREAM and elapsed <= STREAM_STEADY_SECONDS:
+        delay = _stream(profile, elapsed, state.checks)
     else:
         delay = _poll(profile, elapsed, state.hints)
     delay = _clamp(delay, low, high)
@@ -175,7 +196,9 @@ def next_check_delay(state: PollState, jitter: float = 0.0) -> float:
     return _honour_retry_after(delay, state.retry_after, jitter)
 
 
-def submit_retry_delay(attempt: int, retry_after: float | None = None, jitter: float = 0.0) -> float:
+def submit_retry_delay(
+    attempt: int, retry_after: float | None = None, jitter: float = 0.0
+) -> float:
     """Seconds before trying a submission again after a retryable failure (429, 5xx, transport).
 
     ``attempt`` counts the failed attempts so far (1 after the first failure).
@@ -197,7 +220,15 @@ def _poll(profile: _Profile, elapsed: float, hints: PollHints | None) -> float:
 
 
 def _hinted(profile: _Profile, hints: PollHints | None) -> float | None:
-    """Venice: sleep until the job has run 0.8 x its P80 estimate, then check densely."""
+    """Venice: sleep until the job has run 0.8 x its P80 estimate, then check ever denser.
+
+    Assumed: one model's runs spread evenly over ``[a, b]`` with ``a = 0.8 x P80``; P80 being
+    their 80th percentile puts ``b`` at ``1.05 x P80``. For jobs spread evenly over a window,
+    the spacing that minimises "requests + w x delay" is ``sqrt(2 x (b - ran) / w)``: sparse
+    while most of the window is ahead (most jobs are still running, so a check is likely
+    wasted), dense near its end. w = 1: a request is worth a second of notification delay.
+    Hints are taken as fresh: the tracker passes those of the answer it has just read.
+    """
     if hints is None or hints.average_execution_s is None or hints.execution_s is None:
         return None
     p80, ran = hints.average_execution_s, max(hints.execution_s, 0.0)
@@ -206,9 +237,20 @@ def _hinted(profile: _Profile, hints: PollHints | None) -> float | None:
     start, end = HINT_WINDOW[0] * p80, HINT_WINDOW[1] * p80
     if ran < start:
         return start - ran
-    if ran <= end:
+    if ran < end:
+        return math.sqrt(2.0 * (end - ran) / HINT_DELAY_WEIGHT)  # raised to the rate floor
+    overdue = HINT_OVERDUE * p80
+    if ran <= overdue:
         return profile.cadence
-    return profile.cadence + OVERDUE_SLOPE * (ran - end)
+    return profile.cadence + OVERDUE_SLOPE * (ran - overdue)
+
+
+def _stream(profile: _Profile, elapsed: float, checks: int) -> float:
+    if elapsed < profile.first_check:
+        return profile.first_check - elapsed
+    if checks == 0:  # the break may have been the job ending: look soon
+        return STREAM_BOUNDS[0]
+    return STREAM_CADENCE
 
 
 def _safety_net(profile: _Profile, elapsed: float) -> float:

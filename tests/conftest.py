@@ -1,0 +1,137 @@
+"""Shared fixtures: the four provider simulators and the bridge, each on a real loopback
+socket, with a real SQLite file in the test's temporary directory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from bridge.app import create_app
+from bridge.core import Bridge
+from bridge.models import TERMINAL, JobStatus, utcnow
+from bridge.serving import bind, serve_in_background, url_of
+from bridge.settings import Settings
+from bridge.simulators import airforce, apixo, infrai, venice
+from bridge.simulators.base import SimSettings
+
+API_KEY = "brk_test_key_default_tenant"
+SIM_FACTORIES: dict[str, Callable[..., Starlette]] = {
+    "airforce": airforce.create_app,
+    "infrai": infrai.create_app,
+    "apixo": apixo.create_app,
+    "venice": venice.create_app,
+}
+
+
+@dataclass
+class Sims:
+    apps: dict[str, Starlette]
+    urls: dict[str, str]
+
+    def env(self) -> dict[str, str]:
+        env = {}
+        for name, url in self.urls.items():
+            env[f"BRIDGE_{name.upper()}_API_KEY"] = f"sim-{name}-key"
+            env[f"BRIDGE_{name.upper()}_BASE_URL"] = url + ("/api/v1" if name == "venice" else "")
+        return env
+
+
+@pytest.fixture
+async def sims() -> AsyncIterator[Sims]:
+    """The four simulators with fast jobs (0.3-0.6 s of processing)."""
+    apps = {
+        name: make(SimSettings(api_key=f"sim-{name}-key", duration=(0.3, 0.6), queue_delay=0.05))
+        for name, make in SIM_FACTORIES.items()
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {name: await stack.enter_async_context(serve_in_background(app))
+                for name, app in apps.items()}
+        yield Sims(apps, urls)
+
+
+@dataclass
+class Harness:
+    """A running bridge: its URL, an authenticated client, and its insides for assertions."""
+
+    url: str
+    client: httpx.AsyncClient
+    app: Starlette
+    env: dict[str, str]
+    sims: Sims
+    events: list[Any] = field(default_factory=list)
+
+    @property
+    def bridge(self) -> Bridge:
+        bridge: Bridge = self.app.state.bridge
+        return bridge
+
+    async def create(self, body: dict[str, Any], **headers: str) -> dict[str, Any]:
+        answer = await self.client.post("/v1/jobs", json=body, headers=headers)
+        assert answer.status_code in (200, 202), answer.text
+        job: dict[str, Any] = answer.json()
+        return job
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        answer = await self.client.get(f"/v1/jobs/{job_id}")
+        assert answer.status_code == 200, answer.text
+        job: dict[str, Any] = answer.json()
+        return job
+
+    async def wait(self, job_id: str, statuses: set[str] | None = None,
+                   seconds: float = 15.0, hurry: bool = True) -> dict[str, Any]:
+        """Wait until the job reaches one of ``statuses`` (default: any terminal state).
+
+        With ``hurry`` the job is made due again and again, so the test does not sit out the
+        polling policy's real-world intervals (seconds to minutes): it only skips waiting,
+        every status request is still real.
+        """
+        wanted = statuses or {str(s) for s in TERMINAL}
+        deadline = time.monotonic() + seconds
+        while True:
+            job = await self.job(job_id)
+            if job["status"] in wanted:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} still {job['status']} after {seconds}s")
+            if hurry and job["status"] not in (JobStatus.QUEUED,):
+                await self.bridge.store.release_job(job_id, utcnow())
+                self.bridge.tracker.wake()
+            await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(
+    tmp_path: Path, sims: Sims, **overrides: str
+) -> AsyncIterator[Harness]:
+    """Start a bridge on a loopback socket; ``overrides`` are extra BRIDGE_* variables."""
+    sock = bind()
+    env = {
+        "BRIDGE_DATABASE": str(tmp_path / "bridge.db"),
+        "BRIDGE_MEDIA_DIR": str(tmp_path / "media"),
+        "BRIDGE_PUBLIC_URL": url_of(sock),
+        "BRIDGE_API_KEY": API_KEY,
+        **sims.env(),
+        **overrides,
+    }
+    app = create_app(Settings.from_env(env))
+    async with serve_in_background(app, sock=sock) as url, httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10
+    ) as client:
+        harness = Harness(url, client, app, env, sims)
+        harness.bridge.tracker.listeners.append(harness.events.append)
+        yield harness
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, sims: Sims) -> AsyncIterator[Harness]:
+    async with running_bridge(tmp_path, sims) as running:
+        yield running

@@ -1,0 +1,529 @@
+"""apixo callbacks per second through the bridge's receiver, beside a bare Starlette endpoint.
+
+    python bench/ingest.py [--duration 5] [--warmup 1] [--concurrency 32] [--jobs 64]
+                           [--client aiohttp|httpx] [--modes off,on] [--no-fail]
+
+Processes (everything on 127.0.0.1, nothing else touched):
+
+* this process is the load generator only;
+* a simulator process serves the apixo simulator (``bridge.simulators.apixo``), so that the
+  provider's own work is not done on the bridge's event loop (a real provider is remote);
+* per mode (``BRIDGE_CONFIRM_CALLBACKS=0`` then ``=1``), a fresh server process runs ONE
+  uvicorn server whose app sends ``POST /bare`` to a bare Starlette app (read the body,
+  answer ``{"received": true}``) and everything else to ``bridge.app.create_app`` (whose
+  lifespan runs), on a fresh SQLite file in a temporary directory.
+
+Per mode: N apixo jobs are created through ``POST /v1/jobs`` with a prompt carrying
+``[sim:duration=3600]`` and waited for until the bridge has submitted them (status
+``submitted``/``running`` with a taskId). Their callback URLs are signed here with
+``bridge.signing.Signer`` and the ``BRIDGE_SECRET_KEY`` given to the server. Then, at a fixed
+concurrency, for ``--warmup`` + ``--duration`` seconds each: first ``POST /bare``, then
+``POST /callbacks/apixo/{token}`` round-robin over the jobs, both with the same body: the apixo
+status envelope with state ``processing``. The job stays non-terminal, so every callback
+takes the full path. Each ratio compares two numbers from the same server run.
+
+A request counts when it completes inside the measured window; any non-2xx answer or
+transport error is an error. Child processes are stopped in ``finally`` (SIGTERM, then
+SIGKILL), exit by themselves when this process goes away (stdin EOF), and never live longer
+than ``--child-lifetime`` seconds. Exits 1 when a target is missed or any request failed,
+unless ``--no-fail``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BRIDGE_API_KEY = "brk_bench_ingest_key"
+BRIDGE_SECRET = "bench-ingest-secret-key-0123456789"
+SIM_API_KEY = "sim-apixo-bench-key"
+MODEL = "veo-3-1"
+TARGETS = {"off": 0.5, "on": 0.25}  # bridge rate / bare rate, per BRIDGE_CONFIRM_CALLBACKS
+READY = "READY "
+PATH_DONE = {
+    "off": "token verify (HMAC) + body read (<=1 MiB) + 1 job read + parse_callback "
+           "+ 1 write transaction (BEGIN IMMEDIATE, SELECT, UPDATE jobs, COMMIT)",
+    "on": "token verify (HMAC) + body read (<=1 MiB) + 1 job read + 1 provider status call "
+          "(GET statusTask on the simulator) + 1 write transaction (BEGIN IMMEDIATE, SELECT, "
+          "UPDATE jobs, COMMIT)",
+}
+
+
+# -- child processes ---------------------------------------------------------------------
+def _uvicorn_config(app: Any) -> Any:
+    import uvicorn
+
+    # Identical for the bare endpoint and the bridge: they share this one server.
+    return uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                          timeout_graceful_shutdown=1)
+
+
+async def _exit_on_eof_or_timeout(server: Any, lifetime: float) -> None:
+    """Stop the server when the parent closes our stdin (it went away) or after ``lifetime``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + lifetime
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (OSError, ValueError):
+        pass  # stdin unusable: rely on the lifetime cap alone
+    else:
+        with contextlib.suppress(TimeoutError):
+            while not reader.at_eof():
+                await asyncio.wait_for(reader.read(4096), timeout=deadline - loop.time())
+    if not reader.at_eof():
+        await asyncio.sleep(max(0.0, deadline - loop.time()))
+    server.should_exit = True
+
+
+async def _run_child(app: Any, sock: Any, lifetime: float, profile: str | None) -> None:
+    import uvicorn
+
+    from bridge.serving import url_of
+
+    server = uvicorn.Server(_uvicorn_config(app))
+    watcher = asyncio.create_task(_exit_on_eof_or_timeout(server, lifetime))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if serving.done():
+            serving.result()
+            raise RuntimeError("server stopped before it started")
+        await asyncio.sleep(0.01)
+    print(READY + url_of(sock), flush=True)
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    try:
+        await serving
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+def _simulator_app() -> Any:
+    from starlette.types import Receive, Scope, Send
+
+    from bridge.simulators import apixo
+    from bridge.simulators.base import SimSettings
+
+    sim = apixo.create_app(SimSettings(api_key=SIM_API_KEY, queue_delay=0.0, seed=1))
+    counts = {"status": 0}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if scope["path"] == "/__bench/count":
+                body = json.dumps(counts).encode()
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            if scope["path"].startswith("/api/v1/statusTask/"):
+                counts["status"] += 1
+        await sim(scope, receive, send)
+
+    return app
+
+
+def _server_app(port_url: str, workdir: str, confirm: bool, sim_url: str) -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.types import Receive, Scope, Send
+
+    from bridge.app import create_app
+    from bridge.settings import Settings
+
+    env = {
+        "BRIDGE_DATABASE": str(Path(workdir) / "bridge.db"),
+        "BRIDGE_MEDIA_DIR": str(Path(workdir) / "media"),
+        "BRIDGE_API_KEY": BRIDGE_API_KEY,
+        "BRIDGE_SECRET_KEY": BRIDGE_SECRET,
+        "BRIDGE_PUBLIC_URL": port_url,
+        "BRIDGE_CONFIRM_CALLBACKS": "1" if confirm else "0",
+        "BRIDGE_APIXO_API_KEY": SIM_API_KEY,
+        "BRIDGE_APIXO_BASE_URL": sim_url,
+    }
+    bridge_app = create_app(Settings.from_env(env))
+
+    async def bare_handler(request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse({"received": True})
+
+    bare_app = Starlette(routes=[Route("/bare", bare_handler, methods=["POST"])])
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        # Lifespan and every other path go to the bridge, so its lifespan opens it.
+        if scope["type"] == "http" and scope["path"] == "/bare":
+            await bare_app(scope, receive, send)
+        else:
+            await bridge_app(scope, receive, send)
+
+    return app
+
+
+def child_main(args: argparse.Namespace) -> None:
+    import logging
+
+    from bridge.serving import bind, url_of
+
+    for name in ("bridge", "uvicorn", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    sock = bind()
+    if args.serve_sim:
+        app = _simulator_app()
+    else:
+        app = _server_app(url_of(sock), args.workdir, args.serve == "on", args.sim_url)
+    asyncio.run(_run_child(app, sock, args.child_lifetime, args.profile))
+
+
+# -- parent: processes -------------------------------------------------------------------
+@dataclass
+class Child:
+    name: str
+    proc: asyncio.subprocess.Process
+    url: str = ""
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()
+
+
+async def spawn(name: str, extra: list[str], lifetime: float) -> Child:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, os.path.abspath(__file__), *extra, "--child-lifetime", str(lifetime),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )
+    child = Child(name, proc)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+        text = line.decode().strip()
+        if not text.startswith(READY):
+            raise RuntimeError(f"{name} did not start (exit {await proc.wait()}): {text!r}")
+        child.url = text[len(READY):]
+    except BaseException:
+        await child.stop()
+        raise
+    return child
+
+
+# -- parent: load ------------------------------------------------------------------------
+@dataclass
+class Result:
+    label: str
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list[float]  # seconds, of the requests counted
+    error_samples: list[str]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+Post = Callable[[str, bytes], Awaitable[int]]
+
+
+@contextlib.asynccontextmanager
+async def make_client(kind: str, concurrency: int) -> Any:
+    headers = {"content-type": "application/json"}
+    if kind == "aiohttp":
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                         headers=headers) as session:
+
+            async def post_aiohttp(url: str, body: bytes) -> int:
+                async with session.post(url, data=body) as answer:
+                    await answer.read()
+                    return answer.status
+
+            yield post_aiohttp
+    else:
+        import httpx
+
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
+
+            async def post_httpx(url: str, body: bytes) -> int:
+                answer = await client.post(url, content=body)
+                return answer.status_code
+
+            yield post_httpx
+
+
+async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurrency: int,
+               warmup: float, duration: float) -> Result:
+    """POST ``body`` round-robin over ``urls`` from ``concurrency`` workers; count the
+    requests that complete inside [start + warmup, start + warmup + duration]."""
+    start = time.perf_counter()
+    window_start = start + warmup
+    window_end = window_start + duration
+    latencies: list[float] = []
+    errors = 0
+    samples: list[str] = []
+    counter = 0
+
+    async def worker() -> None:
+        nonlocal counter, errors
+        while True:
+            began = time.perf_counter()
+            if began >= window_end:
+                return
+            url = urls[counter % len(urls)]
+            counter += 1
+            try:
+                status = await post(url, body)
+                problem = None if 200 <= status < 300 else f"HTTP {status}"
+            except Exception as exc:  # any transport failure is an error, not a crash
+                problem = f"{type(exc).__name__}: {exc}"
+            ended = time.perf_counter()
+            if window_start <= ended <= window_end:
+                latencies.append(ended - began)
+                if problem is not None:
+                    errors += 1
+                    if len(samples) < 3:
+                        samples.append(problem)
+
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))),
+                           timeout=warmup + duration + 35)
+    return Result(label, len(latencies) - errors, errors, duration,
+                  [lat for lat in latencies], samples)
+
+
+# -- parent: jobs ------------------------------------------------------------------------
+async def create_jobs(base: str, count: int) -> list[dict[str, Any]]:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {BRIDGE_API_KEY}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+        ids = []
+        for index in range(count):
+            answer = await client.post("/v1/jobs", json={
+                "provider": "apixo", "model": MODEL,
+                "prompt": f"bench ingest job {index} [sim:duration=3600]",
+            })
+            if answer.status_code != 202:
+                raise RuntimeError(f"POST /v1/jobs: {answer.status_code} {answer.text}")
+            ids.append(answer.json()["id"])
+        deadline = time.monotonic() + 30
+        jobs: dict[str, dict[str, Any]] = {}
+        while time.monotonic() < deadline:
+            for job_id in ids:
+                if job_id not in jobs:
+                    job = (await client.get(f"/v1/jobs/{job_id}")).json()
+                    if job["status"] in ("submitted", "running") and job["provider_job_id"]:
+                        jobs[job_id] = job
+                    elif job["status"] not in ("queued",):
+                        raise RuntimeError(f"job {job_id} is {job['status']}: {job.get('error')}")
+            if len(jobs) == len(ids):
+                return [jobs[job_id] for job_id in ids]
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"only {len(jobs)} of {count} jobs were submitted within 30 s")
+
+
+def callback_body(task_id: str) -> bytes:
+    now_ms = int(time.time() * 1000)
+    return json.dumps({"code": 200, "message": "success",
+                       "data": {"taskId": task_id, "state": "processing",
+                                "createTime": now_ms}}).encode()
+
+
+def db_counts(path: str) -> tuple[int, int]:
+    """(event rows, jobs not running) in the bench database, read-only."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        events = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        other = conn.execute("SELECT COUNT(*) FROM jobs WHERE status != 'running'").fetchone()[0]
+    return int(events), int(other)
+
+
+async def sim_status_calls(sim_url: str) -> int:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        return int((await client.get(f"{sim_url}/__bench/count")).json()["status"])
+
+
+# -- parent: one mode --------------------------------------------------------------------
+@dataclass
+class ModeRun:
+    mode: str
+    bare: Result
+    bridge: Result
+    status_calls: int
+    events_written: int
+    not_running: int
+
+    @property
+    def ratio(self) -> float:
+        return self.bridge.rate / self.bare.rate if self.bare.rate else 0.0
+
+
+async def run_mode(mode: str, sim: Child, args: argparse.Namespace) -> ModeRun:
+    from bridge.signing import Signer
+
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-ingest-") as workdir:
+        extra = ["--serve", mode, "--workdir", workdir, "--sim-url", sim.url]
+        if args.profile:
+            extra += ["--profile", f"{args.profile}.{mode}.prof"]
+        server = await spawn(f"server ({mode})", extra, args.child_lifetime)
+        try:
+            jobs = await create_jobs(server.url, args.jobs)
+            signer = Signer(BRIDGE_SECRET)
+            urls = [f"{server.url}/callbacks/apixo/{signer.callback_token('apixo', job['id'])}"
+                    for job in jobs]
+            # Every job gets its own taskId; the body is per job but of one size. The bare
+            # endpoint gets the first job's body.
+            bodies = {url: callback_body(job["provider_job_id"]) for url, job in zip(
+                urls, jobs, strict=True)}
+            body0 = bodies[urls[0]]
+            async with make_client(args.client, args.concurrency) as post:
+                bare = await load(post, "bare", [f"{server.url}/bare"], body0,
+                                  concurrency=args.concurrency, warmup=args.warmup,
+                                  duration=args.duration)
+
+                async def post_job(url: str, _: bytes) -> int:
+                    return await post(url, bodies[url])
+
+                # Move every job to running before counting events (submitted -> running
+                # writes one job.running event per job on its first callback).
+                for url in urls:
+                    await post_job(url, b"")
+                events_before, _ = db_counts(str(Path(workdir) / "bridge.db"))
+                calls_before = await sim_status_calls(sim.url)
+                bridge = await load(post_job, "bridge", urls, b"",
+                                    concurrency=args.concurrency, warmup=args.warmup,
+                                    duration=args.duration)
+                calls = await sim_status_calls(sim.url) - calls_before
+                events_after, not_running = db_counts(str(Path(workdir) / "bridge.db"))
+        finally:
+            await server.stop()
+    return ModeRun(mode, bare, bridge, calls, events_after - events_before, not_running)
+
+
+# -- parent: report ----------------------------------------------------------------------
+def report(runs: list[ModeRun], args: argparse.Namespace) -> bool:
+    ok = True
+    print(f"client {args.client}, concurrency {args.concurrency}, {args.jobs} apixo jobs, "
+          f"warm-up {args.warmup:g} s, measured {args.duration:g} s per row; "
+          f"server and apixo simulator in their own processes; {os.cpu_count()} CPUs")
+    print()
+    header = (f"{'confirm':<8} {'endpoint':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+              f"{'requests':>9} {'errors':>6} {'x bare':>7}")
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        for result in (run.bare, run.bridge):
+            ratio = f"{result.rate / run.bare.rate:.2f}x" if run.bare.rate else "-"
+            print(f"{run.mode:<8} {result.label:<8} {result.rate:>9.0f} {result.pct(0.5):>8.1f} "
+                  f"{result.pct(0.99):>8.1f} {result.requests:>9} {result.errors:>6} {ratio:>7}")
+            for sample in result.error_samples:
+                print(f"{'':<17}error: {sample}")
+    print()
+    for run in runs:
+        print(f"confirm {run.mode}: each callback did: {PATH_DONE[run.mode]}")
+        per = run.status_calls / run.bridge.requests if run.bridge.requests else 0.0
+        print(f"  provider status calls during the measured run: {run.status_calls} "
+              f"({per:.2f} per callback, warm-up included); event rows written: "
+              f"{run.events_written} (state 'processing', progress unchanged: no event per "
+              f"callback); jobs not running afterwards: {run.not_running}")
+    print()
+    for run in runs:
+        target = TARGETS[run.mode]
+        errors = run.bare.errors + run.bridge.errors
+        passed = run.ratio >= target and errors == 0
+        ok = ok and passed
+        print(f"{'PASS' if passed else 'FAIL'}  confirm {run.mode}: bridge {run.bridge.rate:.0f} "
+              f"req/s = {run.ratio:.2f}x bare {run.bare.rate:.0f} req/s "
+              f"(target >= {target:g}x), errors {errors} (target 0)")
+    return ok
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    sim = await spawn("apixo simulator", ["--serve-sim"], args.child_lifetime)
+    try:
+        runs = [await run_mode(mode, sim, args) for mode in modes]
+    finally:
+        await sim.stop()
+    ok = report(runs, args)
+    if not ok and not args.no_fail:
+        return 1
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per row")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--jobs", type=int, default=64, help="apixo jobs to call back about")
+    parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp")
+    parser.add_argument("--modes", default="off,on",
+                        help="BRIDGE_CONFIRM_CALLBACKS settings to run, of off,on")
+    parser.add_argument("--no-fail", action="store_true", help="exit 0 even on a miss")
+    parser.add_argument("--profile", metavar="PREFIX",
+                        help="cProfile the server process to PREFIX.{off,on}.prof")
+    # Internal: the child processes.
+    parser.add_argument("--serve", choices=("off", "on"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-sim", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--sim-url", help=argparse.SUPPRESS)
+    parser.add_argument("--child-lifetime", type=float, default=120.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.warmup < 0 or args.concurrency < 1 or args.jobs < 1:
+        parser.error("--duration, --concurrency and --jobs must be positive")
+    if set(m.strip() for m in args.modes.split(",") if m.strip()) - set(TARGETS):
+        parser.error("--modes takes off, on or off,on")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.serve or args.serve_sim:
+        child_main(args)
+        return 0
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
