@@ -52,6 +52,7 @@ SIM_API_KEY = "sim-apixo-bench-key"
 MODEL = "veo-3-1"
 TARGETS = {"off": 0.5, "on": 0.25}  # bridge rate / bare rate, per BRIDGE_CONFIRM_CALLBACKS
 READY = "READY "
+SCRIPT = os.path.abspath(__file__)
 PATH_DONE = {
     "off": "token verify (HMAC) + body read (<=1 MiB) + 1 job read + parse_callback "
            "+ 1 write transaction (BEGIN IMMEDIATE, SELECT, UPDATE jobs, COMMIT)",
@@ -220,7 +221,7 @@ class Child:
 
 async def spawn(name: str, extra: list[str], lifetime: float) -> Child:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, os.path.abspath(__file__), *extra, "--child-lifetime", str(lifetime),
+        sys.executable, SCRIPT, *extra, "--child-lifetime", str(lifetime),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )
     child = Child(name, proc)
@@ -237,6 +238,18 @@ async def spawn(name: str, extra: list[str], lifetime: float) -> Child:
     return child
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process, all its threads (``None``: this one)."""
+    if pid is None:
+        return time.process_time()
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # -- parent: load ------------------------------------------------------------------------
 @dataclass
 class Result:
@@ -246,6 +259,7 @@ class Result:
     seconds: float
     latencies: list[float]  # seconds, of the requests counted
     error_samples: list[str]
+    cpu: dict[str, float]  # CPU share (1.0 = one core) of each process over the whole load
 
     @property
     def rate(self) -> float:
@@ -292,9 +306,10 @@ async def make_client(kind: str, concurrency: int) -> Any:
 
 
 async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurrency: int,
-               warmup: float, duration: float) -> Result:
+               warmup: float, duration: float, pids: dict[str, int | None]) -> Result:
     """POST ``body`` round-robin over ``urls`` from ``concurrency`` workers; count the
     requests that complete inside [start + warmup, start + warmup + duration]."""
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     start = time.perf_counter()
     window_start = start + warmup
     window_end = window_start + duration
@@ -326,8 +341,9 @@ async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurre
 
     await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))),
                            timeout=warmup + duration + 35)
-    return Result(label, len(latencies) - errors, errors, duration,
-                  [lat for lat in latencies], samples)
+    elapsed = time.perf_counter() - start
+    cpu = {name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()}
+    return Result(label, len(latencies) - errors, errors, duration, latencies, samples, cpu)
 
 
 # -- parent: jobs ------------------------------------------------------------------------
@@ -416,10 +432,11 @@ async def run_mode(mode: str, sim: Child, args: argparse.Namespace) -> ModeRun:
             bodies = {url: callback_body(job["provider_job_id"]) for url, job in zip(
                 urls, jobs, strict=True)}
             body0 = bodies[urls[0]]
+            pids = {"server": server.proc.pid, "sim": sim.proc.pid, "client": None}
             async with make_client(args.client, args.concurrency) as post:
                 bare = await load(post, "bare", [f"{server.url}/bare"], body0,
                                   concurrency=args.concurrency, warmup=args.warmup,
-                                  duration=args.duration)
+                                  duration=args.duration, pids=pids)
 
                 async def post_job(url: str, _: bytes) -> int:
                     return await post(url, bodies[url])
@@ -432,7 +449,7 @@ async def run_mode(mode: str, sim: Child, args: argparse.Namespace) -> ModeRun:
                 calls_before = await sim_status_calls(sim.url)
                 bridge = await load(post_job, "bridge", urls, b"",
                                     concurrency=args.concurrency, warmup=args.warmup,
-                                    duration=args.duration)
+                                    duration=args.duration, pids=pids)
                 calls = await sim_status_calls(sim.url) - calls_before
                 events_after, not_running = db_counts(str(Path(workdir) / "bridge.db"))
         finally:
@@ -448,14 +465,17 @@ def report(runs: list[ModeRun], args: argparse.Namespace) -> bool:
           f"server and apixo simulator in their own processes; {os.cpu_count()} CPUs")
     print()
     header = (f"{'confirm':<8} {'endpoint':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'requests':>9} {'errors':>6} {'x bare':>7}")
+              f"{'requests':>9} {'errors':>6} {'x bare':>7}   CPU (cores): "
+              f"{'server':>6} {'sim':>5} {'client':>6}")
     print(header)
     print("-" * len(header))
     for run in runs:
         for result in (run.bare, run.bridge):
             ratio = f"{result.rate / run.bare.rate:.2f}x" if run.bare.rate else "-"
             print(f"{run.mode:<8} {result.label:<8} {result.rate:>9.0f} {result.pct(0.5):>8.1f} "
-                  f"{result.pct(0.99):>8.1f} {result.requests:>9} {result.errors:>6} {ratio:>7}")
+                  f"{result.pct(0.99):>8.1f} {result.requests:>9} {result.errors:>6} {ratio:>7}"
+                  f"{'':>16}{result.cpu['server']:>6.2f} {result.cpu['sim']:>5.2f} "
+                  f"{result.cpu['client']:>6.2f}")
             for sample in result.error_samples:
                 print(f"{'':<17}error: {sample}")
     print()

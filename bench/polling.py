@@ -242,8 +242,8 @@ def _table(scenario: Scenario, results: dict[str, Result]) -> str:
         gap = "-" if math.isinf(r.min_gap) else f"{r.min_gap:.1f} s"
         lines.append(
             f"{r.provider:<9} {TRACKING[r.provider]!s:<8} {r.jobs:>4}  {r.requests:>7.2f} "
-            f"{r.loop_requests:>6.2f} {ratio:>5.2f}  {r.delay_mean:>8.2f} s {r.loop_delay_mean:>5.2f}"
-            f"  {r.delay_p95:>6.1f} {r.loop_delay_p95:>5.1f}  {gap:>7}"
+            f"{r.loop_requests:>6.2f} {ratio:>5.2f}  {r.delay_mean:>8.2f} s "
+            f"{r.loop_delay_mean:>5.2f}  {r.delay_p95:>6.1f} {r.loop_delay_p95:>5.1f}  {gap:>7}"
         )
     venice_gap = results["venice"].min_gap
     if not math.isinf(venice_gap):

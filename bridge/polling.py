@@ -212,7 +212,7 @@ def _poll(profile: _Profile, elapsed: float, hints: PollHints | None) -> float:
     hinted = _hinted(profile, hints)
     if hinted is not None:
         return hinted
-    if elapsed < profile.first_check:
+    if _before(elapsed, profile.first_check):
         return profile.first_check - elapsed
     if elapsed <= profile.window_end:
         return profile.cadence
@@ -235,7 +235,7 @@ def _hinted(profile: _Profile, hints: PollHints | None) -> float | None:
     if not p80 > 0:
         return None
     start, end = HINT_WINDOW[0] * p80, HINT_WINDOW[1] * p80
-    if ran < start:
+    if _before(ran, start):
         return start - ran
     if ran < end:
         return math.sqrt(2.0 * (end - ran) / HINT_DELAY_WEIGHT)  # raised to the rate floor
@@ -246,7 +246,7 @@ def _hinted(profile: _Profile, hints: PollHints | None) -> float | None:
 
 
 def _stream(profile: _Profile, elapsed: float, checks: int) -> float:
-    if elapsed < profile.first_check:
+    if _before(elapsed, profile.first_check):
         return profile.first_check - elapsed
     if checks == 0:  # the break may have been the job ending: look soon
         return STREAM_BOUNDS[0]
@@ -254,9 +254,14 @@ def _stream(profile: _Profile, elapsed: float, checks: int) -> float:
 
 
 def _safety_net(profile: _Profile, elapsed: float) -> float:
-    if elapsed < profile.typical:
+    if _before(elapsed, profile.typical):
         return profile.typical - elapsed
     return max(SAFETY_NET_MIN_GAP, SAFETY_NET_RATIO * elapsed)
+
+
+def _before(now: float, target: float) -> bool:
+    """Whether ``target`` is still ahead; a check jitter brought a little early counts as made."""
+    return now < target * (1.0 - JITTER_FRACTION)
 
 
 def _backoff(count: int, base: float, cap: float) -> float:

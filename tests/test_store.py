@@ -1,0 +1,675 @@
+"""The SQLite store keeps the guarantees of ``bridge.store.base`` on a real database file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.core import hash_key
+from bridge.errors import InvalidRequest
+from bridge.jobs import apply_snapshot, end_job
+from bridge.models import (
+    TERMINAL,
+    Event,
+    Job,
+    JobError,
+    JobStatus,
+    Tracking,
+    new_id,
+    utcnow,
+)
+from bridge.providers.base import Snapshot
+from bridge.store import Change, Decide
+from bridge.store.sqlite import MIGRATIONS, SQLiteStore
+
+DAY = 24 * 3600.0
+TERMINAL_EVENTS = {f"job.{status}" for status in TERMINAL}
+
+# The due-job query inside SQLiteStore.claim_due_jobs, copied from bridge/store/sqlite.py.
+DUE_JOBS_SQL = (
+    "SELECT id FROM jobs WHERE next_check_at <= ?"
+    "  AND (lease_until IS NULL OR lease_until < ?)"
+    "  ORDER BY next_check_at LIMIT ?"
+)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "b.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(str(db_path))
+    await store.open()
+    await store.ensure_tenant("acme", lambda: "whsec_acme")
+    await store.ensure_tenant("other", lambda: "whsec_other")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def second(store: SQLiteStore) -> AsyncIterator[SQLiteStore]:
+    """Another store on the same file: what a second process (``bridge tick``) sees."""
+    other = SQLiteStore(store.path)
+    await other.open()
+    yield other
+    await other.close()
+
+
+def make_job(tenant: str = "acme", *, provider: str = "airforce",
+             status: JobStatus = JobStatus.QUEUED, age: float = 0.0, **fields: Any) -> Job:
+    created = utcnow() - timedelta(seconds=age)
+    return Job(
+        id=new_id("job"),
+        tenant=tenant,
+        provider=provider,
+        model="wan-2.6",
+        status=status,
+        tracking=Tracking.POLL,
+        request={"provider": provider, "prompt": "a red fox", "mode": "text"},
+        created_at=created,
+        updated_at=created,
+        **fields,
+    )
+
+
+async def add(store: SQLiteStore, tenant: str = "acme", **fields: Any) -> Job:
+    job, created = await store.create_job(make_job(tenant, **fields), idempotency_window=DAY)
+    assert created
+    return job
+
+
+def touch(event_type: str | None, **changes: Any) -> Decide:
+    """A decision that stamps the job (with ``changes``) and records ``event_type``."""
+
+    def decide(current: Job) -> Change:
+        return Change(replace(current, updated_at=utcnow(), **changes), event_type)
+
+    return decide
+
+
+def link(name: str) -> tuple[str, datetime]:
+    return f"https://bridge.example/media/{name}", utcnow() + timedelta(days=7)
+
+
+def read_db(path: Path, sql: str, params: Any = ()) -> list[Any]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def ids(items: list[Job] | list[Event]) -> list[str]:
+    return [item.id for item in items]
+
+
+# -- file and migrations ------------------------------------------------------------------
+
+
+async def test_database_file_is_in_wal_mode(store: SQLiteStore, db_path: Path) -> None:
+    assert read_db(db_path, "PRAGMA journal_mode") == [("wal",)]
+
+
+async def test_user_version_counts_every_migration(store: SQLiteStore, db_path: Path) -> None:
+    assert read_db(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
+
+
+async def test_ping_answers_true_when_the_schema_is_current(store: SQLiteStore) -> None:
+    assert await store.ping() is True
+
+
+async def test_reopening_migrates_nothing_twice_and_keeps_the_data(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    job = await add(store)
+    schema = read_db(db_path, "SELECT type, name FROM sqlite_master ORDER BY name")
+    await store.close()
+
+    reopened = SQLiteStore(str(db_path))
+    await reopened.open()
+    try:
+        stored = await reopened.get_job(job.id)
+        assert stored is not None and stored.request == job.request
+        assert await reopened.ping() is True
+    finally:
+        await reopened.close()
+    assert read_db(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
+    assert read_db(db_path, "SELECT type, name FROM sqlite_master ORDER BY name") == schema
+
+
+# -- meta, tenants and keys -----------------------------------------------------------------
+
+
+async def test_get_or_set_meta_stores_the_first_value_only(store: SQLiteStore) -> None:
+    made: list[str] = []
+
+    def make(value: str) -> Callable[[], str]:
+        def _make() -> str:
+            made.append(value)
+            return value
+
+        return _make
+
+    assert await store.get_or_set_meta("secret_key", make("first")) == "first"
+    assert await store.get_or_set_meta("secret_key", make("second")) == "first"
+    assert made == ["first"]
+
+
+async def test_ensure_tenant_is_idempotent_and_keeps_the_first_secret(
+    store: SQLiteStore,
+) -> None:
+    first = await store.ensure_tenant("newco", lambda: "whsec_first")
+    again = await store.ensure_tenant("newco", lambda: "whsec_second")
+    assert first.id == again.id == "newco"
+    assert first.signing_secret == again.signing_secret == "whsec_first"
+
+
+async def test_tenant_for_key_finds_the_tenant_by_the_key_hash(store: SQLiteStore) -> None:
+    await store.add_api_key("acme", hash_key("brk_acme_key"))
+    tenant = await store.tenant_for_key(hash_key("brk_acme_key"))
+    assert tenant is not None
+    assert (tenant.id, tenant.signing_secret) == ("acme", "whsec_acme")
+
+
+@pytest.mark.parametrize("looked_up", [hash_key("brk_unknown"), "brk_acme_key", ""])
+async def test_tenant_for_key_answers_none_for_anything_but_a_stored_hash(
+    store: SQLiteStore, looked_up: str
+) -> None:
+    await store.add_api_key("acme", hash_key("brk_acme_key"))
+    assert await store.tenant_for_key(looked_up) is None
+
+
+async def test_raw_api_key_never_reaches_the_database_file(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    raw = "brk_RawKeyThatMustNeverBeStored123"
+    await store.add_api_key("acme", hash_key(raw))
+    await store.close()
+    stored = b"".join(
+        path.read_bytes() for path in db_path.parent.iterdir() if path.name.startswith("b.db")
+    )
+    assert hash_key(raw).encode() in stored
+    assert raw.encode() not in stored
+
+
+# -- create_job and idempotency ---------------------------------------------------------------
+
+
+async def test_same_idempotency_key_within_the_window_returns_the_first_job(
+    store: SQLiteStore,
+) -> None:
+    first, created = await store.create_job(make_job(idempotency_key="k1"),
+                                            idempotency_window=DAY)
+    again, created_again = await store.create_job(make_job(idempotency_key="k1"),
+                                                  idempotency_window=DAY)
+    assert (created, created_again) == (True, False)
+    assert again.id == first.id
+    page = await store.list_jobs("acme", status=None, provider=None, limit=10, cursor=None)
+    assert ids(page.data) == [first.id]
+
+
+async def test_same_idempotency_key_after_the_window_creates_a_new_job(
+    store: SQLiteStore,
+) -> None:
+    old = await add(store, idempotency_key="k1", age=DAY + 60)
+    new, created = await store.create_job(make_job(idempotency_key="k1"),
+                                          idempotency_window=DAY)
+    assert created
+    assert new.id != old.id
+    assert await store.get_job(old.id) is not None
+
+
+async def test_idempotency_keys_are_per_tenant(store: SQLiteStore) -> None:
+    _, acme_created = await store.create_job(make_job("acme", idempotency_key="k1"),
+                                             idempotency_window=DAY)
+    _, other_created = await store.create_job(make_job("other", idempotency_key="k1"),
+                                              idempotency_window=DAY)
+    assert acme_created and other_created
+
+
+async def test_concurrent_creates_with_one_key_store_exactly_one_job(
+    store: SQLiteStore, second: SQLiteStore
+) -> None:
+    results = await asyncio.gather(*(
+        (store if index % 2 else second).create_job(
+            make_job(idempotency_key="same"), idempotency_window=DAY)
+        for index in range(20)
+    ))
+    assert sum(created for _, created in results) == 1
+    assert len({job.id for job, _ in results}) == 1
+    page = await store.list_jobs("acme", status=None, provider=None, limit=100, cursor=None)
+    assert len(page.data) == 1
+
+
+# -- reading jobs ------------------------------------------------------------------------------
+
+
+async def test_get_job_with_another_tenant_answers_none(store: SQLiteStore) -> None:
+    job = await add(store, "acme")
+    assert await store.get_job(job.id, "other") is None
+    found = await store.get_job(job.id, "acme")
+    assert found is not None and found.id == job.id
+
+
+async def test_list_jobs_pages_newest_first_with_a_cursor(store: SQLiteStore) -> None:
+    created = [await add(store) for _ in range(5)]
+    await add(store, "other")
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await store.list_jobs("acme", status=None, provider=None, limit=2,
+                                     cursor=cursor)
+        seen += ids(page.data)
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == ids(created)[::-1]
+    assert pages == 3
+
+
+async def test_list_jobs_filters_by_status(store: SQLiteStore) -> None:
+    queued = await add(store)
+    running = await add(store, status=JobStatus.RUNNING)
+    page = await store.list_jobs("acme", status="running", provider=None, limit=10,
+                                 cursor=None)
+    assert ids(page.data) == [running.id]
+    assert queued.id not in ids(page.data)
+
+
+async def test_list_jobs_filters_by_provider(store: SQLiteStore) -> None:
+    await add(store, provider="airforce")
+    venice = await add(store, provider="venice")
+    page = await store.list_jobs("acme", status=None, provider="venice", limit=10,
+                                 cursor=None)
+    assert ids(page.data) == [venice.id]
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "!!!", "", "eDEy", "cw"])
+async def test_list_jobs_refuses_a_cursor_it_never_returned(
+    store: SQLiteStore, cursor: str
+) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        await store.list_jobs("acme", status=None, provider=None, limit=10, cursor=cursor)
+    assert caught.value.field == "cursor"
+
+
+# -- update_job ------------------------------------------------------------------------------
+
+
+async def test_update_job_stores_the_change_and_its_event(store: SQLiteStore) -> None:
+    job = await add(store)
+    result = await store.update_job(job.id, touch("job.submitted", status=JobStatus.SUBMITTED,
+                                                  provider_job_id="task-1"))
+    assert result is not None
+    updated, event = result
+    assert event is not None and event.type == "job.submitted"
+    assert updated.sequence == event.data["sequence"] == 1
+    stored = await store.get_job(job.id)
+    assert stored is not None
+    assert (stored.status, stored.provider_job_id) == (JobStatus.SUBMITTED, "task-1")
+    assert ids(await store.job_events(job.id)) == [event.id]
+    assert event.data["status"] == "submitted"
+
+
+async def test_update_job_whose_decision_raises_leaves_no_change_and_no_event(
+    store: SQLiteStore,
+) -> None:
+    job = await add(store)
+
+    def decide(current: Job) -> Change:
+        raise RuntimeError("decided badly")
+
+    with pytest.raises(RuntimeError):
+        await store.update_job(job.id, decide)
+    stored = await store.get_job(job.id)
+    assert stored is not None and stored.status == JobStatus.QUEUED and stored.sequence == 0
+    assert await store.job_events(job.id) == []
+
+
+async def test_update_job_whose_write_fails_keeps_no_event(store: SQLiteStore) -> None:
+    job = await add(store)
+    # The job write breaks the tenants foreign key after the event row was inserted.
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.update_job(job.id, touch("job.running", status=JobStatus.RUNNING,
+                                             tenant="no-such-tenant"))
+    stored = await store.get_job(job.id)
+    assert stored is not None and stored.status == JobStatus.QUEUED
+    assert await store.job_events(job.id) == []
+    page = await store.list_events("acme", type=None, job_id=None, limit=10, cursor=None)
+    assert page.data == []
+
+
+async def test_update_job_numbers_a_jobs_events_one_two_three(store: SQLiteStore) -> None:
+    job = await add(store)
+    for event_type in ("job.submitted", "job.running", "job.progress"):
+        await store.update_job(job.id, touch(event_type))
+    await store.update_job(job.id, touch(None))  # no event: no number used
+    events = await store.job_events(job.id)
+    assert [event.data["sequence"] for event in events] == [1, 2, 3]
+    stored = await store.get_job(job.id)
+    assert stored is not None and stored.sequence == 3
+
+
+@pytest.mark.parametrize("status", sorted(TERMINAL))
+async def test_update_job_never_asks_about_a_terminal_job(
+    store: SQLiteStore, status: JobStatus
+) -> None:
+    job = await add(store, status=status)
+    asked: list[Job] = []
+
+    def decide(current: Job) -> Change:
+        asked.append(current)
+        return Change(replace(current, status=JobStatus.RUNNING), "job.running")
+
+    assert await store.update_job(job.id, decide) is None
+    assert asked == []
+    stored = await store.get_job(job.id)
+    assert stored is not None and stored.status == status
+
+
+async def test_update_job_of_a_missing_job_answers_none(store: SQLiteStore) -> None:
+    assert await store.update_job("job_missing", touch("job.running")) is None
+
+
+async def test_update_job_whose_decision_is_none_changes_nothing(store: SQLiteStore) -> None:
+    job = await add(store)
+    assert await store.update_job(job.id, lambda current: None) is None
+    stored = await store.get_job(job.id)
+    assert stored is not None
+    assert (stored.status, stored.sequence) == (JobStatus.QUEUED, 0)
+    assert await store.job_events(job.id) == []
+
+
+CALLBACK = Snapshot(JobStatus.SUCCEEDED, progress=100, video_url="https://cdn.example/v.mp4",
+                    expires_at=utcnow() + timedelta(days=1))
+STREAM = Snapshot(JobStatus.RUNNING, progress=40)
+POLL = Snapshot(JobStatus.FAILED, error=JobError("provider_rejected", "the task failed"))
+
+
+@pytest.mark.parametrize("seed", range(30))
+async def test_racing_callback_stream_and_poll_end_in_exactly_one_terminal_state(
+    store: SQLiteStore, second: SQLiteStore, seed: int
+) -> None:
+    rng = random.Random(seed)
+    job = await add(store, status=JobStatus.SUBMITTED, provider_job_id="task-1")
+    # Each message arrives twice (providers repeat callbacks), through either process.
+    arrivals = [(snapshot, via) for snapshot in (CALLBACK, STREAM, POLL)
+                for via in (store, second)]
+    rng.shuffle(arrivals)
+
+    async def arrive(snapshot: Snapshot, via: SQLiteStore, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await via.update_job(
+            job.id, lambda current: apply_snapshot(current, snapshot, utcnow(), link)
+        )
+
+    await asyncio.gather(*(
+        asyncio.create_task(arrive(snapshot, via, rng.choice((0, 0, 0.001, 0.003))))
+        for snapshot, via in arrivals
+    ))
+
+    final = await second.get_job(job.id)
+    assert final is not None and final.status in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+    events = await store.job_events(job.id)
+    terminal = [event for event in events if event.type in TERMINAL_EVENTS]
+    assert [event.type for event in terminal] == [f"job.{final.status}"]
+    assert events[-1].id == terminal[0].id
+    assert terminal[0].data["status"] == final.status
+    assert [event.data["sequence"] for event in events] == list(range(1, len(events) + 1))
+    assert final.sequence == len(events)
+
+
+# -- claiming due jobs -------------------------------------------------------------------------
+
+
+async def test_claim_due_jobs_returns_only_due_jobs_earliest_first(
+    store: SQLiteStore,
+) -> None:
+    now = utcnow()
+    late = await add(store, next_check_at=now - timedelta(seconds=10))
+    earliest = await add(store, next_check_at=now - timedelta(seconds=30))
+    middle = await add(store, next_check_at=now - timedelta(seconds=20))
+    await add(store, next_check_at=now + timedelta(seconds=60))
+    await add(store, next_check_at=None)
+    claimed = await store.claim_due_jobs(now, 10, 60)
+    assert ids(claimed) == [earliest.id, middle.id, late.id]
+
+
+async def test_claim_due_jobs_takes_at_most_limit_jobs(store: SQLiteStore) -> None:
+    now = utcnow()
+    jobs = [await add(store, next_check_at=now - timedelta(seconds=10 - i)) for i in range(5)]
+    claimed = await store.claim_due_jobs(now, 2, 60)
+    assert ids(claimed) == ids(jobs[:2])
+
+
+async def test_a_leased_job_is_not_handed_out_again(store: SQLiteStore) -> None:
+    now = utcnow()
+    job = await add(store, next_check_at=now)
+    assert ids(await store.claim_due_jobs(now, 10, 60)) == [job.id]
+    assert await store.claim_due_jobs(now + timedelta(seconds=59), 10, 60) == []
+
+
+async def test_a_leased_job_is_handed_out_again_once_its_lease_expires(
+    store: SQLiteStore,
+) -> None:
+    now = utcnow()
+    job = await add(store, next_check_at=now)
+    await store.claim_due_jobs(now, 10, 60)
+    assert ids(await store.claim_due_jobs(now + timedelta(seconds=61), 10, 60)) == [job.id]
+
+
+async def test_release_job_ends_the_lease_and_sets_the_next_check(store: SQLiteStore) -> None:
+    now = utcnow()
+    job = await add(store, next_check_at=now)
+    await store.claim_due_jobs(now, 10, 60)
+    await store.release_job(job.id, now + timedelta(seconds=5))
+    assert await store.claim_due_jobs(now + timedelta(seconds=4), 10, 60) == []
+    assert ids(await store.claim_due_jobs(now + timedelta(seconds=5), 10, 60)) == [job.id]
+
+
+async def test_release_job_without_a_time_takes_the_job_off_the_timer(
+    store: SQLiteStore,
+) -> None:
+    now = utcnow()
+    job = await add(store, next_check_at=now)
+    await store.claim_due_jobs(now, 10, 60)
+    await store.release_job(job.id, None)
+    assert await store.claim_due_jobs(now + timedelta(days=1), 10, 60) == []
+
+
+async def test_update_job_with_release_lease_ends_the_lease(store: SQLiteStore) -> None:
+    now = utcnow()
+    job = await add(store, next_check_at=now)
+    await store.claim_due_jobs(now, 10, 60)
+    await store.update_job(job.id, touch(None), release_lease=True)
+    assert ids(await store.claim_due_jobs(now, 10, 60)) == [job.id]
+
+
+async def test_update_job_without_release_lease_keeps_the_lease(store: SQLiteStore) -> None:
+    now = utcnow()
+    job = await add(store, next_check_at=now)
+    await store.claim_due_jobs(now, 10, 60)
+    await store.update_job(job.id, touch(None))
+    assert await store.claim_due_jobs(now, 10, 60) == []
+
+
+async def test_two_stores_claiming_at_once_get_disjoint_jobs(
+    store: SQLiteStore, second: SQLiteStore
+) -> None:
+    now = utcnow()
+    jobs = [await add(store, next_check_at=now - timedelta(seconds=i)) for i in range(40)]
+    claims = await asyncio.gather(*(
+        via.claim_due_jobs(now, 7, 60) for _ in range(4) for via in (store, second)
+    ))
+    claimed = [job_id for claim in claims for job_id in ids(claim)]
+    assert len(claimed) == len(set(claimed)) == 40
+    assert set(claimed) == set(ids(jobs))
+
+
+async def test_due_job_query_uses_the_jobs_due_index(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    plan = read_db(db_path, f"EXPLAIN QUERY PLAN {DUE_JOBS_SQL}", (0.0, 0.0, 10))
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "jobs_due" in details, details
+
+
+# -- submission slots --------------------------------------------------------------------------
+
+
+async def test_begin_submit_refuses_the_job_over_the_limit(store: SQLiteStore) -> None:
+    now = utcnow()
+    jobs = [await add(store) for _ in range(5)]
+    began = [await store.begin_submit(job.id, "airforce", 4, now) for job in jobs]
+    assert began == [True, True, True, True, False]
+
+
+async def test_begin_submit_marks_the_submission_started(store: SQLiteStore) -> None:
+    job = await add(store)
+    assert await store.begin_submit(job.id, "airforce", 4, utcnow())
+    stored = await store.get_job(job.id)
+    assert stored is not None and stored.submit_started_at is not None
+
+
+async def test_a_terminal_job_frees_its_submission_slot(store: SQLiteStore) -> None:
+    now = utcnow()
+    jobs = [await add(store) for _ in range(5)]
+    for job in jobs[:4]:
+        assert await store.begin_submit(job.id, "airforce", 4, now)
+    await store.update_job(jobs[0].id,
+                           lambda current: end_job(current, JobStatus.FAILED, None, now))
+    assert await store.begin_submit(jobs[4].id, "airforce", 4, now)
+
+
+async def test_begin_submit_counts_jobs_at_the_provider(store: SQLiteStore) -> None:
+    for status in (JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.RUNNING,
+                   JobStatus.SUBMITTED):
+        await add(store, status=status)
+    job = await add(store)
+    assert not await store.begin_submit(job.id, "airforce", 4, utcnow())
+
+
+async def test_begin_submit_ignores_queued_jobs_not_yet_started(store: SQLiteStore) -> None:
+    for _ in range(4):
+        await add(store)
+    job = await add(store)
+    assert await store.begin_submit(job.id, "airforce", 4, utcnow())
+
+
+async def test_begin_submit_counts_only_the_same_provider(store: SQLiteStore) -> None:
+    for _ in range(4):
+        await add(store, provider="venice", status=JobStatus.RUNNING)
+    job = await add(store)
+    assert await store.begin_submit(job.id, "airforce", 4, utcnow())
+
+
+async def test_begin_submit_without_a_limit_always_begins(store: SQLiteStore) -> None:
+    for _ in range(10):
+        await add(store, status=JobStatus.RUNNING)
+    job = await add(store)
+    assert await store.begin_submit(job.id, "airforce", None, utcnow())
+
+
+async def test_wake_queued_makes_waiting_queued_jobs_due(store: SQLiteStore) -> None:
+    now = utcnow()
+    later = now + timedelta(minutes=5)
+    waiting = await add(store, next_check_at=later)
+    started = await add(store, next_check_at=later, submit_started_at=now)
+    running = await add(store, status=JobStatus.RUNNING, next_check_at=later)
+    elsewhere = await add(store, provider="venice", next_check_at=later)
+    await store.wake_queued("airforce", now)
+    claimed = ids(await store.claim_due_jobs(now, 10, 60))
+    assert claimed == [waiting.id]
+    assert {started.id, running.id, elsewhere.id}.isdisjoint(claimed)
+
+
+async def test_unfinished_jobs_are_every_job_not_terminal(store: SQLiteStore) -> None:
+    unfinished = [await add(store, status=status) for status in
+                  (JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING)]
+    for status in TERMINAL:
+        await add(store, status=status)
+    assert ids(await store.unfinished_jobs()) == ids(unfinished)
+
+
+async def test_adopted_provider_job_names_the_job_following_a_task(
+    store: SQLiteStore,
+) -> None:
+    job = await add(store, provider_job_id="task-1", status=JobStatus.SUBMITTED)
+    assert await store.adopted_provider_job("airforce", "task-1") == job.id
+    assert await store.adopted_provider_job("venice", "task-1") is None
+    assert await store.adopted_provider_job("airforce", "task-2") is None
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+async def record(store: SQLiteStore, job: Job, *event_types: str) -> list[Event]:
+    events = []
+    for event_type in event_types:
+        result = await store.update_job(job.id, touch(event_type))
+        assert result is not None and result[1] is not None
+        events.append(result[1])
+    return events
+
+
+async def test_list_events_pages_newest_first_with_a_cursor(store: SQLiteStore) -> None:
+    events = await record(store, await add(store), "job.submitted", "job.running",
+                          "job.progress", "job.progress", "job.succeeded")
+    await record(store, await add(store, "other"), "job.submitted")
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await store.list_events("acme", type=None, job_id=None, limit=2, cursor=cursor)
+        seen += ids(page.data)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == ids(events)[::-1]
+
+
+async def test_list_events_filters_by_type(store: SQLiteStore) -> None:
+    events = await record(store, await add(store), "job.submitted", "job.progress",
+                          "job.progress", "job.failed")
+    page = await store.list_events("acme", type="job.progress", job_id=None, limit=10,
+                                   cursor=None)
+    assert ids(page.data) == [events[2].id, events[1].id]
+
+
+async def test_list_events_filters_by_job(store: SQLiteStore) -> None:
+    first, second_job = await add(store), await add(store)
+    mine = await record(store, first, "job.submitted")
+    await record(store, second_job, "job.submitted")
+    mine += await record(store, first, "job.running")
+    page = await store.list_events("acme", type=None, job_id=first.id, limit=10, cursor=None)
+    assert ids(page.data) == ids(mine)[::-1]
+
+
+async def test_list_events_refuses_a_garbage_cursor(store: SQLiteStore) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        await store.list_events("acme", type=None, job_id=None, limit=10, cursor="garbage")
+    assert caught.value.field == "cursor"
+
+
+async def test_get_event_answers_only_its_tenant(store: SQLiteStore) -> None:
+    [event] = await record(store, await add(store), "job.submitted")
+    found = await store.get_event(event.id, "acme")
+    assert found is not None and found.data == event.data and found.type == "job.submitted"
+    assert await store.get_event(event.id, "other") is None
+
+
+async def test_job_events_come_in_order(store: SQLiteStore) -> None:
+    job = await add(store)
+    events = await record(store, job, "job.submitted", "job.running", "job.succeeded")
+    stored = await store.job_events(job.id)
+    assert ids(stored) == ids(events)
+    assert [event.type for event in stored] == ["job.submitted", "job.running", "job.succeeded"]
