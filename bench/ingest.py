@@ -250,6 +250,17 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores; /proc/stat)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return float("nan")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 # -- parent: load ------------------------------------------------------------------------
 @dataclass
 class Result:
@@ -310,6 +321,7 @@ async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurre
     """POST ``body`` round-robin over ``urls`` from ``concurrency`` workers; count the
     requests that complete inside [start + warmup, start + warmup + duration]."""
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    busy_before = machine_busy_seconds()
     start = time.perf_counter()
     window_start = start + warmup
     window_end = window_start + duration
@@ -343,6 +355,8 @@ async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurre
                            timeout=warmup + duration + 35)
     elapsed = time.perf_counter() - start
     cpu = {name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()}
+    # Whatever else ran on the machine meanwhile (other people's tests, say).
+    cpu["other"] = max(0.0, (machine_busy_seconds() - busy_before) / elapsed - sum(cpu.values()))
     return Result(label, len(latencies) - errors, errors, duration, latencies, samples, cpu)
 
 
@@ -466,7 +480,7 @@ def report(runs: list[ModeRun], args: argparse.Namespace) -> bool:
     print()
     header = (f"{'confirm':<8} {'endpoint':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'requests':>9} {'errors':>6} {'x bare':>7}   CPU (cores): "
-              f"{'server':>6} {'sim':>5} {'client':>6}")
+              f"{'server':>6} {'sim':>5} {'client':>6} {'other':>5}")
     print(header)
     print("-" * len(header))
     for run in runs:
@@ -475,7 +489,7 @@ def report(runs: list[ModeRun], args: argparse.Namespace) -> bool:
             print(f"{run.mode:<8} {result.label:<8} {result.rate:>9.0f} {result.pct(0.5):>8.1f} "
                   f"{result.pct(0.99):>8.1f} {result.requests:>9} {result.errors:>6} {ratio:>7}"
                   f"{'':>16}{result.cpu['server']:>6.2f} {result.cpu['sim']:>5.2f} "
-                  f"{result.cpu['client']:>6.2f}")
+                  f"{result.cpu['client']:>6.2f} {result.cpu['other']:>5.2f}")
             for sample in result.error_samples:
                 print(f"{'':<17}error: {sample}")
     print()

@@ -287,7 +287,7 @@ async def test_events_record_every_state_change_with_a_sequence(harness: Harness
     await harness.wait(job["id"])
     page = (await harness.client.get("/v1/events", params={"job_id": job["id"]})).json()
     events = list(reversed(page["data"]))
-    assert [e["type"] for e in events][0] == "job.submitted"
+    assert events[0]["type"] == "job.submitted"
     assert events[-1]["type"] == "job.succeeded"
     assert [e["data"]["sequence"] for e in events] == list(range(1, len(events) + 1))
     for event in events:
