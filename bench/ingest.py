@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -182,14 +182,33 @@ def _server_app(port_url: str, workdir: str, confirm: bool, sim_url: str) -> Any
     return app
 
 
+def tcp_listener(use_serving_bind: bool) -> socket.socket:
+    """A loopback TCP socket on a free port, not yet listening.
+
+    Made with ``proto=IPPROTO_TCP`` as ``loop.create_server(host, port)`` (what ``bridge
+    serve`` runs) makes it: asyncio then sets TCP_NODELAY on every accepted connection.
+    ``bridge.serving.bind()`` leaves proto 0, so asyncio skips TCP_NODELAY and every
+    keep-alive answer (headers and body are two writes) waits ~40 ms for a delayed ACK;
+    ``--use-serving-bind`` measures that, to show it.
+    """
+    if use_serving_bind:
+        from bridge.serving import bind
+
+        return bind()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 def child_main(args: argparse.Namespace) -> None:
     import logging
 
-    from bridge.serving import bind, url_of
+    from bridge.serving import url_of
 
     for name in ("bridge", "uvicorn", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    sock = bind()
+    sock = tcp_listener(args.use_serving_bind)
     if args.serve_sim:
         app = _simulator_app()
     else:
@@ -205,18 +224,20 @@ class Child:
     url: str = ""
 
     async def stop(self) -> None:
+        """Close its stdin (it shuts down by itself), then SIGTERM, then SIGKILL."""
         proc = self.proc
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=5)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        if proc.stdin is not None:
+        if proc.stdin is not None and not proc.stdin.is_closing():
             proc.stdin.close()
+        for step in ("wait", "terminate", "kill"):
+            if proc.returncode is not None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                if step == "terminate":
+                    proc.terminate()
+                elif step == "kill":
+                    proc.kill()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), timeout=5)
 
 
 async def spawn(name: str, extra: list[str], lifetime: float) -> Child:
@@ -238,12 +259,14 @@ async def spawn(name: str, extra: list[str], lifetime: float) -> Child:
     return child
 
 
-def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU seconds of a process, all its threads (``None``: this one)."""
+def cpu_seconds(pid: int | None = None, thread: int | None = None) -> float:
+    """User + system CPU seconds of a process, all its threads (``None``: this one), or of
+    one of its threads."""
     if pid is None:
         return time.process_time()
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     try:
-        with open(f"/proc/{pid}/stat") as stat:
+        with open(path) as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
     except OSError:
         return float("nan")
@@ -320,7 +343,9 @@ async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurre
                warmup: float, duration: float, pids: dict[str, int | None]) -> Result:
     """POST ``body`` round-robin over ``urls`` from ``concurrency`` workers; count the
     requests that complete inside [start + warmup, start + warmup + duration]."""
+    server = pids["server"]
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    loop_before = cpu_seconds(server, server)  # the server's main thread: its event loop
     busy_before = machine_busy_seconds()
     start = time.perf_counter()
     window_start = start + warmup
@@ -355,8 +380,11 @@ async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurre
                            timeout=warmup + duration + 35)
     elapsed = time.perf_counter() - start
     cpu = {name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()}
+    loop_cpu = (cpu_seconds(server, server) - loop_before) / elapsed
     # Whatever else ran on the machine meanwhile (other people's tests, say).
     cpu["other"] = max(0.0, (machine_busy_seconds() - busy_before) / elapsed - sum(cpu.values()))
+    cpu["server loop"] = loop_cpu
+    cpu["server threads"] = cpu["server"] - loop_cpu
     return Result(label, len(latencies) - errors, errors, duration, latencies, samples, cpu)
 
 
@@ -433,6 +461,8 @@ async def run_mode(mode: str, sim: Child, args: argparse.Namespace) -> ModeRun:
 
     with tempfile.TemporaryDirectory(prefix="bridge-bench-ingest-") as workdir:
         extra = ["--serve", mode, "--workdir", workdir, "--sim-url", sim.url]
+        if args.use_serving_bind:
+            extra.append("--use-serving-bind")
         if args.profile:
             extra += ["--profile", f"{args.profile}.{mode}.prof"]
         server = await spawn(f"server ({mode})", extra, args.child_lifetime)
@@ -480,7 +510,7 @@ def report(runs: list[ModeRun], args: argparse.Namespace) -> bool:
     print()
     header = (f"{'confirm':<8} {'endpoint':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'requests':>9} {'errors':>6} {'x bare':>7}   CPU (cores): "
-              f"{'server':>6} {'sim':>5} {'client':>6} {'other':>5}")
+              f"{'server':>6} (loop {'thr':>4}) {'sim':>5} {'client':>6} {'other':>5}")
     print(header)
     print("-" * len(header))
     for run in runs:
@@ -488,7 +518,8 @@ def report(runs: list[ModeRun], args: argparse.Namespace) -> bool:
             ratio = f"{result.rate / run.bare.rate:.2f}x" if run.bare.rate else "-"
             print(f"{run.mode:<8} {result.label:<8} {result.rate:>9.0f} {result.pct(0.5):>8.1f} "
                   f"{result.pct(0.99):>8.1f} {result.requests:>9} {result.errors:>6} {ratio:>7}"
-                  f"{'':>16}{result.cpu['server']:>6.2f} {result.cpu['sim']:>5.2f} "
+                  f"{'':>16}{result.cpu['server']:>6.2f} ({result.cpu['server loop']:>4.2f} "
+                  f"{result.cpu['server threads']:>4.2f}) {result.cpu['sim']:>5.2f} "
                   f"{result.cpu['client']:>6.2f} {result.cpu['other']:>5.2f}")
             for sample in result.error_samples:
                 print(f"{'':<17}error: {sample}")
@@ -514,7 +545,9 @@ def report(runs: list[ModeRun], args: argparse.Namespace) -> bool:
 
 async def main_async(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    sim = await spawn("apixo simulator", ["--serve-sim"], args.child_lifetime)
+    sim = await spawn("apixo simulator",
+                      ["--serve-sim", *(["--use-serving-bind"] if args.use_serving_bind else [])],
+                      args.child_lifetime)
     try:
         runs = [await run_mode(mode, sim, args) for mode in modes]
     finally:
@@ -537,6 +570,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-fail", action="store_true", help="exit 0 even on a miss")
     parser.add_argument("--profile", metavar="PREFIX",
                         help="cProfile the server process to PREFIX.{off,on}.prof")
+    parser.add_argument("--use-serving-bind", action="store_true",
+                        help="listen on bridge.serving.bind() sockets (no TCP_NODELAY: "
+                             "shows its ~40 ms delayed-ACK stall)")
     # Internal: the child processes.
     parser.add_argument("--serve", choices=("off", "on"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-sim", action="store_true", help=argparse.SUPPRESS)

@@ -31,6 +31,17 @@ The model, stated so it can be judged:
 * Every status request answers at once, and none fails (the back-off paths are covered by
   tests/test_polling.py). Jitter for each call is drawn uniformly from [-1, 1].
 * "Notification delay" is the time from the job really finishing to the bridge knowing.
+
+Gated: the default scenario and the 10 % stream-break line. The targets compare means over
+250 jobs per provider, so chance moves them: infrai's margins are thin (its documents give
+nothing to plan with, so the policy can only skip the loop's checks before 30 s and spend
+them on a 7-s cadence), and with a 10 % break rate api.airforce's requests rest on ~25 broken
+streams. Over seeds 1-300, about 2 runs in 100 miss a gated target by chance (infrai's mean
+delay, or api.airforce at 1.02-1.05 requests per job); seed 1, the default, meets them all.
+The wider spread and the 20 % callback loss are reported, not gated: with a +/-40 % spread
+Venice's P80 says little about a single job, and sleeping until 0.8 x P80 makes the early
+finishers wait (mean delay ~15 s against the loop's ~4 s); losing one callback in five costs
+apixo a mean delay of ~6 s against the loop's ~4 s.
 """
 
 from __future__ import annotations
@@ -273,9 +284,11 @@ def scenarios(jobs: int, seed: int) -> list[Scenario]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs per scenario (>= 4)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.jobs < len(PROVIDERS):
+        parser.error(f"--jobs must be at least {len(PROVIDERS)}: one job per provider")
     missed = 0
     for scenario in scenarios(args.jobs, args.seed):
         results = replay(scenario)

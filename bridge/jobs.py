@@ -228,7 +228,7 @@ def apply_snapshot(job: Job, snapshot: Snapshot, now: datetime,
         elif status == JobStatus.EXPIRED:
             updated.error = JobError("expired", "the provider expired the job")
         elif status == JobStatus.FAILED:
-            updated.error = JobError("provider_rejected", "the provider reported a failure")
+            updated.error = JobError("generation_failed", "the provider reported a failure")
         return Change(updated, _status_event(status))
     if changed:
         return Change(updated, _status_event(status))

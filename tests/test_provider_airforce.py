@@ -268,12 +268,12 @@ async def test_status_follows_a_job_to_succeeded(provider: AirforceProvider) -> 
     assert final.provider_state == "completed"
 
 
-async def test_failed_task_is_failed_provider_rejected(provider: AirforceProvider) -> None:
+async def test_failed_task_is_failed_generation_failed(provider: AirforceProvider) -> None:
     final = (await run_to_end(provider, job("x [sim:fail]")))[-1]
 
     assert final.status is JobStatus.FAILED
     assert final.error is not None
-    assert final.error.code == "provider_rejected"
+    assert final.error.code == "generation_failed"
     assert final.error.provider_code
     assert final.cost_usd == 0
 

@@ -273,7 +273,7 @@ def test_seed_success_example_expires_15_days_after_complete_time() -> None:
     [
         ("[sim:violation] x", (), "content_violation", "CONTENT_VIOLATION"),
         ("x", ("https://example.com/invalid.jpg",), "provider_rejected", "INVALID_IMAGE_URL"),
-        ("[sim:fail] x", (), "provider_rejected", "GENERATION_FAILED"),
+        ("[sim:fail] x", (), "generation_failed", "GENERATION_FAILED"),
     ],
 )
 async def test_fail_code_maps_to_a_job_error(

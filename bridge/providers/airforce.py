@@ -339,7 +339,7 @@ def _snapshot(task: dict[str, Any]) -> Snapshot:
     error = None
     if status is JobStatus.FAILED:
         text = str(task.get("error") or "api.airforce reported the task failed")
-        code = "content_violation" if _CONTENT_WORDS.search(text) else "provider_rejected"
+        code = "content_violation" if _CONTENT_WORDS.search(text) else "generation_failed"
         error = JobError(code, f"api.airforce: {excerpt(text)}", provider_code=excerpt(text, 80))
     return Snapshot(
         status=status,

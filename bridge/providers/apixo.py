@@ -115,7 +115,7 @@ def parse_status(data: Any) -> Snapshot:
         return Snapshot(status=_STATES[state], provider_state=state)
     if state == "failed":
         fail_code = data.get("failCode")
-        code = _FAIL_CODES.get(str(fail_code), "provider_rejected")
+        code = _FAIL_CODES.get(str(fail_code), "generation_failed")
         message = data.get("failMsg") or fail_code or "apixo: the task failed"
         error = JobError(code, excerpt(str(message)), str(fail_code) if fail_code else None)
         return Snapshot(status=JobStatus.FAILED, error=error, provider_state=state)

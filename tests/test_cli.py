@@ -1,0 +1,62 @@
+"""The ``bridge`` command as a user runs it: a real process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    return {**keep, "BRIDGE_DATABASE": str(tmp_path / "b.db"),
+            "BRIDGE_MEDIA_DIR": str(tmp_path / "media"), **extra}
+
+
+def test_demo_runs_one_job_per_provider_and_exits_0(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "bridge.cli", "demo", "--timeout", "120"],
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=180,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    for provider in ("airforce", "infrai", "apixo", "venice"):
+        assert "created job_" in out
+        assert f"ok       {provider}: video" in out
+    assert out.count("event job.succeeded") == 4
+    assert "event job.submitted" in out
+    assert "all four jobs succeeded" in out
+    assert not (tmp_path / "bridge.db").exists()  # the demo keeps its files to itself
+
+
+def test_serve_answers_health_and_stops_cleanly(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "serve", "--port", str(port)],
+        env=_env(tmp_path, BRIDGE_API_KEY="brk_cli_test_key"), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "bridge serve did not start"
+                time.sleep(0.2)
+        assert answer.status_code == 200
+        me = httpx.get(f"http://127.0.0.1:{port}/v1/me",
+                       headers={"X-API-Key": "brk_cli_test_key"}, timeout=5)
+        assert me.json()["tenant"] == "default"
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=20)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it (exit by that signal).
+    assert "Application shutdown complete" in output, output
+    assert "brk_cli_test_key" not in output  # keys never reach the logs
