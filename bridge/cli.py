@@ -33,8 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     create.add_argument("--tenant", required=True)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("BRIDGE_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("BRIDGE_LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if level not in logging.getLevelNamesMapping():
+        print(f"bridge: configuration error: BRIDGE_LOG_LEVEL: expected one of DEBUG, INFO, "
+              f"WARNING, ERROR, got {level!r}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     if args.command == "demo":
         from bridge.demo import run_demo

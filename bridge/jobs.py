@@ -69,7 +69,9 @@ def parse_request(body: Any, known_providers: set[str], enabled: set[str]) -> di
 
     out: dict[str, Any] = {"provider": provider, "prompt": prompt}
     out["model"] = _optional(body, "model", str)
-    mode = _optional(body, "mode", str) or "text"
+    mode = _optional(body, "mode", str)
+    if mode is None:
+        mode = "text"
     if mode not in MODES:
         raise InvalidRequest(f"mode must be one of {', '.join(MODES)}", field="mode")
     out["mode"] = mode
@@ -93,7 +95,7 @@ def parse_request(body: Any, known_providers: set[str], enabled: set[str]) -> di
     out["audio"] = _optional(body, "audio", bool)
     out["options"] = _optional(body, "options", dict) or {}
     webhook_url = _optional(body, "webhook_url", str)
-    if webhook_url is not None and urlsplit(webhook_url).scheme not in ("http", "https"):
+    if webhook_url is not None and not _is_http_url(webhook_url):
         raise InvalidRequest("webhook_url must be an http(s) URL", field="webhook_url")
     out["webhook_url"] = webhook_url
     events = _optional(body, "events", list)
@@ -124,11 +126,15 @@ _KIND_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: 
                dict: "an object"}
 
 
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def _is_image_ref(value: str) -> bool:
     if value.startswith("data:"):
         return "," in value
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    return _is_http_url(value)
 
 
 def check_capabilities(request: JobRequest, model: ModelInfo) -> None:
@@ -214,9 +220,11 @@ def apply_snapshot(job: Job, snapshot: Snapshot, now: datetime,
     if status == JobStatus.SUCCEEDED:
         progress = 100
 
-    updated = replace(job, status=status, progress=progress, updated_at=now)
+    updated = replace(job, status=status, progress=progress)
     if snapshot.cost_usd is not None:
         updated.cost = {**(job.cost or {}), "usd": round(snapshot.cost_usd, 4)}
+    if changed or progress != job.progress or updated.cost != job.cost:
+        updated.updated_at = now  # a snapshot that tells nothing new leaves the job as it was
 
     if changed and status in TERMINAL:
         updated.completed_at = now

@@ -341,12 +341,15 @@ class Tracker:
         hold: float | None = None,
         release: bool = False,
         checked: bool = False,
+        guard: Callable[[Job], None] | None = None,
     ) -> Job | None:
         """Fold ``snapshot`` into the job; with ``schedule``, set its next check by the
         polling policy; with ``hold``, put it that many seconds ahead (an open stream)."""
         now = utcnow()
 
         def decide(current: Job) -> Change:
+            if guard is not None:
+                guard(current)
             change = apply_snapshot(current, snapshot, now, self.media_link)
             job = change.job
             if checked:
@@ -397,11 +400,6 @@ class Tracker:
 
     async def on_callback(self, provider_name: str, job_id: str, body: bytes) -> None:
         """A provider called back about ``job_id`` (whose token was already verified)."""
-        job = await self.store.get_job(job_id)
-        if job is None or job.provider != provider_name:
-            raise NotFound("no such job")
-        if job.status in TERMINAL:
-            return  # a repeated callback: already known
         provider = self.providers.get(provider_name)
         if provider is None:
             raise NotFound("provider not enabled")
@@ -411,11 +409,21 @@ class Tracker:
             except ValueError:
                 raise InvalidRequest("not a callback body this provider sends",
                                      status_code=400) from None
-            if job.provider_job_id is not None and task_id != job.provider_job_id:
-                raise InvalidRequest("the callback names another task", field="taskId",
-                                     status_code=400)
-            await self._apply(job.id, snapshot)
+
+            def guard(current: Job) -> None:
+                # Checked inside the transaction: one read of the job, not two.
+                if current.provider != provider_name:
+                    raise NotFound("no such job")
+                if current.provider_job_id is not None and task_id != current.provider_job_id:
+                    raise InvalidRequest("the callback names another task", field="taskId",
+                                         status_code=400)
+
+            if await self._apply(job_id, snapshot, guard=guard) is None:
+                await self._known_job(job_id, provider_name)  # finished: a repeat is harmless
             return
+        job = await self._known_job(job_id, provider_name)
+        if job.status in TERMINAL:
+            return  # a repeated callback: already known
         if job.provider_job_id is None:
             # The provider answered our submission and called back before we recorded it;
             # a 409 makes it call again shortly.
@@ -429,6 +437,12 @@ class Tracker:
             self.wake()
             return
         await self._apply(job.id, snapshot, schedule=True)
+
+    async def _known_job(self, job_id: str, provider_name: str) -> Job:
+        job = await self.store.get_job(job_id)
+        if job is None or job.provider != provider_name:
+            raise NotFound("no such job")
+        return job
 
     # -- cancel --------------------------------------------------------------------------
     async def cancel(self, job: Job) -> Job:
@@ -479,8 +493,7 @@ class Tracker:
             stream = self._streams.get(job_id)
             if stream is not None and stream is not asyncio.current_task():
                 stream.cancel()
-            await self.store.wake_queued(job.provider, utcnow())
-            self.wake()
+            self.wake()  # the store made the provider's waiting jobs due
         return job
 
 

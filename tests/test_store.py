@@ -29,7 +29,7 @@ from bridge.models import (
 )
 from bridge.providers.base import Snapshot
 from bridge.store import Change, Decide
-from bridge.store.sqlite import MIGRATIONS, SQLiteStore
+from bridge.store.sqlite import MIGRATIONS, SQLiteStore, encode_cursor
 
 DAY = 24 * 3600.0
 TERMINAL_EVENTS = {f"job.{status}" for status in TERMINAL}
@@ -303,6 +303,13 @@ async def test_list_jobs_refuses_a_cursor_it_never_returned(
     assert caught.value.field == "cursor"
 
 
+async def test_list_jobs_refuses_a_cursor_with_a_huge_number(store: SQLiteStore) -> None:
+    cursor = encode_cursor(10**30)
+    with pytest.raises(InvalidRequest) as caught:
+        await store.list_jobs("acme", status=None, provider=None, limit=10, cursor=cursor)
+    assert caught.value.field == "cursor"
+
+
 # -- update_job ------------------------------------------------------------------------------
 
 
@@ -487,6 +494,15 @@ async def test_release_job_without_a_time_takes_the_job_off_the_timer(
     assert await store.claim_due_jobs(now + timedelta(days=1), 10, 60) == []
 
 
+async def test_release_job_never_puts_a_terminal_job_back_on_the_timer(
+    store: SQLiteStore,
+) -> None:
+    now = utcnow()
+    job = await add(store, status=JobStatus.SUCCEEDED)
+    await store.release_job(job.id, now)
+    assert await store.claim_due_jobs(now, 10, 60) == []
+
+
 async def test_update_job_with_release_lease_ends_the_lease(store: SQLiteStore) -> None:
     now = utcnow()
     job = await add(store, next_check_at=now)
@@ -522,6 +538,7 @@ async def test_due_job_query_uses_the_jobs_due_index(
     plan = read_db(db_path, f"EXPLAIN QUERY PLAN {DUE_JOBS_SQL}", (0.0, 0.0, 10))
     details = " ".join(str(row[-1]) for row in plan)
     assert "jobs_due" in details, details
+    assert "SCAN" not in details and "TEMP B-TREE" not in details, details
 
 
 # -- submission slots --------------------------------------------------------------------------
@@ -532,6 +549,18 @@ async def test_begin_submit_refuses_the_job_over_the_limit(store: SQLiteStore) -
     jobs = [await add(store) for _ in range(5)]
     began = [await store.begin_submit(job.id, "airforce", 4, now) for job in jobs]
     assert began == [True, True, True, True, False]
+
+
+async def test_begin_submit_from_two_stores_at_once_never_exceeds_the_limit(
+    store: SQLiteStore, second: SQLiteStore
+) -> None:
+    now = utcnow()
+    jobs = [await add(store) for _ in range(10)]
+    began = await asyncio.gather(*(
+        (store if index % 2 else second).begin_submit(job.id, "airforce", 4, now)
+        for index, job in enumerate(jobs)
+    ))
+    assert sum(began) == 4
 
 
 async def test_begin_submit_marks_the_submission_started(store: SQLiteStore) -> None:
@@ -580,14 +609,14 @@ async def test_begin_submit_without_a_limit_always_begins(store: SQLiteStore) ->
     assert await store.begin_submit(job.id, "airforce", None, utcnow())
 
 
-async def test_wake_queued_makes_waiting_queued_jobs_due(store: SQLiteStore) -> None:
+async def test_a_job_ending_makes_its_providers_waiting_jobs_due(store: SQLiteStore) -> None:
     now = utcnow()
     later = now + timedelta(minutes=5)
     waiting = await add(store, next_check_at=later)
     started = await add(store, next_check_at=later, submit_started_at=now)
     running = await add(store, status=JobStatus.RUNNING, next_check_at=later)
     elsewhere = await add(store, provider="venice", next_check_at=later)
-    await store.wake_queued("airforce", now)
+    await store.update_job(running.id, lambda job: end_job(job, JobStatus.SUCCEEDED, None, now))
     claimed = ids(await store.claim_due_jobs(now, 10, 60))
     assert claimed == [waiting.id]
     assert {started.id, running.id, elsewhere.id}.isdisjoint(claimed)

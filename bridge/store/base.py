@@ -5,7 +5,8 @@ One method per operation, named for the domain. Every backend gives the same gua
 - ``update_job`` reads the job, lets the caller decide the change, and writes the job and
   its event (if any) in one transaction, with the row locked against concurrent writers: a
   callback, a stream message and a poll racing on one job are applied one after another,
-  each seeing the other's result. A terminal job is never passed to the caller's function.
+  each seeing the other's result. A terminal job is never passed to the caller's function,
+  and a job's reaching a terminal state makes its provider's waiting queued jobs due.
 - ``claim_due_jobs`` hands each due job to one caller at a time (a lease), so overlapping
   workers or ticks never work the same job twice; finding due jobs uses an index on the
   next-check time, so its cost does not grow with the number of jobs in flight.
@@ -110,10 +111,6 @@ class Store(Protocol):
                            now: datetime) -> bool:
         """Mark the job's submission as started, if fewer than ``limit`` of the provider's
         jobs are at the provider or being submitted. Atomic; ``False`` when full."""
-        ...
-
-    async def wake_queued(self, provider: str, now: datetime) -> None:
-        """Make the provider's waiting queued jobs due now (a slot has freed)."""
         ...
 
     async def unfinished_jobs(self) -> list[Job]:

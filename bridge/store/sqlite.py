@@ -9,12 +9,12 @@ a crash of the process; only a power loss can take the last few.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
+import re
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from bridge.models import (
 from bridge.store.base import Decide, Page
 
 _T = TypeVar("_T")
+_CURSOR = re.compile(r"s([0-9]{1,18})")
 _TERMINAL = tuple(str(status) for status in TERMINAL)
 
 MIGRATIONS: Sequence[str] = (
@@ -121,10 +122,6 @@ _JOB_INSERT = (
     f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) "
     f"VALUES ({', '.join(':' + c for c in _JOB_COLUMNS)})"
 )
-_JOB_UPDATE = (
-    f"UPDATE jobs SET {', '.join(f'{c} = :{c}' for c in _JOB_COLUMNS if c != 'id')} "
-    "WHERE id = :id"
-)
 
 
 class SQLiteStore:
@@ -132,39 +129,23 @@ class SQLiteStore:
         self.path = path
         self._write: aiosqlite.Connection | None = None
         self._read: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._write = await self._connect()
-        await self._write.execute("PRAGMA journal_mode=WAL")
-        await self._migrate(self._write)
+        await self._write.execute_fetchall("PRAGMA journal_mode=WAL")
+        await self._transaction(_migrate)
         self._read = await self._connect()
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
-        conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA busy_timeout=10000")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        await conn.execute("PRAGMA foreign_keys=ON")
+        conn.row_factory = sqlite3.Row
+        await conn.execute_fetchall("PRAGMA busy_timeout=10000")
+        await conn.execute_fetchall("PRAGMA synchronous=NORMAL")
+        await conn.execute_fetchall("PRAGMA foreign_keys=ON")
         return conn
-
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            async with conn.execute("PRAGMA user_version") as cursor:
-                row = await cursor.fetchone()
-            version = row[0] if row else 0
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in _statements(script):
-                    await conn.execute(statement)
-                await conn.execute(f"PRAGMA user_version = {number}")
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
 
     async def close(self) -> None:
         for conn in (self._read, self._write):
@@ -174,11 +155,10 @@ class SQLiteStore:
 
     async def ping(self) -> bool:
         try:
-            async with self._reader.execute("PRAGMA user_version") as cursor:
-                row = await cursor.fetchone()
-        except (aiosqlite.Error, ValueError):
+            rows = await self._reader.execute_fetchall("PRAGMA user_version")
+        except (aiosqlite.Error, ValueError, RuntimeError):
             return False
-        return row is not None and row[0] == len(MIGRATIONS)
+        return bool(rows) and next(iter(rows))[0] == len(MIGRATIONS)
 
     @property
     def _reader(self) -> aiosqlite.Connection:
@@ -186,61 +166,65 @@ class SQLiteStore:
             raise RuntimeError("store is not open")
         return self._read
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` as one ``BEGIN IMMEDIATE`` transaction on the writer's own thread.
+
+        The whole transaction is one hop to aiosqlite's thread instead of one per statement
+        (each hop costs about as much as the statement itself); the thread runs one
+        function at a time, so transactions never interleave. ``Connection._execute`` is
+        aiosqlite's own way to queue a function on that thread; tests/test_store.py guards
+        its use.
+        """
         if self._write is None:
             raise RuntimeError("store is not open")
-        async with self._lock:
-            conn = self._write
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
-            await conn.execute("COMMIT")
+        write = self._write
+        result: _T = await write._execute(  # type: ignore[no-untyped-call]
+            _in_transaction, write._conn, work
+        )
+        return result
 
-    async def _fetchone(self, sql: str, params: Any = ()) -> aiosqlite.Row | None:
-        async with self._reader.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+    async def _fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
+        rows = await self._reader.execute_fetchall(sql, params)
+        return next(iter(rows), None)
 
-    async def _fetchall(self, sql: str, params: Any = ()) -> list[aiosqlite.Row]:
-        async with self._reader.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+    async def _fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        return list(await self._reader.execute_fetchall(sql, params))
 
     # -- meta ----------------------------------------------------------------------------
     async def get_or_set_meta(self, key: str, make: Callable[[], str]) -> str:
-        async with self._transaction() as conn:
-            async with conn.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
-                row = await cursor.fetchone()
+        def work(conn: sqlite3.Connection) -> str:
+            row = _one(conn, "SELECT value FROM meta WHERE key = ?", (key,))
             if row is not None:
                 return str(row[0])
             value = make()
-            await conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
             return value
+
+        return await self._transaction(work)
 
     # -- tenants and keys ----------------------------------------------------------------
     async def ensure_tenant(self, name: str, make_secret: Callable[[], str]) -> Tenant:
-        async with self._transaction() as conn:
-            await conn.execute(
+        def work(conn: sqlite3.Connection) -> Tenant:
+            conn.execute(
                 "INSERT INTO tenants (id, signing_secret, created_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (id) DO NOTHING",
                 (name, make_secret(), time.time()),
             )
-            async with conn.execute(
-                "SELECT id, signing_secret FROM tenants WHERE id = ?", (name,)
-            ) as cursor:
-                row = await cursor.fetchone()
-        assert row is not None
-        return Tenant(id=row["id"], signing_secret=row["signing_secret"])
+            row = _one(conn, "SELECT id, signing_secret FROM tenants WHERE id = ?", (name,))
+            assert row is not None  # inserted just above, or already there
+            return Tenant(id=row["id"], signing_secret=row["signing_secret"])
+
+        return await self._transaction(work)
 
     async def add_api_key(self, tenant: str, key_hash: str) -> None:
-        async with self._transaction() as conn:
-            await conn.execute(
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT INTO api_keys (key_hash, tenant, created_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant",
                 (key_hash, tenant, time.time()),
             )
+
+        await self._transaction(work)
 
     async def tenant_for_key(self, key_hash: str) -> Tenant | None:
         row = await self._fetchone(
@@ -252,22 +236,24 @@ class SQLiteStore:
 
     # -- jobs ----------------------------------------------------------------------------
     async def create_job(self, job: Job, *, idempotency_window: float) -> tuple[Job, bool]:
-        async with self._transaction() as conn:
+        def work(conn: sqlite3.Connection) -> tuple[Job, bool]:
             if job.idempotency_key is not None:
-                async with conn.execute(
+                row = _one(
+                    conn,
                     "SELECT * FROM jobs WHERE tenant = ? AND idempotency_key = ?",
                     (job.tenant, job.idempotency_key),
-                ) as cursor:
-                    row = await cursor.fetchone()
+                )
                 if row is not None:
                     if row["created_at"] >= time.time() - idempotency_window:
                         return _job(row), False
                     # The key's window has passed: it may name a new job now.
-                    await conn.execute(
+                    conn.execute(
                         "UPDATE jobs SET idempotency_key = NULL WHERE id = ?", (row["id"],)
                     )
-            await conn.execute(_JOB_INSERT, _job_params(job))
-        return job, True
+            conn.execute(_JOB_INSERT, _job_params(job))
+            return job, True
+
+        return await self._transaction(work)
 
     async def get_job(self, job_id: str, tenant: str | None = None) -> Job | None:
         if tenant is None:
@@ -307,9 +293,8 @@ class SQLiteStore:
     async def update_job(
         self, job_id: str, decide: Decide, *, release_lease: bool = False
     ) -> tuple[Job, Event | None] | None:
-        async with self._transaction() as conn:
-            async with conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
-                row = await cursor.fetchone()
+        def work(conn: sqlite3.Connection) -> tuple[Job, Event | None] | None:
+            row = _one(conn, "SELECT * FROM jobs WHERE id = ?", (job_id,))
             if row is None:
                 return None
             current = _job(row)
@@ -317,6 +302,8 @@ class SQLiteStore:
                 return None
             change = decide(current)
             if change is None:
+                if release_lease:
+                    conn.execute("UPDATE jobs SET lease_until = NULL WHERE id = ?", (job_id,))
                 return None
             job = change.job
             event = None
@@ -330,14 +317,31 @@ class SQLiteStore:
                     created_at=job.updated_at,
                     data={**job.to_json(), "sequence": job.sequence},
                 )
-                await self._insert_event(conn, event)
-            await conn.execute(_JOB_UPDATE, _job_params(job))
-            if release_lease:
-                await conn.execute("UPDATE jobs SET lease_until = NULL WHERE id = ?", (job.id,))
-        return job, event
+                self._insert_event(conn, event)
+            # Write only the columns that changed: each untouched index is a page not
+            # rewritten, and a change that changes nothing costs no write at all.
+            params = _job_params(job)
+            changed = [c for c in _JOB_COLUMNS if c != "id" and params[c] != row[c]]
+            if release_lease and row["lease_until"] is not None:
+                changed.append("lease_until")
+                params["lease_until"] = None
+            if changed:
+                assignments = ", ".join(f"{c} = :{c}" for c in changed)
+                conn.execute(f"UPDATE jobs SET {assignments} WHERE id = :id", params)
+            if job.status in TERMINAL:
+                # A finished job frees its slot at the provider: the provider's jobs waiting
+                # for one are due now.
+                conn.execute(
+                    "UPDATE jobs SET next_check_at = ? WHERE provider = ? AND status = 'queued' "
+                    "AND submit_started_at IS NULL AND next_check_at > ?",
+                    (job.updated_at.timestamp(), job.provider, job.updated_at.timestamp()),
+                )
+            return job, event
 
-    async def _insert_event(self, conn: aiosqlite.Connection, event: Event) -> None:
-        await conn.execute(
+        return await self._transaction(work)
+
+    def _insert_event(self, conn: sqlite3.Connection, event: Event) -> None:
+        conn.execute(
             "INSERT INTO events (id, tenant, job_id, type, created_at, data) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (event.id, event.tenant, event.job_id, event.type, event.created_at.timestamp(),
@@ -346,54 +350,52 @@ class SQLiteStore:
 
     async def claim_due_jobs(self, now: datetime, limit: int, lease: float) -> list[Job]:
         stamp = now.timestamp()
-        async with self._transaction() as conn, conn.execute(
-            "UPDATE jobs SET lease_until = ? WHERE id IN ("
-            "  SELECT id FROM jobs WHERE next_check_at <= ?"
-            "  AND (lease_until IS NULL OR lease_until < ?)"
-            "  ORDER BY next_check_at LIMIT ?"
-            ") RETURNING *",
-            (stamp + lease, stamp, stamp, limit),
-        ) as cursor:
-            rows = await cursor.fetchall()
-        jobs = [_job(row) for row in rows]
+
+        def work(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return conn.execute(
+                "UPDATE jobs SET lease_until = ? WHERE id IN ("
+                "  SELECT id FROM jobs WHERE next_check_at <= ?"
+                "  AND (lease_until IS NULL OR lease_until < ?)"
+                "  ORDER BY next_check_at LIMIT ?"
+                ") RETURNING *",
+                (stamp + lease, stamp, stamp, limit),
+            ).fetchall()
+
+        jobs = [_job(row) for row in await self._transaction(work)]
         jobs.sort(key=lambda job: job.next_check_at or now)
         return jobs
 
     async def release_job(self, job_id: str, next_check_at: datetime | None) -> None:
-        async with self._transaction() as conn:
-            await conn.execute(
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "UPDATE jobs SET lease_until = NULL, next_check_at = ? "
                 "WHERE id = ? AND status NOT IN (?, ?, ?, ?)",
                 (_ts(next_check_at), job_id, *_TERMINAL),
             )
 
+        await self._transaction(work)
+
     async def begin_submit(
         self, job_id: str, provider: str, limit: int | None, now: datetime
     ) -> bool:
-        async with self._transaction() as conn:
+        def work(conn: sqlite3.Connection) -> bool:
             if limit is not None:
-                async with conn.execute(
+                busy = _scalar(
+                    conn,
                     "SELECT COUNT(*) FROM jobs WHERE provider = ? AND id != ? AND ("
                     "  status IN ('submitted', 'running')"
                     "  OR (status = 'queued' AND submit_started_at IS NOT NULL))",
                     (provider, job_id),
-                ) as cursor:
-                    row = await cursor.fetchone()
-                if row is not None and row[0] >= limit:
+                )
+                if busy >= limit:
                     return False
-            await conn.execute(
+            conn.execute(
                 "UPDATE jobs SET submit_started_at = ? WHERE id = ? AND status = 'queued'",
                 (now.timestamp(), job_id),
             )
             return True
 
-    async def wake_queued(self, provider: str, now: datetime) -> None:
-        async with self._transaction() as conn:
-            await conn.execute(
-                "UPDATE jobs SET next_check_at = ? WHERE provider = ? AND status = 'queued' "
-                "AND submit_started_at IS NULL AND next_check_at > ?",
-                (now.timestamp(), provider, now.timestamp()),
-            )
+        return await self._transaction(work)
 
     async def unfinished_jobs(self) -> list[Job]:
         rows = await self._fetchall(
@@ -444,6 +446,41 @@ class SQLiteStore:
     async def job_events(self, job_id: str) -> list[Event]:
         rows = await self._fetchall("SELECT * FROM events WHERE job_id = ? ORDER BY seq", (job_id,))
         return [_event(row) for row in rows]
+
+
+def _one(conn: sqlite3.Connection, sql: str, params: Any = ()) -> sqlite3.Row | None:
+    """The first row, with the statement finished (an unfinished one blocks COMMIT)."""
+    cursor = conn.execute(sql, params)
+    try:
+        row: sqlite3.Row | None = cursor.fetchone()
+        return row
+    finally:
+        cursor.close()
+
+
+def _scalar(conn: sqlite3.Connection, sql: str, params: Any = ()) -> Any:
+    row = _one(conn, sql, params)
+    assert row is not None
+    return row[0]
+
+
+def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = _scalar(conn, "PRAGMA user_version")
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        for statement in _statements(script):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
 
 
 # -- rows -------------------------------------------------------------------------------
@@ -501,7 +538,7 @@ def _job_params(job: Job) -> dict[str, Any]:
     }
 
 
-def _job(row: aiosqlite.Row) -> Job:
+def _job(row: sqlite3.Row) -> Job:
     error = _loads(row["error"])
     return Job(
         id=row["id"],
@@ -534,7 +571,7 @@ def _job(row: aiosqlite.Row) -> Job:
     )
 
 
-def _event(row: aiosqlite.Row) -> Event:
+def _event(row: sqlite3.Row) -> Event:
     return Event(
         id=row["id"],
         tenant=row["tenant"],
@@ -551,17 +588,18 @@ def encode_cursor(seq: int) -> str:
 
 def decode_cursor(cursor: str) -> int:
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("s"):
-            raise ValueError(cursor)
-        return int(text[1:])
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
     except (ValueError, UnicodeDecodeError):
+        text = ""
+    match = _CURSOR.fullmatch(text)
+    if match is None:
         raise InvalidRequest("cursor is not one this API returned", field="cursor",
-                             status_code=400) from None
+                             status_code=400)
+    return int(match.group(1))
 
 
 def _page(
-    rows: list[aiosqlite.Row], limit: int, convert: Callable[[aiosqlite.Row], _T]
+    rows: list[sqlite3.Row], limit: int, convert: Callable[[sqlite3.Row], _T]
 ) -> Page[_T]:
     more = len(rows) > limit
     rows = rows[:limit]
