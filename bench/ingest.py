@@ -15,23 +15,23 @@ Processes (everything on 127.0.0.1, nothing else touched):
   answer ``{"received": true}``) and everything else to ``bridge.app.create_app`` (whose
   lifespan runs), on a fresh SQLite file in a temporary directory.
 
-Per mode: N apixo jobs are created through ``POST /v1/jobs`` with a prompt carrying
-``[sim:duration=3600]`` and waited for until the bridge has submitted them (status
-``submitted``/``running`` with a taskId). Their callback URLs are signed here with
-``bridge.signing.Signer`` and the ``BRIDGE_SECRET_KEY`` given to the server. Then, at a fixed
-concurrency, for ``--warmup`` + ``--duration`` seconds each: first ``POST /bare``, then
-``POST /callbacks/apixo/{token}`` round-robin over the jobs, with bodies of one size: the
-apixo status envelope with state ``processing`` and the job's taskId (/bare gets the first
-job's). The job stays non-terminal, so every callback takes the full path; that it did is
-checked afterwards (status calls counted by the simulator, job rows rewritten, event rows
-written, read from the SQLite file). Each ratio compares two numbers from the same server run.
+Per mode, what a real apixo callback does, once per job: N tasks are created at the simulator
+(async mode, finishing at once) and N running apixo jobs naming them are stored in the bridge's
+fresh database with ``SQLiteStore.create_job`` before the server starts. Their callback URLs
+are signed here with ``bridge.signing.Signer`` and the ``BRIDGE_SECRET_KEY`` given to the
+server. Then, at a fixed concurrency, for ``--warmup`` + ``--duration`` seconds each: first
+``POST /bare``, then ``POST /callbacks/apixo/{token}``, each job's URL exactly once, with the
+apixo success envelope apixo sends when a task ends (/bare gets a body of the same size). Each
+callback takes the job to ``succeeded``: a job row update and a ``job.succeeded`` event in one
+transaction (and, confirming, a status call to the simulator first). That it did is checked
+afterwards (status calls counted by the simulator, succeeded jobs and event rows read from the
+SQLite file). Each ratio compares two numbers from the same server run.
 
 A request counts when it completes inside the measured window; any non-2xx answer or
 transport error is an error. The CPU columns are cores used over the row (warm-up included):
 the server process (its event-loop thread and its other threads: aiosqlite's), the
 simulator, this load generator, and everything else on the machine (a busy "other" column
-means a noisy run). The servers listen on sockets made like ``bridge serve``'s (see
-:func:`tcp_listener`).
+means a noisy run). The servers listen on ``bridge.serving.bind()`` sockets.
 
 Child processes are stopped in ``finally`` (stdin closed, then SIGTERM, then SIGKILL), exit by
 themselves when this process goes away (stdin EOF), and never outlive a generous cap. Exits
@@ -45,13 +45,13 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sqlite3
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +63,11 @@ TARGETS = {"off": 0.5, "on": 0.25}  # bridge rate / bare rate, per BRIDGE_CONFIR
 READY = "READY "
 SCRIPT = os.path.abspath(__file__)
 PATH_DONE = {
-    "off": "token verify (itsdangerous HMAC) + body read (<= 1 MiB) + 1 job read (store.get_job)"
-           " + parse_callback + 1 write transaction (BEGIN IMMEDIATE, SELECT, UPDATE jobs, "
-           "COMMIT): 9 aiosqlite thread round trips",
-    "on": "token verify (itsdangerous HMAC) + body read (<= 1 MiB) + 1 job read (store.get_job)"
-          " + 1 provider status call (httpx GET statusTask on the simulator) + 1 write "
-          "transaction (BEGIN IMMEDIATE, SELECT, UPDATE jobs, COMMIT): 9 aiosqlite thread "
-          "round trips",
+    "off": "token verify (itsdangerous HMAC) + body read (<= 1 MiB) + parse_callback + 1 write "
+           "transaction (SELECT job, UPDATE job, INSERT event, free the provider slot)",
+    "on": "token verify (itsdangerous HMAC) + body read (<= 1 MiB) + 1 job read + 1 provider "
+          "status call (httpx GET statusTask on the simulator) + 1 write transaction (SELECT "
+          "job, UPDATE job, INSERT event, free the provider slot)",
 }
 
 
@@ -193,33 +191,14 @@ def _server_app(port_url: str, workdir: str, confirm: bool, sim_url: str) -> Any
     return app
 
 
-def tcp_listener(use_serving_bind: bool) -> socket.socket:
-    """A loopback TCP socket on a free port, not yet listening.
-
-    Made with ``proto=IPPROTO_TCP`` as ``loop.create_server(host, port)`` (what ``bridge
-    serve`` runs) makes it: asyncio then sets TCP_NODELAY on every accepted connection.
-    ``bridge.serving.bind()`` leaves proto 0, so asyncio skips TCP_NODELAY and every
-    keep-alive answer (headers and body are two writes) waits ~40 ms for a delayed ACK;
-    ``--use-serving-bind`` measures that, to show it.
-    """
-    if use_serving_bind:
-        from bridge.serving import bind
-
-        return bind()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 def child_main(args: argparse.Namespace) -> None:
     import logging
 
-    from bridge.serving import url_of
+    from bridge.serving import bind, url_of
 
     for name in ("bridge", "uvicorn", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    sock = tcp_listener(args.use_serving_bind)
+    sock = bind()
     if args.serve_sim:
         app = _simulator_app()
     else:
@@ -352,9 +331,11 @@ async def make_client(kind: str, concurrency: int) -> Any:
 
 
 async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurrency: int,
-               warmup: float, duration: float, pids: dict[str, int | None]) -> Result:
-    """POST ``body`` round-robin over ``urls`` from ``concurrency`` workers; count the
-    requests that complete inside [start + warmup, start + warmup + duration]."""
+               warmup: float, duration: float, pids: dict[str, int | None],
+               once: bool = False) -> Result:
+    """POST ``body`` round-robin over ``urls`` from ``concurrency`` workers (with ``once``,
+    each URL at most once); count the requests that complete inside
+    [start + warmup, start + warmup + duration]."""
     server = pids["server"]
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     loop_before = cpu_seconds(server, server)  # the server's main thread: its event loop
@@ -374,6 +355,9 @@ async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurre
             began = time.perf_counter()
             if began >= window_end:
                 return
+            if once and counter >= len(urls):
+                raise RuntimeError(f"all {len(urls)} jobs were called back before the end: "
+                                   "run again with a larger --jobs")
             url = urls[counter % len(urls)]
             counter += 1
             try:
@@ -404,52 +388,69 @@ async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurre
 
 
 # -- parent: jobs ------------------------------------------------------------------------
-async def create_jobs(base: str, count: int) -> list[dict[str, Any]]:
-    import httpx
+async def prepare_jobs(workdir: str, sim_url: str, count: int, concurrency: int
+                       ) -> list[tuple[str, str]]:
+    """Create ``count`` finished tasks at the simulator and a running apixo job for each in
+    the bridge's database (before the server opens it). Returns (job id, task id) pairs."""
+    import aiohttp
 
-    headers = {"Authorization": f"Bearer {BRIDGE_API_KEY}"}
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
-        ids = []
-        for index in range(count):
-            answer = await client.post("/v1/jobs", json={
-                "provider": "apixo", "model": MODEL,
-                "prompt": f"bench ingest job {index} [sim:duration=3600]",
-            })
-            if answer.status_code != 202:
-                raise RuntimeError(f"POST /v1/jobs: {answer.status_code} {answer.text}")
-            ids.append(answer.json()["id"])
-        deadline = time.monotonic() + 30
-        jobs: dict[str, dict[str, Any]] = {}
-        while time.monotonic() < deadline:
-            for job_id in ids:
-                if job_id not in jobs:
-                    job = (await client.get(f"/v1/jobs/{job_id}")).json()
-                    if job["status"] in ("submitted", "running") and job["provider_job_id"]:
-                        jobs[job_id] = job
-                    elif job["status"] not in ("queued",):
-                        raise RuntimeError(f"job {job_id} is {job['status']}: {job.get('error')}")
-            if len(jobs) == len(ids):
-                return [jobs[job_id] for job_id in ids]
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"only {len(jobs)} of {count} jobs were submitted within 30 s")
+    from bridge.core import new_signing_secret
+    from bridge.models import Job, JobStatus, Tracking, new_id, utcnow
+    from bridge.store.sqlite import SQLiteStore
+
+    headers = {"Authorization": f"Bearer {SIM_API_KEY}"}
+    tasks: list[str] = []
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async def create(index: int) -> str:
+            body = {"request_type": "async", "input": {
+                "mode": "quality", "generationType": "TEXT_2_VIDEO",
+                "prompt": f"bench ingest job {index} [sim:duration=0.01]"}}
+            async with session.post(f"{sim_url}/api/v1/generateTask/{MODEL}",
+                                    json=body) as answer:
+                data = await answer.json()
+                return str(data["data"]["taskId"])
+
+        for start in range(0, count, concurrency):
+            batch = range(start, min(count, start + concurrency))
+            tasks += await asyncio.gather(*(create(i) for i in batch))
+
+    store = SQLiteStore(str(Path(workdir) / "bridge.db"))
+    await store.open()
+    pairs = []
+    try:
+        await store.ensure_tenant("default", new_signing_secret)
+        now = utcnow()
+        for index, task_id in enumerate(tasks):
+            job = Job(id=new_id("job"), tenant="default", provider="apixo", model=MODEL,
+                      status=JobStatus.RUNNING, tracking=Tracking.CALLBACK,
+                      request={"provider": "apixo", "model": MODEL, "mode": "text",
+                               "prompt": f"bench ingest job {index}"},
+                      created_at=now, updated_at=now, provider_job_id=task_id, progress=0,
+                      submitted_at=now, sequence=2,
+                      next_check_at=datetime.fromtimestamp(now.timestamp() + 3600, UTC))
+            await store.create_job(job, idempotency_window=0)
+            pairs.append((job.id, task_id))
+    finally:
+        await store.close()
+    return pairs
 
 
 def callback_body(task_id: str) -> bytes:
+    """What apixo POSTs when a task ends: the status envelope of a successful task."""
     now_ms = int(time.time() * 1000)
-    return json.dumps({"code": 200, "message": "success",
-                       "data": {"taskId": task_id, "state": "processing",
-                                "createTime": now_ms}}).encode()
+    return json.dumps({"code": 200, "message": "success", "data": {
+        "taskId": task_id, "state": "success",
+        "resultJson": json.dumps({"resultUrls": [f"https://r2.apixo.ai/{task_id}.mp4"]}),
+        "createTime": now_ms - 120_000, "completeTime": now_ms, "costTime": 120_000}}).encode()
 
 
-def db_counts(path: str, since: float = 0.0) -> tuple[int, int, int]:
-    """(event rows, jobs not running, jobs whose row was written at or after ``since``) in
-    the bench database, read-only."""
+def db_counts(path: str) -> tuple[int, int]:
+    """(job.succeeded event rows, succeeded jobs) in the bench database, read-only."""
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-        events = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-        other = conn.execute("SELECT COUNT(*) FROM jobs WHERE status != 'running'").fetchone()[0]
-        written = conn.execute("SELECT COUNT(*) FROM jobs WHERE updated_at >= ?",
-                               (since,)).fetchone()[0]
-    return int(events), int(other), int(written)
+        events = conn.execute(
+            "SELECT COUNT(*) FROM events WHERE type = 'job.succeeded'").fetchone()[0]
+        done = conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'").fetchone()[0]
+    return int(events), int(done)
 
 
 async def sim_status_calls(sim_url: str) -> int:
@@ -466,9 +467,8 @@ class ModeRun:
     bare: Result
     bridge: Result
     status_calls: int
-    events_written: int
-    not_running: int
-    rows_written: int  # jobs whose row the bridge rewrote during the load
+    events_written: int  # job.succeeded events
+    succeeded: int  # jobs in state succeeded
     jobs: int
 
     @property
@@ -480,21 +480,17 @@ async def run_mode(mode: str, sim: Child, args: argparse.Namespace) -> ModeRun:
     from bridge.signing import Signer
 
     with tempfile.TemporaryDirectory(prefix="bridge-bench-ingest-") as workdir:
+        pairs = await prepare_jobs(workdir, sim.url, args.jobs, args.concurrency)
         extra = ["--serve", mode, "--workdir", workdir, "--sim-url", sim.url]
-        if args.use_serving_bind:
-            extra.append("--use-serving-bind")
         if args.profile:
             extra += ["--profile", f"{args.profile}.{mode}.prof"]
         server = await spawn(f"server ({mode})", extra, args.child_lifetime)
         try:
-            jobs = await create_jobs(server.url, args.jobs)
             signer = Signer(BRIDGE_SECRET)
-            urls = [f"{server.url}/callbacks/apixo/{signer.callback_token('apixo', job['id'])}"
-                    for job in jobs]
-            # Every job gets its own taskId; the body is per job but of one size. The bare
-            # endpoint gets the first job's body.
-            bodies = {url: callback_body(job["provider_job_id"]) for url, job in zip(
-                urls, jobs, strict=True)}
+            urls = [f"{server.url}/callbacks/apixo/{signer.callback_token('apixo', job_id)}"
+                    for job_id, _ in pairs]
+            bodies = {url: callback_body(task_id) for url, (_, task_id) in zip(
+                urls, pairs, strict=True)}
             body0 = bodies[urls[0]]
             pids = {"server": server.proc.pid, "sim": sim.proc.pid, "client": None}
             async with make_client(args.client, args.concurrency) as post:
@@ -505,23 +501,16 @@ async def run_mode(mode: str, sim: Child, args: argparse.Namespace) -> ModeRun:
                 async def post_job(url: str, _: bytes) -> int:
                     return await post(url, bodies[url])
 
-                # Move every job to running before counting events (submitted -> running
-                # writes one job.running event per job on its first callback).
-                for url in urls:
-                    await post_job(url, b"")
                 database = str(Path(workdir) / "bridge.db")
-                events_before, _, _ = db_counts(database)
                 calls_before = await sim_status_calls(sim.url)
-                since = time.time()
                 bridge = await load(post_job, "bridge", urls, b"",
                                     concurrency=args.concurrency, warmup=args.warmup,
-                                    duration=args.duration, pids=pids)
+                                    duration=args.duration, pids=pids, once=True)
                 calls = await sim_status_calls(sim.url) - calls_before
-                events_after, not_running, written = db_counts(database, since)
+                events, succeeded = db_counts(database)
         finally:
             await server.stop()
-    return ModeRun(mode, bare, bridge, calls, events_after - events_before, not_running,
-                   written, len(jobs))
+    return ModeRun(mode, bare, bridge, calls, events, succeeded, len(pairs))
 
 
 # -- parent: report ----------------------------------------------------------------------
@@ -550,20 +539,22 @@ def report(runs: list[ModeRun], args: argparse.Namespace) -> bool:
     for run in runs:
         print(f"confirm {run.mode}: each callback did: {PATH_DONE[run.mode]}")
         per = run.status_calls / run.bridge.total if run.bridge.total else 0.0
-        print(f"  checked: {run.bridge.total} callbacks sent (warm-up included) made "
-              f"{run.status_calls} provider status calls ({per:.2f} per callback); "
-              f"{run.rows_written}/{run.jobs} job rows rewritten; {run.events_written} event "
-              f"rows written (state 'processing', progress unchanged: no event per callback); "
-              f"{run.not_running} jobs not running afterwards")
+        print(f"  checked: {run.bridge.total} callbacks sent (warm-up included) to "
+              f"{run.bridge.total} of {run.jobs} jobs made {run.status_calls} provider status "
+              f"calls ({per:.2f} per callback), {run.succeeded} jobs succeeded and "
+              f"{run.events_written} job.succeeded events were stored")
     print()
     for run in runs:
         target = TARGETS[run.mode]
         errors = run.bare.errors + run.bridge.errors
-        passed = run.ratio >= target and errors == 0
+        lost = run.bridge.total - run.events_written  # callbacks answered but not stored
+        passed = run.ratio >= target and errors == 0 and lost == 0 and (
+            run.succeeded == run.bridge.total)
         ok = ok and passed
         print(f"{'PASS' if passed else 'FAIL'}  confirm {run.mode}: bridge {run.bridge.rate:.0f} "
               f"req/s = {run.ratio:.2f}x bare {run.bare.rate:.0f} req/s "
-              f"(target >= {target:g}x), errors {errors} (target 0)")
+              f"(target >= {target:g}x), errors {errors} (target 0), callbacks not stored "
+              f"{lost} (target 0)")
     return ok
 
 
@@ -572,9 +563,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.child_lifetime is None:
         # Far beyond the planned run, so it only ever ends a process we lost track of.
         args.child_lifetime = 60.0 + 3 * len(modes) * 2 * (args.warmup + args.duration)
-    sim = await spawn("apixo simulator",
-                      ["--serve-sim", *(["--use-serving-bind"] if args.use_serving_bind else [])],
-                      args.child_lifetime)
+    sim = await spawn("apixo simulator", ["--serve-sim"], args.child_lifetime)
     try:
         runs = [await run_mode(mode, sim, args) for mode in modes]
     finally:
@@ -590,16 +579,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per row")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--jobs", type=int, default=64, help="apixo jobs to call back about")
+    parser.add_argument("--jobs", type=int, default=15000,
+                        help="apixo jobs to call back about (each finishes once)")
     parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp")
     parser.add_argument("--modes", default="off,on",
                         help="BRIDGE_CONFIRM_CALLBACKS settings to run, of off,on")
     parser.add_argument("--no-fail", action="store_true", help="exit 0 even on a miss")
     parser.add_argument("--profile", metavar="PREFIX",
                         help="cProfile the server process to PREFIX.{off,on}.prof")
-    parser.add_argument("--use-serving-bind", action="store_true",
-                        help="listen on bridge.serving.bind() sockets (no TCP_NODELAY: "
-                             "shows its ~40 ms delayed-ACK stall)")
     # Internal: the child processes.
     parser.add_argument("--serve", choices=("off", "on"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-sim", action="store_true", help=argparse.SUPPRESS)

@@ -4,7 +4,6 @@ which provider snapshots move a job from state to state (and which events that m
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -188,8 +187,7 @@ def apply_submission(job: Job, submission: Submission, now: datetime) -> Change:
     cost = dict(job.cost or {})
     if submission.estimated_cost_usd is not None:
         cost["estimated_usd"] = round(submission.estimated_cost_usd, 4)
-    accepted = replace(
-        job,
+    accepted = job.evolve(
         status=JobStatus.SUBMITTED,
         provider_job_id=submission.provider_job_id,
         provider_data={**job.provider_data, **submission.provider_data},
@@ -220,7 +218,7 @@ def apply_snapshot(job: Job, snapshot: Snapshot, now: datetime,
     if status == JobStatus.SUCCEEDED:
         progress = 100
 
-    updated = replace(job, status=status, progress=progress)
+    updated = job.evolve(status=status, progress=progress)
     if snapshot.cost_usd is not None:
         updated.cost = {**(job.cost or {}), "usd": round(snapshot.cost_usd, 4)}
     if changed or progress != job.progress or updated.cost != job.cost:
@@ -258,7 +256,7 @@ def _result(snapshot: Snapshot, now: datetime, media_link: MediaLink) -> dict[st
 
 def end_job(job: Job, status: JobStatus, error: JobError | None, now: datetime) -> Change:
     """Finish a job for a reason of the bridge's own (cancel, give up, unknown submit)."""
-    ended = replace(job, status=status, error=error, updated_at=now, completed_at=now,
+    ended = job.evolve(status=status, error=error, updated_at=now, completed_at=now,
                     next_check_at=None, submit_started_at=None)
     return Change(ended, _status_event(status))
 

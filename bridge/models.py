@@ -141,6 +141,13 @@ class Job:
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
 
+    def evolve(self, **changes: Any) -> Job:
+        """A copy with ``changes`` (``dataclasses.replace`` without its per-field cost: this
+        runs for every state change, inside the store's transaction)."""
+        copied = object.__new__(Job)
+        copied.__dict__.update(self.__dict__, **changes)
+        return copied
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -23,7 +23,6 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from datetime import datetime
 
 from bridge import polling
@@ -49,6 +48,8 @@ STREAM_HOLD = 60.0  # while a stream is open, the job is next due this far ahead
 CAPACITY_WAIT = 5.0  # a job waiting for a provider slot is looked at again after this
 MAX_STREAM_BREAKS = 3  # after this many breaks a job is followed by polling alone
 MAX_SUBMIT_ATTEMPTS = 12  # retryable submit failures before the job fails
+IDLE_WAIT = 0.5  # seconds between looks for due jobs when nothing wakes the loop
+WAKE_COALESCE = 0.02  # seconds a woken loop waits, so a burst of wakes makes one claim
 
 EventListener = Callable[[Event], None]
 
@@ -120,7 +121,9 @@ class Tracker:
             if claimed == 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+                    await asyncio.wait_for(self._wake.wait(), timeout=IDLE_WAIT)
+                # Wakes that come in a burst (a job finishing per callback) share one claim.
+                await asyncio.sleep(WAKE_COALESCE)
 
     async def run_once(self, limit: int) -> int:
         """Claim up to ``limit`` due jobs and work them to the end of this round."""
@@ -163,7 +166,7 @@ class Tracker:
             submission = await provider.submit(tracked(job), callback_url=callback_url)
         except SubmitOutcomeUnknown:
             log.warning("submit of %s to %s: outcome unknown, looking it up", job.id, job.provider)
-            await self._recover_submission(replace(job, submit_started_at=now), provider)
+            await self._recover_submission(job.evolve(submit_started_at=now), provider)
             return
         except ProviderError as exc:
             await self._submit_failed(job, exc)
@@ -181,7 +184,7 @@ class Tracker:
                  exc.code, delay)
 
         def requeue(current: Job) -> Change:
-            return Change(replace(current, submit_started_at=None, error_streak=attempts,
+            return Change(current.evolve(submit_started_at=None, error_streak=attempts,
                                   next_check_at=due_in(now, delay), updated_at=now))
 
         await self._update(job.id, requeue, release=True)
@@ -208,8 +211,8 @@ class Tracker:
         if found is None:
             # The provider surely has no such task: it is safe to submit.
             now = utcnow()
-            await self._update(job.id, lambda current: Change(replace(
-                current, submit_started_at=None, next_check_at=now, updated_at=now)),
+            await self._update(job.id, lambda current: Change(current.evolve(
+                submit_started_at=None, next_check_at=now, updated_at=now)),
                 release=True)
             self.wake()
             return
@@ -229,14 +232,14 @@ class Tracker:
 
         def accept(current: Job) -> Change:
             change = apply_submission(current, submission, now)
-            return Change(replace(change.job, next_check_at=self._first_check(change.job, now)),
+            return Change(change.job.evolve(next_check_at=self._first_check(change.job, now)),
                           change.event_type)
 
         result = await self._update(job.id, accept, release=True)
         if result is None:
             # Canceled while the submission was on its way: stop the task if we can.
             if provider.can_cancel:
-                late = replace(job, provider_job_id=submission.provider_job_id,
+                late = job.evolve(provider_job_id=submission.provider_job_id,
                                provider_data=submission.provider_data)
                 with contextlib.suppress(ProviderError):
                     await provider.cancel(tracked(late))
@@ -313,8 +316,8 @@ class Tracker:
         delay = polling.next_check_delay(state, random.uniform(-1, 1))
         log.info("status of %s at %s failed (%s); again in %.0fs", job.id, job.provider,
                  exc.code, delay)
-        await self._update(job.id, lambda current: Change(replace(
-            current, error_streak=streak, check_count=current.check_count + 1,
+        await self._update(job.id, lambda current: Change(current.evolve(
+            error_streak=streak, check_count=current.check_count + 1,
             next_check_at=due_in(now, delay))), release=True)
 
     def _poll_state(self, job: Job, now: datetime, *, error_streak: int = 0,
@@ -353,13 +356,13 @@ class Tracker:
             change = apply_snapshot(current, snapshot, now, self.media_link)
             job = change.job
             if checked:
-                job = replace(job, check_count=current.check_count + 1, error_streak=0)
+                job = job.evolve(check_count=current.check_count + 1, error_streak=0)
             if schedule and job.status not in TERMINAL:
                 state = self._poll_state(current, now, snapshot=snapshot)
                 delay = polling.next_check_delay(state, random.uniform(-1, 1))
-                job = replace(job, next_check_at=due_in(now, delay))
+                job = job.evolve(next_check_at=due_in(now, delay))
             elif hold is not None and job.status not in TERMINAL:
-                job = replace(job, next_check_at=due_in(now, hold))
+                job = job.evolve(next_check_at=due_in(now, hold))
             return Change(job, change.event_type)
 
         return await self._update(job_id, decide, release=release)

@@ -9,13 +9,13 @@ a crash of the process; only a power loss can take the last few.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -129,6 +129,8 @@ class SQLiteStore:
         self.path = path
         self._write: aiosqlite.Connection | None = None
         self._read: aiosqlite.Connection | None = None
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -148,6 +150,9 @@ class SQLiteStore:
         return conn
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher  # every accepted write is committed before the store closes
+            self._flusher = None
         for conn in (self._read, self._write):
             if conn is not None:
                 await conn.close()
@@ -167,21 +172,45 @@ class SQLiteStore:
         return self._read
 
     async def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` as one ``BEGIN IMMEDIATE`` transaction on the writer's own thread.
+        """Run ``work`` atomically on the writer's own thread; return once it is committed.
 
-        The whole transaction is one hop to aiosqlite's thread instead of one per statement
-        (each hop costs about as much as the statement itself); the thread runs one
-        function at a time, so transactions never interleave. ``Connection._execute`` is
-        aiosqlite's own way to queue a function on that thread; tests/test_store.py guards
-        its use.
+        Group commit: works that arrive while a commit is under way wait for it and then go
+        together, each inside a savepoint of one ``BEGIN IMMEDIATE`` transaction. A work that
+        raises undoes only its own savepoint (and its caller gets the exception); its
+        neighbours commit. Under load one commit serves many callers; alone, a work is
+        committed at once. ``Connection._execute`` is aiosqlite's own way to run a function on
+        that thread: one hop per batch instead of one per statement.
         """
         if self._write is None:
             raise RuntimeError("store is not open")
-        write = self._write
-        result: _T = await write._execute(  # type: ignore[no-untyped-call]
-            _in_transaction, write._conn, work
-        )
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((work, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(self._write), name="store.commit")
+        result: _T = await future
         return result
+
+    async def _flush(self, write: aiosqlite.Connection) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                outcomes = await write._execute(  # type: ignore[no-untyped-call]
+                    _commit_batch, write._conn, [work for work, _ in batch]
+                )
+            except BaseException as exc:  # the commit itself failed: nothing was written
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
 
     async def _fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         rows = await self._reader.execute_fetchall(sql, params)
@@ -308,7 +337,7 @@ class SQLiteStore:
             job = change.job
             event = None
             if change.event_type is not None:
-                job = replace(job, sequence=current.sequence + 1)
+                job = job.evolve(sequence=current.sequence + 1)
                 event = Event(
                     id=new_id("evt"),
                     tenant=job.tenant,
@@ -464,15 +493,26 @@ def _scalar(conn: sqlite3.Connection, sql: str, params: Any = ()) -> Any:
     return row[0]
 
 
-def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], _T]) -> _T:
+def _commit_batch(
+    conn: sqlite3.Connection, works: list[Callable[[sqlite3.Connection], Any]]
+) -> list[tuple[bool, Any]]:
+    """Run each work in its own savepoint of one transaction; commit them together."""
+    outcomes: list[tuple[bool, Any]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
-        result = work(conn)
+        for work in works:
+            conn.execute("SAVEPOINT work")
+            try:
+                outcomes.append((True, work(conn)))
+            except Exception as exc:
+                conn.execute("ROLLBACK TO work")
+                outcomes.append((False, exc))
+            conn.execute("RELEASE work")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-    return result
+    return outcomes
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
