@@ -219,6 +219,25 @@ class SQLiteStore:
     async def _fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         return list(await self._reader.execute_fetchall(sql, params))
 
+    async def _newest_first(
+        self, table: str, tenant: str, equal: dict[str, Any], limit: int, cursor: str | None
+    ) -> list[sqlite3.Row]:
+        """One page of a tenant's rows, newest first: ``equal`` filters (``None``: no
+        filter), one row more than ``limit`` to tell whether another page follows."""
+        where = ["tenant = ?"]
+        params: list[Any] = [tenant]
+        for column, value in equal.items():
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if cursor is not None:
+            where.append("seq < ?")
+            params.append(decode_cursor(cursor))
+        return await self._fetchall(
+            f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+
     # -- meta ----------------------------------------------------------------------------
     async def get_or_set_meta(self, key: str, make: Callable[[], str]) -> str:
         def work(conn: sqlite3.Connection) -> str:
@@ -302,20 +321,8 @@ class SQLiteStore:
         limit: int,
         cursor: str | None,
     ) -> Page[Job]:
-        where = ["tenant = ?"]
-        params: list[Any] = [tenant]
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if provider is not None:
-            where.append("provider = ?")
-            params.append(provider)
-        if cursor is not None:
-            where.append("seq < ?")
-            params.append(decode_cursor(cursor))
-        rows = await self._fetchall(
-            f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
-            (*params, limit + 1),
+        rows = await self._newest_first(
+            "jobs", tenant, {"status": status, "provider": provider}, limit, cursor
         )
         return _page(rows, limit, _job)
 
@@ -449,20 +456,8 @@ class SQLiteStore:
         limit: int,
         cursor: str | None,
     ) -> Page[Event]:
-        where = ["tenant = ?"]
-        params: list[Any] = [tenant]
-        if type is not None:
-            where.append("type = ?")
-            params.append(type)
-        if job_id is not None:
-            where.append("job_id = ?")
-            params.append(job_id)
-        if cursor is not None:
-            where.append("seq < ?")
-            params.append(decode_cursor(cursor))
-        rows = await self._fetchall(
-            f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
-            (*params, limit + 1),
+        rows = await self._newest_first(
+            "events", tenant, {"type": type, "job_id": job_id}, limit, cursor
         )
         return _page(rows, limit, _event)
 
