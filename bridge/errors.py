@@ -3,6 +3,7 @@
     BridgeError                 an error the HTTP API answers as {"error": {...}}
     ├── InvalidRequest          422 (or 400) naming the offending field
     ├── Unauthorized            401
+    ├── Forbidden               403 (a media link that is not ours)
     ├── NotFound                404 (also for other tenants' ids)
     ├── Conflict                409
     └── PayloadTooLarge         413
@@ -46,6 +47,11 @@ class InvalidRequest(BridgeError):
 class Unauthorized(BridgeError):
     status_code = 401
     code = "unauthorized"
+
+
+class Forbidden(BridgeError):
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(BridgeError):

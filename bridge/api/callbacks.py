@@ -10,7 +10,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from bridge.api.common import get_bridge, read_body
-from bridge.errors import BridgeError, NotFound, Unauthorized
+from bridge.errors import Forbidden, NotFound, Unauthorized
 from bridge.signing import TokenExpired, TokenInvalid
 
 MAX_CALLBACK_BODY = 1024 * 1024
@@ -27,11 +27,6 @@ async def callback(request: Request) -> JSONResponse:
     body = await read_body(request, MAX_CALLBACK_BODY)
     await bridge.tracker.on_callback(provider, job_id, body)
     return JSONResponse({"received": True})
-
-
-class Forbidden(BridgeError):
-    status_code = 403
-    code = "forbidden"
 
 
 
