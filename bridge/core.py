@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from bridge.catalog import Catalog
 from bridge.errors import InvalidRequest
@@ -20,6 +19,7 @@ from bridge.media import MediaStore
 from bridge.models import Job, JobStatus, Tenant, Tracking, new_id, utcnow
 from bridge.providers import build_providers
 from bridge.providers.base import JobRequest, Provider
+from bridge.providers.client import ProviderClient
 from bridge.settings import PROVIDERS, Settings
 from bridge.signing import Signer
 from bridge.store import Store, open_store
@@ -47,15 +47,10 @@ def new_signing_secret() -> str:
 def provider_client() -> httpx.AsyncClient:
     """The HTTP client adapters share: bounded waits, no redirects followed silently.
 
-    Adapters speak httpx; the bytes travel through aiohttp (``httpx-aiohttp``), which costs
-    a fraction of httpcore's CPU per request (bench/ingest.py, confirming callbacks).
+    Adapters speak httpx; the bytes travel through aiohttp (``bridge.providers.client``).
     """
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
-    return httpx.AsyncClient(
-        transport=AiohttpTransport(limits=limits),
-        timeout=httpx.Timeout(30.0, connect=10.0),
-        headers={"User-Agent": "bridge/0.1"},
-    )
+    return ProviderClient(limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+                          timeout=httpx.Timeout(30.0, connect=10.0))
 
 
 def media_linker(signer: Signer, public_url: str) -> MediaLink:

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from bridge.errors import ProviderError, SubmitOutcomeUnknown
+from bridge.providers.client import ProviderClient
 
 # Errors raised before a single byte of the request could have reached the provider.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -21,7 +22,10 @@ async def send(
     *,
     provider: str,
     submit: bool = False,
-    **kwargs: Any,
+    headers: dict[str, str] | None = None,
+    json: Any = None,
+    content: bytes | None = None,
+    params: dict[str, str] | None = None,
 ) -> httpx.Response:
     """Send one request; transport failures become ``ProviderError``.
 
@@ -29,7 +33,11 @@ async def send(
     ``SubmitOutcomeUnknown``: the provider may have created (and charged) the task.
     """
     try:
-        return await client.request(method, url, **kwargs)
+        if isinstance(client, ProviderClient):
+            return await client.fetch(method, url, headers=headers, json_body=json,
+                                      content=content, params=params)
+        return await client.request(method, url, headers=headers, json=json, content=content,
+                                    params=params)
     except _NOT_SENT as exc:
         raise ProviderError(
             "provider_unavailable", f"{provider}: could not connect ({type(exc).__name__})",

@@ -355,15 +355,18 @@ class SQLiteStore:
                 )
                 self._insert_event(conn, event)
             # Write only the columns that changed: each untouched index is a page not
-            # rewritten, and a change that changes nothing costs no write at all.
-            params = _job_params(job)
-            changed = [c for c in _JOB_COLUMNS if c != "id" and params[c] != row[c]]
+            # rewritten, and a change that changes nothing costs no write at all. Job
+            # fields are named as their columns; ``evolve`` shares what it leaves alone.
+            before, after = current.__dict__, job.__dict__
+            changed = [c for c in _JOB_COLUMNS
+                       if after[c] is not before[c] and after[c] != before[c]]
+            values = [_JOB_ENCODERS[c](job) for c in changed]
             if release_lease and row["lease_until"] is not None:
                 changed.append("lease_until")
-                params["lease_until"] = None
+                values.append(None)
             if changed:
-                assignments = ", ".join(f"{c} = :{c}" for c in changed)
-                conn.execute(f"UPDATE jobs SET {assignments} WHERE id = :id", params)
+                assignments = ", ".join(f"{c} = ?" for c in changed)
+                conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values, job_id))
             if job.status in TERMINAL:
                 # A finished job frees its slot at the provider: the provider's jobs waiting
                 # for one are due now.
@@ -541,36 +544,45 @@ def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else _dumps(value)
+
+
+# How each job column is written, from the job field of the same name.
+_JOB_ENCODERS: dict[str, Callable[[Job], Any]] = {
+    "id": lambda job: job.id,
+    "tenant": lambda job: job.tenant,
+    "provider": lambda job: job.provider,
+    "model": lambda job: job.model,
+    "status": lambda job: str(job.status),
+    "tracking": lambda job: str(job.tracking),
+    "provider_job_id": lambda job: job.provider_job_id,
+    "progress": lambda job: job.progress,
+    "request": lambda job: _dumps(job.request),
+    "result": lambda job: _json_or_null(job.result),
+    "error": lambda job: _json_or_null(job.error.to_json() if job.error else None),
+    "cost": lambda job: _json_or_null(job.cost),
+    "metadata": lambda job: _json_or_null(job.metadata),
+    "provider_data": lambda job: _dumps(job.provider_data),
+    "webhook_url": lambda job: job.webhook_url,
+    "webhook_events": lambda job: _json_or_null(job.webhook_events),
+    "idempotency_key": lambda job: job.idempotency_key,
+    "sequence": lambda job: job.sequence,
+    "created_at": lambda job: job.created_at.timestamp(),
+    "updated_at": lambda job: job.updated_at.timestamp(),
+    "completed_at": lambda job: _ts(job.completed_at),
+    "submit_started_at": lambda job: _ts(job.submit_started_at),
+    "submitted_at": lambda job: _ts(job.submitted_at),
+    "next_check_at": lambda job: _ts(job.next_check_at),
+    "check_count": lambda job: job.check_count,
+    "error_streak": lambda job: job.error_streak,
+    "progress_event_at": lambda job: _ts(job.progress_event_at),
+}
+assert tuple(_JOB_ENCODERS) == _JOB_COLUMNS
+
+
 def _job_params(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "tenant": job.tenant,
-        "provider": job.provider,
-        "model": job.model,
-        "status": str(job.status),
-        "tracking": str(job.tracking),
-        "provider_job_id": job.provider_job_id,
-        "progress": job.progress,
-        "request": _dumps(job.request),
-        "result": _dumps(job.result) if job.result is not None else None,
-        "error": _dumps(job.error.to_json()) if job.error is not None else None,
-        "cost": _dumps(job.cost) if job.cost is not None else None,
-        "metadata": _dumps(job.metadata) if job.metadata is not None else None,
-        "provider_data": _dumps(job.provider_data),
-        "webhook_url": job.webhook_url,
-        "webhook_events": _dumps(job.webhook_events) if job.webhook_events is not None else None,
-        "idempotency_key": job.idempotency_key,
-        "sequence": job.sequence,
-        "created_at": job.created_at.timestamp(),
-        "updated_at": job.updated_at.timestamp(),
-        "completed_at": _ts(job.completed_at),
-        "submit_started_at": _ts(job.submit_started_at),
-        "submitted_at": _ts(job.submitted_at),
-        "next_check_at": _ts(job.next_check_at),
-        "check_count": job.check_count,
-        "error_streak": job.error_streak,
-        "progress_event_at": _ts(job.progress_event_at),
-    }
+    return {column: encode(job) for column, encode in _JOB_ENCODERS.items()}
 
 
 def _job(row: sqlite3.Row) -> Job:

@@ -1,0 +1,145 @@
+"""The HTTP client the adapters share in the running service: httpx's API, aiohttp's speed.
+
+Adapters are written against ``httpx.AsyncClient`` (the tests hand them clients over
+``httpx.ASGITransport``). In the service, :class:`ProviderClient` carries the bytes on one
+aiohttp session: streamed requests through :class:`AiohttpTransport` under httpx's usual
+machinery, and every buffered request (``bridge.providers.http.send``) straight to aiohttp
+by :meth:`ProviderClient.fetch`, skipping httpx's per-request URL merging, cookie jar, auth
+and redirect layers (measured on a provider status call: about half the CPU of
+``httpx.AsyncClient.request`` over the same aiohttp transport; see bench/ingest.py).
+
+Transport failures become httpx exceptions chosen so that "never pay twice" holds: only a
+failure before any byte of the request could have left (the connection could not be made,
+or no connection came free in time) is a ``ConnectError``, ``ConnectTimeout`` or
+``PoolTimeout``; a connection lost once the request may have been sent is a ``ReadError``
+or ``RemoteProtocolError``, and a silent provider a ``ReadTimeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+import aiohttp
+import httpx
+
+USER_AGENT = "bridge/0.1"
+_CHUNK = 64 * 1024
+
+
+@contextlib.contextmanager
+def httpx_errors() -> Iterator[None]:
+    """Re-raise aiohttp's transport errors as the httpx errors that say the same thing."""
+    try:
+        yield
+    except aiohttp.ClientConnectorError as exc:  # includes DNS and TLS handshake failures
+        raise httpx.ConnectError(str(exc)) from exc
+    except aiohttp.ConnectionTimeoutError as exc:  # no connection made, or none free, in time
+        raise httpx.ConnectTimeout(str(exc)) from exc
+    except aiohttp.ServerTimeoutError as exc:  # sent, no answer in time
+        raise httpx.ReadTimeout(str(exc)) from exc
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientResponseError) as exc:
+        raise httpx.RemoteProtocolError(str(exc)) from exc
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+        raise httpx.UnsupportedProtocol(str(exc)) from exc
+    except aiohttp.ClientError as exc:  # reset or broken after connecting, bad payload...
+        raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+
+
+def _client_timeout(timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
+    # aiohttp's ``connect`` covers waiting for a pooled connection and making a new one;
+    # httpx's ``write`` has no aiohttp counterpart (requests to providers are small).
+    return aiohttp.ClientTimeout(total=None, connect=timeout.pool, sock_connect=timeout.connect,
+                                 sock_read=timeout.read)
+
+
+class _AiohttpStream(httpx.AsyncByteStream):
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with httpx_errors():
+            async for chunk in self._response.content.iter_chunked(_CHUNK):
+                yield chunk
+
+    async def aclose(self) -> None:
+        self._response.release()
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An httpx transport over one aiohttp session (made on first use, inside the loop)."""
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        self._limits = limits
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._limits.max_connections or 0,
+                keepalive_timeout=self._limits.keepalive_expiry or 5.0,
+            )
+            # Bodies are passed on undecoded: httpx decodes them by Content-Encoding.
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                                  skip_auto_headers=("User-Agent",))
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {})
+        body = await request.aread()
+        # The body is passed whole: aiohttp frames it (Content-Length) itself.
+        headers = [(name, value) for name, value in request.headers.multi_items()
+                   if name.lower() not in ("transfer-encoding", "content-length")]
+        with httpx_errors():
+            response = await self.session.request(
+                request.method, str(request.url), headers=headers,
+                data=body or None, allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=None, connect=timeout.get("pool"),
+                                              sock_connect=timeout.get("connect"),
+                                              sock_read=timeout.get("read")),
+            )
+        return httpx.Response(response.status, headers=response.raw_headers,
+                              stream=_AiohttpStream(response), request=request)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class ProviderClient(httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` whose bytes travel by aiohttp; see the module docstring."""
+
+    def __init__(self, *, limits: httpx.Limits, timeout: httpx.Timeout) -> None:
+        self._aiohttp = AiohttpTransport(limits)
+        super().__init__(transport=self._aiohttp, timeout=timeout,
+                         headers={"User-Agent": USER_AGENT})
+
+    async def fetch(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send one request and read its whole answer, with the client's headers and
+        timeouts. The response carries no ``request`` (adapters never look at it)."""
+        merged = dict(self.headers)  # lower-case names
+        if headers:
+            merged.update((name.lower(), value) for name, value in headers.items())
+        data = content
+        if json_body is not None:
+            data = json.dumps(json_body, separators=(",", ":")).encode()
+            merged["content-type"] = "application/json"
+        with httpx_errors():
+            async with self._aiohttp.session.request(
+                method, url, headers=merged, params=params, data=data, allow_redirects=False,
+                timeout=_client_timeout(self.timeout),
+            ) as answer:
+                answered = await answer.read()
+        return httpx.Response(answer.status, headers=answer.raw_headers, content=answered)

@@ -1,0 +1,193 @@
+"""The service's provider client (aiohttp under httpx's API), over real loopback sockets:
+what it sends, what it answers, and how a failure is classed, sent or not sent, since that
+decides whether a submit may be retried (never pay twice)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from bridge.core import provider_client
+from bridge.errors import ProviderError, SubmitOutcomeUnknown
+from bridge.providers.client import ProviderClient
+from bridge.providers.http import send
+from bridge.serving import bind, serve_in_background
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def echo(request: Request) -> JSONResponse:
+    return JSONResponse({
+        "method": request.method,
+        "query": dict(request.query_params),
+        "headers": {k: v for k, v in request.headers.items()},
+        "body": (await request.body()).decode(),
+    }, headers={"Retry-After": "7"})
+
+
+async def gzipped(request: Request) -> Response:
+    return Response(gzip.compress(b'{"zipped": true}'), media_type="application/json",
+                    headers={"Content-Encoding": "gzip"})
+
+
+async def chunks(request: Request) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        for part in (b"data: one\n\n", b"data: two\n\n"):
+            yield part
+
+    return StreamingResponse(body(), media_type="text/event-stream")
+
+
+async def moved(request: Request) -> Response:
+    return Response(status_code=302, headers={"Location": "/echo"})
+
+
+APP = Starlette(routes=[
+    Route("/echo", echo, methods=["GET", "POST"]),
+    Route("/gzip", gzipped),
+    Route("/chunks", chunks),
+    Route("/moved", moved, methods=["POST"]),
+])
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[ProviderClient]:
+    made = provider_client()
+    assert isinstance(made, ProviderClient)
+    async with made:
+        yield made
+
+
+@contextlib.asynccontextmanager
+async def raw_server(handler: Handler) -> AsyncIterator[str]:
+    """A TCP server on loopback that runs ``handler`` on each connection."""
+    server = await asyncio.start_server(handler, sock=bind())
+    try:
+        host, port = server.sockets[0].getsockname()[:2]
+        yield f"http://{host}:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> str:
+    """Read one request; return its method."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            await reader.readexactly(int(line.split(b":")[1]))
+    return head.split(b" ", 1)[0].decode()
+
+
+async def test_fetch_sends_json_headers_and_params_and_reads_the_answer(
+    client: ProviderClient,
+) -> None:
+    async with serve_in_background(APP) as url:
+        response = await send(client, "POST", f"{url}/echo", provider="p",
+                              headers={"Authorization": "Bearer k"}, json={"a": [1, "é"]},
+                              params={"taskId": "t 1"})
+    assert response.status_code == 200
+    assert response.headers["retry-after"] == "7"
+    seen = response.json()
+    assert seen["method"] == "POST"
+    assert seen["query"] == {"taskId": "t 1"}
+    assert json.loads(seen["body"]) == {"a": [1, "é"]}
+    assert seen["headers"]["authorization"] == "Bearer k"
+    assert seen["headers"]["content-type"] == "application/json"
+    assert seen["headers"]["user-agent"].startswith("bridge/")
+
+
+async def test_fetch_decodes_gzip_and_does_not_follow_redirects(client: ProviderClient) -> None:
+    async with serve_in_background(APP) as url:
+        zipped = await send(client, "GET", f"{url}/gzip", provider="p")
+        redirect = await send(client, "POST", f"{url}/moved", provider="p", submit=True)
+    assert zipped.json() == {"zipped": True}
+    assert redirect.status_code == 302
+
+
+async def test_streams_go_through_the_same_session(client: ProviderClient) -> None:
+    async with serve_in_background(APP) as url:
+        async with client.stream("GET", f"{url}/chunks") as response:
+            lines = [line async for line in response.aiter_lines() if line]
+        posted = await client.post(f"{url}/echo", json={"x": 1})
+    assert lines == ["data: one", "data: two"]
+    assert json.loads(posted.json()["body"]) == {"x": 1}
+
+
+async def test_refused_connection_was_not_sent_so_a_submit_may_be_retried(
+    client: ProviderClient,
+) -> None:
+    sock = bind()  # bound, never listening: connections are refused
+    port = sock.getsockname()[1]
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await send(client, "POST", f"http://127.0.0.1:{port}/x", provider="p", submit=True)
+    finally:
+        sock.close()
+    assert not isinstance(caught.value, SubmitOutcomeUnknown)
+    assert caught.value.code == "provider_unavailable"
+    assert caught.value.retryable
+
+
+async def test_connection_dropped_after_the_request_means_outcome_unknown(
+    client: ProviderClient,
+) -> None:
+    seen: list[str] = []
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await read_request(reader))
+        writer.close()
+
+    async with raw_server(hang_up) as url:
+        with pytest.raises(SubmitOutcomeUnknown):
+            await send(client, "POST", f"{url}/generate", provider="p", submit=True, json={})
+        with pytest.raises(ProviderError) as status:  # not a submit: retryable
+            await send(client, "GET", f"{url}/status", provider="p")
+    # The POST went once and was not repeated (aiohttp may repeat a GET, which is harmless).
+    assert seen.count("POST") == 1 and "GET" in seen
+    assert status.value.code == "provider_unavailable" and status.value.retryable
+
+
+async def test_silence_after_the_request_is_a_timeout_and_outcome_unknown(
+    client: ProviderClient,
+) -> None:
+    release = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await release.wait()
+        writer.close()
+
+    client.timeout = httpx.Timeout(0.3)
+    async with raw_server(silent) as url:
+        try:
+            with pytest.raises(SubmitOutcomeUnknown):
+                await send(client, "POST", f"{url}/generate", provider="p", submit=True,
+                           json={})
+            with pytest.raises(ProviderError) as status:
+                await send(client, "GET", f"{url}/status", provider="p")
+        finally:
+            release.set()
+    assert status.value.code == "timeout"
+
+
+async def test_a_garbled_answer_is_outcome_unknown(client: ProviderClient) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async with raw_server(garbage) as url:
+        with pytest.raises(SubmitOutcomeUnknown):
+            await send(client, "POST", f"{url}/generate", provider="p", submit=True, json={})
