@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -57,9 +58,26 @@ EVENT_TYPES = (
 PROGRESS_EVENT_INTERVAL = 5.0  # seconds: at most one job.progress per job in this window
 
 
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # in ASCII order
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, digit = divmod(number, 62)
+        digits.append(_BASE62[digit])
+    return "".join(reversed(digits))
+
+
 def new_id(prefix: str) -> str:
-    """An id like ``job_2q3Fz...``: a prefix and 22 url-safe random characters."""
-    return f"{prefix}_{secrets.token_urlsafe(16)}"
+    """An id like ``evt_0HzT1qB7w3kPp9XfRa2LmQ``: a prefix, then 9 characters of the time in
+    milliseconds and 13 random ones (77 bits), all base62.
+
+    Ids made later sort after earlier ones, so each new row's id lands at the end of its
+    unique index instead of on a random page: fewer pages rewritten per commit.
+    """
+    stamp = _base62(time.time_ns() // 1_000_000, 9)
+    return f"{prefix}_{stamp}{_base62(secrets.randbits(77), 13)}"
 
 
 def utcnow() -> datetime:

@@ -3,6 +3,8 @@ provider snapshots, submissions and the bridge's own decisions move a job."""
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +13,7 @@ import pytest
 
 from bridge.errors import InvalidRequest
 from bridge.jobs import apply_snapshot, apply_submission, check_capabilities, end_job, parse_request
-from bridge.models import Job, JobError, JobStatus, Tracking
+from bridge.models import Job, JobError, JobStatus, Tracking, new_id
 from bridge.providers.base import JobRequest, ModelInfo, Snapshot, Submission
 
 KNOWN = {"airforce", "infrai", "apixo", "venice"}
@@ -485,3 +487,12 @@ def test_end_job_takes_the_job_off_the_timer() -> None:
     job = make_job(JobStatus.RUNNING, next_check_at=at(30), submit_started_at=at(0))
     ended = end_job(job, JobStatus.CANCELED, None, at(9)).job
     assert (ended.next_check_at, ended.submit_started_at) == (None, None)
+
+
+def test_ids_are_url_safe_unique_and_sort_by_creation_time() -> None:
+    first = [new_id("evt") for _ in range(500)]
+    time.sleep(0.002)
+    later = new_id("evt")
+    assert all(re.fullmatch(r"evt_[0-9A-Za-z]{22}", value) for value in [*first, later])
+    assert len(set(first)) == len(first)
+    assert later > max(first)
