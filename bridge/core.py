@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 import httpx
 
 from bridge.catalog import Catalog
+from bridge.delivery import Deliverer
+from bridge.endpoints import check_url
 from bridge.errors import InvalidRequest
 from bridge.jobs import MediaLink, check_capabilities, parse_request
 from bridge.media import MediaStore
@@ -23,6 +25,7 @@ from bridge.providers.client import ProviderClient
 from bridge.settings import PROVIDERS, Settings
 from bridge.signing import Signer
 from bridge.store import Store, open_store
+from bridge.targets import Guard
 from bridge.tracking import Tracker
 
 log = logging.getLogger("bridge")
@@ -75,6 +78,8 @@ class Bridge:
     media: MediaStore
     http: httpx.AsyncClient
     _owns_http: bool
+    guard: Guard
+    deliverer: Deliverer
 
     @classmethod
     async def open(cls, settings: Settings, http: httpx.AsyncClient | None = None) -> Bridge:
@@ -102,16 +107,21 @@ class Bridge:
             confirm_callbacks=settings.confirm_callbacks,
             streams=settings.background,
         )
+        guard = Guard(allow_private=settings.allow_private_targets)
+        deliverer = Deliverer(store, guard, settings.retry_schedule)
+        tracker.listeners.append(lambda event: deliverer.wake())
         return cls(settings, store, providers, Catalog(providers), tracker, signer, media,
-                   client, owns_http)
+                   client, owns_http, guard, deliverer)
 
     async def start(self) -> None:
         """Start the background workers (only with ``BRIDGE_BACKGROUND=on``)."""
         if self.settings.background:
             await self.tracker.start()
+            await self.deliverer.start()
 
     async def close(self) -> None:
         await self.tracker.stop()
+        await self.deliverer.stop()
         if self._owns_http:
             await self.http.aclose()
         await self.store.close()
@@ -159,6 +169,8 @@ class Bridge:
 
         now = utcnow()
         webhook_url = fields.pop("webhook_url")
+        if webhook_url is not None:
+            await check_url(self.guard, webhook_url, "webhook_url")
         webhook_events = fields.pop("events")
         metadata = fields.pop("metadata")
         job = Job(

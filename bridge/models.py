@@ -209,3 +209,92 @@ class Event:
 class Tenant:
     id: str
     signing_secret: str
+
+
+# Event types an endpoint gets when it names none: every one but the chatty job.progress.
+DEFAULT_ENDPOINT_EVENTS = tuple(t for t in EVENT_TYPES if t != "job.progress")
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a tenant's events are posted. A REST hook (``kind="hook"``) is an endpoint
+    with one event type whose deliveries are signed with the tenant's signing secret
+    (``secret`` is ``None``)."""
+
+    id: str
+    tenant: str
+    url: str
+    events: tuple[str, ...] | None  # None: DEFAULT_ENDPOINT_EVENTS
+    description: str | None
+    headers: dict[str, str]
+    secret: str | None
+    created_at: datetime
+    kind: str = "endpoint"
+    disabled: bool = False
+    disabled_reason: str | None = None
+    previous_secret: str | None = None
+    previous_secret_until: datetime | None = None
+    failing_since: datetime | None = None
+    source: str = "api"
+
+    def wants(self, event_type: str) -> bool:
+        return event_type in (self.events if self.events is not None
+                              else DEFAULT_ENDPOINT_EVENTS)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "url": self.url,
+            "events": list(self.events) if self.events is not None else None,
+            "description": self.description,
+            "headers": self.headers,
+            "disabled": self.disabled,
+            "disabled_reason": self.disabled_reason,
+            "created_at": rfc3339(self.created_at),
+        }
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One attempt to post one event to one target (an endpoint, or a job's own
+    ``webhook_url`` when ``endpoint_id`` is ``None``). A ``pending`` attempt is due at
+    ``next_attempt_at``; a failed one names when the next attempt is due, if any."""
+
+    id: str
+    tenant: str
+    event_id: str
+    event_type: str
+    endpoint_id: str | None
+    url: str | None
+    job_id: str | None
+    sequence: int
+    attempt: int
+    status: DeliveryStatus
+    created_at: datetime
+    next_attempt_at: datetime | None = None
+    response_status: int | None = None
+    duration_ms: int | None = None
+    error: str | None = None
+    response_excerpt: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "event_id": self.event_id,
+            "endpoint_id": self.endpoint_id,
+            "attempt": self.attempt,
+            "status": str(self.status),
+            "response_status": self.response_status,
+            "duration_ms": self.duration_ms,
+            "error": self.error,
+            "response_excerpt": self.response_excerpt,
+            "created_at": rfc3339(self.created_at),
+            "next_attempt_at": rfc3339(self.next_attempt_at),
+        }

@@ -2,11 +2,12 @@
 
 from starlette.routing import BaseRoute
 
-from bridge.api import account, callbacks, events, health, jobs
+from bridge.api import account, callbacks, endpoints, events, health, jobs
 
 routes: list[BaseRoute] = [
     *jobs.routes,
     *events.routes,
+    *endpoints.routes,
     *account.routes,
     *callbacks.routes,
     *health.routes,

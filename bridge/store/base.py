@@ -10,6 +10,12 @@ One method per operation, named for the domain. Every backend gives the same gua
 - ``claim_due_jobs`` hands each due job to one caller at a time (a lease), so overlapping
   workers or ticks never work the same job twice; finding due jobs uses an index on the
   next-check time, so its cost does not grow with the number of jobs in flight.
+- Every stored event gets, in the same transaction, one pending delivery per enabled
+  endpoint of its tenant that wants its type, and one for its job's own ``webhook_url``:
+  no crash can leave an event without its deliveries (the outbox). A new event of a job
+  skips that job's ``job.progress`` deliveries still waiting on the same target.
+- ``claim_due_deliveries`` leases due deliveries like jobs, and never one whose target has
+  an earlier event of the same job still pending: each target gets a job's events in order.
 
 The SQLite backend (``bridge.store.sqlite``) is the embedded default.
 """
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
-from bridge.models import Event, Job, Tenant
+from bridge.models import Delivery, Endpoint, Event, Job, Tenant
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,33 @@ T = TypeVar("T")
 class Page(Generic[T]):
     data: list[T]
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A claimed delivery with what sending it needs: where, extra headers, the secrets to
+    sign with (current first) and the exact body bytes."""
+
+    delivery: Delivery
+    url: str
+    headers: dict[str, str]
+    secrets: list[str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What came of one attempt, and what the delivery policy decided about it."""
+
+    ok: bool
+    at: datetime
+    response_status: int | None
+    duration_ms: int
+    error: str | None
+    response_excerpt: str | None
+    retry_at: datetime | None  # the next attempt, or None: no more
+    gone: bool = False  # 410: the target asked never to be called again
+    disable_after: float = 5 * 86400.0  # seconds of nothing but failures before disabling
 
 
 class Store(Protocol):
@@ -135,3 +168,59 @@ class Store(Protocol):
     async def get_event(self, event_id: str, tenant: str) -> Event | None: ...
 
     async def job_events(self, job_id: str) -> list[Event]: ...
+
+    async def add_event(self, event: Event, *, endpoint_id: str | None = None) -> Delivery | None:
+        """Store an event that is not a job's (``endpoint.test``); with ``endpoint_id``, one
+        pending delivery of it to that endpoint."""
+        ...
+
+    async def replay_event(
+        self, event: Event, endpoint_id: str | None, now: datetime
+    ) -> list[Delivery]:
+        """New pending deliveries of ``event``: to that endpoint, or to every enabled
+        endpoint that wants it and the job's own webhook."""
+        ...
+
+    # -- endpoints -----------------------------------------------------------------------
+    async def create_endpoint(self, endpoint: Endpoint) -> Endpoint: ...
+
+    async def get_endpoint(self, endpoint_id: str, tenant: str) -> Endpoint | None: ...
+
+    async def list_endpoints(
+        self, tenant: str, *, limit: int, cursor: str | None
+    ) -> Page[Endpoint]: ...
+
+    async def update_endpoint(
+        self, endpoint_id: str, tenant: str, change: Callable[[Endpoint], Endpoint]
+    ) -> Endpoint | None:
+        """Apply ``change`` atomically. An endpoint that becomes disabled has its pending
+        deliveries failed (``recover`` sends them later); one that is enabled again starts
+        with a clean failure record."""
+        ...
+
+    async def delete_endpoint(self, endpoint_id: str, tenant: str) -> bool:
+        """Delete the endpoint and its deliveries; ``False`` if there was none."""
+        ...
+
+    async def endpoint_deliveries(
+        self, endpoint_id: str, *, limit: int, cursor: str | None
+    ) -> Page[Delivery]: ...
+
+    async def recover_endpoint(self, endpoint: Endpoint, since: datetime, now: datetime) -> int:
+        """Queue again every event since ``since`` that the endpoint wants and that was
+        never delivered to it (nor is pending); answer how many."""
+        ...
+
+    # -- deliveries ----------------------------------------------------------------------
+    async def claim_due_deliveries(
+        self, now: datetime, limit: int, lease: float
+    ) -> list[Outgoing]:
+        """Lease up to ``limit`` due deliveries, earliest first, in order per job and
+        target (see the module docstring)."""
+        ...
+
+    async def finish_delivery(self, delivery_id: str, result: AttemptResult) -> None:
+        """Record an attempt; schedule the next one at ``result.retry_at``; keep the target's
+        failure record (disabling an endpoint on 410, or after ``disable_after`` seconds of
+        nothing but failures)."""
+        ...

@@ -16,6 +16,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +25,11 @@ import aiosqlite
 
 from bridge.errors import InvalidRequest
 from bridge.models import (
+    DEFAULT_ENDPOINT_EVENTS,
     TERMINAL,
+    Delivery,
+    DeliveryStatus,
+    Endpoint,
     Event,
     Job,
     JobError,
@@ -32,9 +37,10 @@ from bridge.models import (
     Tenant,
     Tracking,
     new_id,
+    rfc3339,
     utcnow,
 )
-from bridge.store.base import Decide, Page
+from bridge.store.base import AttemptResult, Decide, Outgoing, Page
 
 _T = TypeVar("_T")
 _CURSOR = re.compile(r"s([0-9]{1,18})")
@@ -108,6 +114,55 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX events_tenant ON events(tenant, seq);
     CREATE INDEX events_tenant_type ON events(tenant, type, seq);
     CREATE INDEX events_job ON events(job_id, seq);
+    """,
+    # 2: webhook endpoints and the delivery outbox
+    """
+    CREATE TABLE endpoints (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        kind TEXT NOT NULL DEFAULT 'endpoint',
+        url TEXT NOT NULL,
+        events TEXT,
+        description TEXT,
+        headers TEXT NOT NULL DEFAULT '{}',
+        secret TEXT,
+        previous_secret TEXT,
+        previous_secret_until REAL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        disabled_reason TEXT,
+        failing_since REAL,
+        source TEXT NOT NULL DEFAULT 'api',
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX endpoints_tenant ON endpoints(tenant, seq);
+
+    CREATE TABLE deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        endpoint_id TEXT,
+        url TEXT,
+        channel TEXT NOT NULL,
+        job_id TEXT,
+        sequence INTEGER NOT NULL DEFAULT 0,
+        attempt INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        next_attempt_at REAL,
+        lease_until REAL,
+        response_status INTEGER,
+        duration_ms INTEGER,
+        error TEXT,
+        response_excerpt TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX deliveries_order ON deliveries(channel, job_id, sequence)
+        WHERE status = 'pending';
+    CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id, seq);
+    CREATE INDEX deliveries_event ON deliveries(event_id);
     """,
 )
 
@@ -353,7 +408,8 @@ class SQLiteStore:
                     created_at=job.updated_at,
                     data={**job.to_json(), "sequence": job.sequence},
                 )
-                self._insert_event(conn, event)
+                _insert_event(conn, event)
+                _fan_out(conn, event, job, job.updated_at.timestamp())
             # Write only the columns that changed: each untouched index is a page not
             # rewritten, and a change that changes nothing costs no write at all. Job
             # fields are named as their columns; ``evolve`` shares what it leaves alone.
@@ -378,14 +434,6 @@ class SQLiteStore:
             return job, event
 
         return await self._transaction(work)
-
-    def _insert_event(self, conn: sqlite3.Connection, event: Event) -> None:
-        conn.execute(
-            "INSERT INTO events (id, tenant, job_id, type, created_at, data) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (event.id, event.tenant, event.job_id, event.type, event.created_at.timestamp(),
-             _dumps(event.data)),
-        )
 
     async def claim_due_jobs(self, now: datetime, limit: int, lease: float) -> list[Job]:
         stamp = now.timestamp()
@@ -474,6 +522,203 @@ class SQLiteStore:
         rows = await self._fetchall("SELECT * FROM events WHERE job_id = ? ORDER BY seq", (job_id,))
         return [_event(row) for row in rows]
 
+    async def add_event(self, event: Event, *, endpoint_id: str | None = None) -> Delivery | None:
+        def work(conn: sqlite3.Connection) -> Delivery | None:
+            _insert_event(conn, event)
+            if endpoint_id is None:
+                return None
+            return _insert_delivery(conn, event, endpoint_id, None,
+                                    event.created_at.timestamp())
+
+        return await self._transaction(work)
+
+    async def replay_event(
+        self, event: Event, endpoint_id: str | None, now: datetime
+    ) -> list[Delivery]:
+        stamp = now.timestamp()
+
+        def work(conn: sqlite3.Connection) -> list[Delivery]:
+            if endpoint_id is not None:
+                return [_insert_delivery(conn, event, endpoint_id, None, stamp, again=True)]
+            job = None
+            if event.job_id is not None:
+                row = _one(conn, "SELECT * FROM jobs WHERE id = ?", (event.job_id,))
+                job = _job(row) if row is not None else None
+            return _fan_out(conn, event, job, stamp, again=True)
+
+        return await self._transaction(work)
+
+    # -- endpoints -----------------------------------------------------------------------
+    async def create_endpoint(self, endpoint: Endpoint) -> Endpoint:
+        def work(conn: sqlite3.Connection) -> Endpoint:
+            conn.execute(_ENDPOINT_INSERT, _endpoint_params(endpoint))
+            return endpoint
+
+        return await self._transaction(work)
+
+    async def get_endpoint(self, endpoint_id: str, tenant: str) -> Endpoint | None:
+        row = await self._fetchone(
+            "SELECT * FROM endpoints WHERE id = ? AND tenant = ?", (endpoint_id, tenant)
+        )
+        return _endpoint(row) if row else None
+
+    async def list_endpoints(
+        self, tenant: str, *, limit: int, cursor: str | None
+    ) -> Page[Endpoint]:
+        rows = await self._newest_first("endpoints", tenant, {}, limit, cursor)
+        return _page(rows, limit, _endpoint)
+
+    async def update_endpoint(
+        self, endpoint_id: str, tenant: str, change: Callable[[Endpoint], Endpoint]
+    ) -> Endpoint | None:
+        def work(conn: sqlite3.Connection) -> Endpoint | None:
+            row = _one(conn, "SELECT * FROM endpoints WHERE id = ? AND tenant = ?",
+                       (endpoint_id, tenant))
+            if row is None:
+                return None
+            current = _endpoint(row)
+            updated = change(current)
+            if current.disabled and not updated.disabled:
+                updated = replace(updated, disabled_reason=None, failing_since=None)
+            params = _endpoint_params(updated)
+            columns = [c for c in _ENDPOINT_COLUMNS if c not in ("id", "tenant", "created_at")]
+            conn.execute(
+                f"UPDATE endpoints SET {', '.join(f'{c} = :{c}' for c in columns)} "
+                "WHERE id = :id", params,
+            )
+            if updated.disabled and not current.disabled:
+                _fail_pending(conn, "endpoint_id = ?", (endpoint_id,), "endpoint disabled")
+            return updated
+
+        return await self._transaction(work)
+
+    async def delete_endpoint(self, endpoint_id: str, tenant: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            gone = conn.execute("DELETE FROM endpoints WHERE id = ? AND tenant = ?",
+                                (endpoint_id, tenant)).rowcount
+            if gone:
+                conn.execute("DELETE FROM deliveries WHERE endpoint_id = ?", (endpoint_id,))
+            return bool(gone)
+
+        return await self._transaction(work)
+
+    async def endpoint_deliveries(
+        self, endpoint_id: str, *, limit: int, cursor: str | None
+    ) -> Page[Delivery]:
+        params: list[Any] = [endpoint_id]
+        before = ""
+        if cursor is not None:
+            before = " AND seq < ?"
+            params.append(decode_cursor(cursor))
+        rows = await self._fetchall(
+            f"SELECT * FROM deliveries WHERE endpoint_id = ?{before} ORDER BY seq DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+        return _page(rows, limit, _delivery)
+
+    async def recover_endpoint(self, endpoint: Endpoint, since: datetime, now: datetime) -> int:
+        stamp = now.timestamp()
+
+        def work(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                "SELECT * FROM events v WHERE v.tenant = ? AND v.created_at >= ? "
+                "AND v.type != 'endpoint.test' AND NOT EXISTS ("
+                "  SELECT 1 FROM deliveries d WHERE d.event_id = v.id AND d.endpoint_id = ?"
+                "  AND d.status IN ('pending', 'succeeded')"
+                ") ORDER BY v.seq LIMIT ?",
+                (endpoint.tenant, since.timestamp(), endpoint.id, RECOVER_LIMIT),
+            ).fetchall()
+            count = 0
+            for row in rows:
+                event = _event(row)
+                if endpoint.wants(event.type):
+                    _insert_delivery(conn, event, endpoint.id, None, stamp, again=True)
+                    count += 1
+            return count
+
+        return await self._transaction(work)
+
+    # -- deliveries ----------------------------------------------------------------------
+    async def claim_due_deliveries(
+        self, now: datetime, limit: int, lease: float
+    ) -> list[Outgoing]:
+        stamp = now.timestamp()
+
+        def work(conn: sqlite3.Connection) -> list[Outgoing]:
+            rows = conn.execute(
+                "UPDATE deliveries SET lease_until = ? WHERE seq IN ("
+                "  SELECT d.seq FROM deliveries d WHERE d.status = 'pending'"
+                "  AND d.next_attempt_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?)"
+                "  AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.status = 'pending'"
+                "    AND e.channel = d.channel AND e.job_id = d.job_id"
+                "    AND e.sequence < d.sequence)"
+                "  ORDER BY d.next_attempt_at LIMIT ?"
+                ") RETURNING *",
+                (stamp + lease, stamp, stamp, limit),
+            ).fetchall()
+            claimed = []
+            for row in sorted(rows, key=lambda r: (r["next_attempt_at"], r["seq"])):
+                outgoing = _outgoing(conn, _delivery(row), stamp)
+                if outgoing is not None:
+                    claimed.append(outgoing)
+            return claimed
+
+        return await self._transaction(work)
+
+    async def finish_delivery(self, delivery_id: str, result: AttemptResult) -> None:
+        stamp = result.at.timestamp()
+
+        def work(conn: sqlite3.Connection) -> None:
+            row = _one(conn, "SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
+            if row is None or row["status"] != DeliveryStatus.PENDING:
+                return  # deleted, or failed by a disable, meanwhile
+            delivery = _delivery(row)
+            retry_at = None if result.ok or result.gone else _ts(result.retry_at)
+            conn.execute(
+                "UPDATE deliveries SET status = ?, lease_until = NULL, next_attempt_at = ?, "
+                "response_status = ?, duration_ms = ?, error = ?, response_excerpt = ? "
+                "WHERE id = ?",
+                (DeliveryStatus.SUCCEEDED if result.ok else DeliveryStatus.FAILED, retry_at,
+                 result.response_status, result.duration_ms, result.error,
+                 result.response_excerpt, delivery_id),
+            )
+            if retry_at is not None:
+                conn.execute(_DELIVERY_INSERT, _delivery_params(replace(
+                    delivery, id=new_id("del"), attempt=delivery.attempt + 1,
+                    status=DeliveryStatus.PENDING, created_at=result.at,
+                    next_attempt_at=result.retry_at, response_status=None, duration_ms=None,
+                    error=None, response_excerpt=None)))
+            if delivery.endpoint_id is None:
+                if result.gone:  # the job's own webhook said 410: send it nothing more
+                    _fail_pending(conn, "channel = 'job' AND job_id = ?", (delivery.job_id,),
+                                  "the target answered 410 Gone")
+                return
+            if result.ok:
+                conn.execute("UPDATE endpoints SET failing_since = NULL WHERE id = ?",
+                             (delivery.endpoint_id,))
+                return
+            endpoint = _one(conn, "SELECT failing_since, disabled FROM endpoints WHERE id = ?",
+                            (delivery.endpoint_id,))
+            if endpoint is None or endpoint["disabled"]:
+                return
+            since = endpoint["failing_since"] or stamp
+            reason = None
+            if result.gone:
+                reason = "the endpoint answered 410 Gone"
+            elif stamp - since >= result.disable_after:
+                days = result.disable_after / 86400
+                reason = f"every delivery failed for {days:g} days"
+            if reason is None:
+                conn.execute("UPDATE endpoints SET failing_since = ? WHERE id = ?",
+                             (since, delivery.endpoint_id))
+                return
+            conn.execute(
+                "UPDATE endpoints SET disabled = 1, disabled_reason = ?, failing_since = ? "
+                "WHERE id = ?", (reason, since, delivery.endpoint_id),
+            )
+            _fail_pending(conn, "endpoint_id = ?", (delivery.endpoint_id,), "endpoint disabled")
+
+        await self._transaction(work)
 
 def _one(conn: sqlite3.Connection, sql: str, params: Any = ()) -> sqlite3.Row | None:
     """The first row, with the statement finished (an unfinished one blocks COMMIT)."""
@@ -628,6 +873,220 @@ def _event(row: sqlite3.Row) -> Event:
         data=_loads(row["data"]),
     )
 
+
+# -- events and the outbox ----------------------------------------------------------------
+RECOVER_LIMIT = 10_000  # events one recover call queues again, oldest first
+
+
+def _insert_event(conn: sqlite3.Connection, event: Event) -> None:
+    conn.execute(
+        "INSERT INTO events (id, tenant, job_id, type, created_at, data) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (event.id, event.tenant, event.job_id, event.type, event.created_at.timestamp(),
+         _dumps(event.data)),
+    )
+
+
+def _fan_out(
+    conn: sqlite3.Connection, event: Event, job: Job | None, stamp: float, *,
+    again: bool = False,
+) -> list[Delivery]:
+    """The event's deliveries: one per enabled endpoint of the tenant that wants it, one
+    for the job's own webhook. Each target's older ``job.progress`` still waiting for the
+    same job is skipped: this event supersedes it."""
+    made = []
+    for row in conn.execute(
+        "SELECT id, events FROM endpoints WHERE tenant = ? AND disabled = 0", (event.tenant,)
+    ).fetchall():
+        events = _loads(row["events"])
+        if event.type in (events if events is not None else DEFAULT_ENDPOINT_EVENTS):
+            made.append(_insert_delivery(conn, event, row["id"], None, stamp, again=again))
+    if job is not None and job.webhook_url is not None and event.type in (
+        job.webhook_events if job.webhook_events is not None else DEFAULT_ENDPOINT_EVENTS
+    ):
+        made.append(_insert_delivery(conn, event, None, job.webhook_url, stamp, again=again))
+    if made and event.job_id is not None:
+        channels = [d.endpoint_id or "job" for d in made]
+        conn.execute(
+            "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL, "
+            "error = 'superseded by a later event of the job' WHERE status = 'pending' "
+            f"AND channel IN ({', '.join('?' * len(channels))}) AND job_id = ? "
+            "AND sequence < ? AND event_type = 'job.progress' "
+            "AND (lease_until IS NULL OR lease_until < ?)",
+            (*channels, event.job_id, _sequence(event), stamp),
+        )
+    return made
+
+
+def _sequence(event: Event) -> int:
+    value = event.data.get("sequence") if isinstance(event.data, dict) else None
+    return value if isinstance(value, int) else 0
+
+
+def _insert_delivery(
+    conn: sqlite3.Connection, event: Event, endpoint_id: str | None, url: str | None,
+    stamp: float, *, again: bool = False,
+) -> Delivery:
+    """A pending delivery, due at ``stamp``; ``again``: the event was sent before (replay,
+    recover), so its attempts are numbered on from the earlier ones."""
+    attempts = _scalar(
+        conn,
+        "SELECT COUNT(*) FROM deliveries WHERE event_id = ? AND channel = ?",
+        (event.id, endpoint_id or "job"),
+    ) if again else 0
+    delivery = Delivery(
+        id=new_id("del"), tenant=event.tenant, event_id=event.id, event_type=event.type,
+        endpoint_id=endpoint_id, url=url, job_id=event.job_id, sequence=_sequence(event),
+        attempt=attempts + 1, status=DeliveryStatus.PENDING,
+        created_at=datetime.fromtimestamp(stamp, UTC),
+        next_attempt_at=datetime.fromtimestamp(stamp, UTC),
+    )
+    conn.execute(_DELIVERY_INSERT, _delivery_params(delivery))
+    return delivery
+
+
+def _fail_pending(
+    conn: sqlite3.Connection, where: str, params: tuple[Any, ...], error: str
+) -> None:
+    conn.execute(
+        "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, lease_until = NULL, "
+        f"error = ? WHERE status = 'pending' AND {where}", (error, *params),
+    )
+
+
+def _outgoing(conn: sqlite3.Connection, delivery: Delivery, stamp: float) -> Outgoing | None:
+    """What sending ``delivery`` needs, read in the claiming transaction."""
+    event = _one(conn, "SELECT id, type, created_at, data FROM events WHERE id = ?",
+                 (delivery.event_id,))
+    tenant = _one(conn, "SELECT signing_secret FROM tenants WHERE id = ?", (delivery.tenant,))
+    if event is None or tenant is None:
+        return None
+    headers: dict[str, str] = {}
+    if delivery.endpoint_id is None:
+        url, secrets = delivery.url or "", [tenant["signing_secret"]]
+    else:
+        row = _one(conn, "SELECT * FROM endpoints WHERE id = ?", (delivery.endpoint_id,))
+        if row is None:
+            return None
+        endpoint = _endpoint(row)
+        url, headers = endpoint.url, endpoint.headers
+        secrets = [endpoint.secret or tenant["signing_secret"]]
+        until = endpoint.previous_secret_until
+        if endpoint.previous_secret and until is not None and until.timestamp() > stamp:
+            secrets.append(endpoint.previous_secret)
+    # The stored event's own JSON text goes out as is: the bytes signed are the bytes sent.
+    body = (
+        '{"id":' + json.dumps(event["id"]) + ',"type":' + json.dumps(event["type"])
+        + ',"timestamp":' + json.dumps(rfc3339(_dt(event["created_at"])))
+        + ',"data":' + event["data"] + "}"
+    ).encode()
+    return Outgoing(delivery, url, headers, secrets, body)
+
+
+_ENDPOINT_COLUMNS = (
+    "id", "tenant", "kind", "url", "events", "description", "headers", "secret",
+    "previous_secret", "previous_secret_until", "disabled", "disabled_reason", "failing_since",
+    "source", "created_at",
+)
+_ENDPOINT_INSERT = (
+    f"INSERT INTO endpoints ({', '.join(_ENDPOINT_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in _ENDPOINT_COLUMNS)})"
+)
+
+
+def _endpoint_params(endpoint: Endpoint) -> dict[str, Any]:
+    return {
+        "id": endpoint.id,
+        "tenant": endpoint.tenant,
+        "kind": endpoint.kind,
+        "url": endpoint.url,
+        "events": _json_or_null(list(endpoint.events) if endpoint.events is not None else None),
+        "description": endpoint.description,
+        "headers": _dumps(endpoint.headers),
+        "secret": endpoint.secret,
+        "previous_secret": endpoint.previous_secret,
+        "previous_secret_until": _ts(endpoint.previous_secret_until),
+        "disabled": int(endpoint.disabled),
+        "disabled_reason": endpoint.disabled_reason,
+        "failing_since": _ts(endpoint.failing_since),
+        "source": endpoint.source,
+        "created_at": endpoint.created_at.timestamp(),
+    }
+
+
+def _endpoint(row: sqlite3.Row) -> Endpoint:
+    events = _loads(row["events"])
+    return Endpoint(
+        id=row["id"],
+        tenant=row["tenant"],
+        kind=row["kind"],
+        url=row["url"],
+        events=tuple(events) if events is not None else None,
+        description=row["description"],
+        headers=_loads(row["headers"]) or {},
+        secret=row["secret"],
+        previous_secret=row["previous_secret"],
+        previous_secret_until=_dt(row["previous_secret_until"]),
+        disabled=bool(row["disabled"]),
+        disabled_reason=row["disabled_reason"],
+        failing_since=_dt(row["failing_since"]),
+        source=row["source"],
+        created_at=_dt(row["created_at"]) or utcnow(),
+    )
+
+
+_DELIVERY_COLUMNS = (
+    "id", "tenant", "event_id", "event_type", "endpoint_id", "url", "channel", "job_id",
+    "sequence", "attempt", "status", "next_attempt_at", "response_status", "duration_ms",
+    "error", "response_excerpt", "created_at",
+)
+_DELIVERY_INSERT = (
+    f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in _DELIVERY_COLUMNS)})"
+)
+
+
+def _delivery_params(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "tenant": delivery.tenant,
+        "event_id": delivery.event_id,
+        "event_type": delivery.event_type,
+        "endpoint_id": delivery.endpoint_id,
+        "url": delivery.url,
+        "channel": delivery.endpoint_id or "job",
+        "job_id": delivery.job_id,
+        "sequence": delivery.sequence,
+        "attempt": delivery.attempt,
+        "status": str(delivery.status),
+        "next_attempt_at": _ts(delivery.next_attempt_at),
+        "response_status": delivery.response_status,
+        "duration_ms": delivery.duration_ms,
+        "error": delivery.error,
+        "response_excerpt": delivery.response_excerpt,
+        "created_at": delivery.created_at.timestamp(),
+    }
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        tenant=row["tenant"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        endpoint_id=row["endpoint_id"],
+        url=row["url"],
+        job_id=row["job_id"],
+        sequence=row["sequence"],
+        attempt=row["attempt"],
+        status=DeliveryStatus(row["status"]),
+        created_at=_dt(row["created_at"]) or utcnow(),
+        next_attempt_at=_dt(row["next_attempt_at"]),
+        response_status=row["response_status"],
+        duration_ms=row["duration_ms"],
+        error=row["error"],
+        response_excerpt=row["response_excerpt"],
+    )
 
 def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")

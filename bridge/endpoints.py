@@ -1,0 +1,93 @@
+"""Webhook endpoints: what a registration may say, checked field by field."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bridge.delivery import RESERVED_HEADERS
+from bridge.errors import InvalidRequest
+from bridge.models import EVENT_TYPES
+from bridge.targets import Guard, TargetRefused
+
+MAX_URL = 2048
+MAX_DESCRIPTION = 500
+MAX_HEADERS = 20
+MAX_HEADER_VALUE = 1024
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}")
+_FIELDS = {"url", "events", "description", "headers", "disabled"}
+
+
+async def check_url(guard: Guard, url: Any, field: str = "url") -> str:
+    """A webhook URL the guard allows (422 naming ``field`` otherwise)."""
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest(f"{field} must be a URL string", field=field)
+    if len(url) > MAX_URL:
+        raise InvalidRequest(f"{field} is longer than {MAX_URL} characters", field=field)
+    try:
+        await guard.check(url)
+    except TargetRefused as exc:
+        raise InvalidRequest(f"{field} {exc}", field=field) from None
+    return url
+
+
+def check_events(value: Any, field: str = "events") -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest(f"{field} must be a non-empty array of event types, or null",
+                             field=field)
+    for index, event_type in enumerate(value):
+        if event_type not in EVENT_TYPES:
+            raise InvalidRequest(
+                f"unknown event type {event_type!r}; one of {', '.join(EVENT_TYPES)}",
+                field=f"{field}[{index}]",
+            )
+    return tuple(dict.fromkeys(value))
+
+
+def check_headers(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidRequest("headers must be an object of header names to values",
+                             field="headers")
+    if len(value) > MAX_HEADERS:
+        raise InvalidRequest(f"at most {MAX_HEADERS} headers", field="headers")
+    for name, text in value.items():
+        field = f"headers.{name}"
+        if not _TOKEN.fullmatch(name):
+            raise InvalidRequest(f"{name!r} is not a valid header name", field=field)
+        if name.lower() in RESERVED_HEADERS:
+            raise InvalidRequest(f"{name} is set by bridge on every delivery", field=field)
+        if not isinstance(text, str) or len(text) > MAX_HEADER_VALUE or any(
+            ch in text for ch in "\r\n\0"
+        ):
+            raise InvalidRequest(
+                f"{name} must be a single-line string of at most {MAX_HEADER_VALUE} characters",
+                field=field,
+            )
+    return dict(value)
+
+
+def check_description(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_DESCRIPTION:
+        raise InvalidRequest(f"description must be a string of at most {MAX_DESCRIPTION} "
+                             "characters", field="description")
+    return value
+
+
+def check_fields(body: Any, *, required_url: bool) -> dict[str, Any]:
+    """The body of a create or update, as an object with only known fields."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object", status_code=400)
+    for name in body:
+        if name not in _FIELDS or (required_url and name == "disabled"):
+            raise InvalidRequest(f"unknown field {name!r}", field=name)
+    if required_url and "url" not in body:
+        raise InvalidRequest("url is required", field="url")
+    if "disabled" in body and not isinstance(body["disabled"], bool):
+        raise InvalidRequest("disabled must be true or false", field="disabled")
+    return body
