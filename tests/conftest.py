@@ -14,6 +14,9 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from bridge.app import create_app
 from bridge.core import Bridge
@@ -135,3 +138,69 @@ async def running_bridge(
 async def harness(tmp_path: Path, sims: Sims) -> AsyncIterator[Harness]:
     async with running_bridge(tmp_path, sims) as running:
         yield running
+
+
+# -- a webhook receiver ----------------------------------------------------------------------
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
+
+
+class Receiver:
+    """A loopback HTTP receiver that records every POST and answers as scripted:
+    ``script`` is consumed first (``(status, headers, delay)``), then ``default``."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.script: list[tuple[int, dict[str, str], float]] = []
+        self.default: tuple[int, dict[str, str], float] = (200, {}, 0.0)
+        self.body = b"ok"
+        self._arrived = asyncio.Event()
+        self.app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
+        self.url = ""
+
+    async def _handle(self, request: Request) -> Response:
+        self.received.append(Received(request.url.path, dict(request.headers),
+                                      await request.body(), time.monotonic()))
+        self._arrived.set()
+        status, headers, delay = self.script.pop(0) if self.script else self.default
+        if delay:
+            await asyncio.sleep(delay)
+        return Response(self.body, status_code=status, headers=headers)
+
+    def answer(self, status: int, times: int = 1, headers: dict[str, str] | None = None,
+               delay: float = 0.0) -> None:
+        self.script.extend([(status, headers or {}, delay)] * times)
+
+    async def wait_for(self, done: Callable[[list[Received]], bool],
+                       seconds: float = 15.0) -> list[Received]:
+        deadline = time.monotonic() + seconds
+        while not done(self.received):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                types = [r.json.get("type") for r in self.received]
+                raise AssertionError(f"receiver still waiting after {seconds}s; got {types}")
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), min(left, 0.2))
+        return self.received
+
+    def of_type(self, event_type: str) -> list[Received]:
+        return [r for r in self.received if r.json.get("type") == event_type]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    made = Receiver()
+    async with serve_in_background(made.app) as url:
+        made.url = url
+        yield made

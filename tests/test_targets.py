@@ -1,0 +1,147 @@
+"""The SSRF guard, table-driven: hostile webhook URLs are refused, public ones pass, and the
+delivery client may connect only to the addresses that were checked. Names resolve through a
+table here (numeric forms and ``localhost`` through the C library), so nothing leaves the
+machine."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from bridge.targets import Guard, GuardedResolver, TargetRefused, system_resolve
+
+FAKE_DNS = {
+    "metadata.google.internal": ["169.254.169.254"],
+    "hooks.example.com": ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"],
+    "mixed.example.com": ["93.184.216.34", "10.0.0.7"],
+    "v6-loopback.example.com": ["::1"],
+    "127.0.0.1.nip.io": ["127.0.0.1"],
+    "internal.corp.example": ["172.20.1.5"],
+    "mapped.example.com": ["::ffff:169.254.169.254"],
+    "cgnat.example.com": ["100.100.100.200"],
+}
+
+
+async def fake_resolve(host: str) -> list[str]:
+    if host in FAKE_DNS:
+        return FAKE_DNS[host]
+    if host == "localhost" or host[0].isdigit():
+        return await system_resolve(host)  # numeric forms and /etc/hosts: no network
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+HOSTILE = [
+    # scheme and form
+    "http://hooks.example.com/x",  # plain http without the flag
+    "ftp://hooks.example.com/x",
+    "file:///etc/passwd",
+    "gopher://127.0.0.1:70/_",
+    "javascript:alert(1)",
+    "https:///no-host",
+    "https://user:pass@hooks.example.com/x",
+    "https://hooks.example.com:0/x",
+    "https://hooks.example.com:99999/x",
+    # loopback, in every spelling the C library accepts
+    "https://127.0.0.1/x",
+    "https://127.1/x",
+    "https://2130706433/x",
+    "https://0x7f000001/x",
+    "https://0177.0.0.1/x",
+    "https://localhost/x",
+    "https://[::1]/x",
+    "https://v6-loopback.example.com/x",
+    "https://127.0.0.1.nip.io/x",
+    # unspecified
+    "https://0.0.0.0/x",
+    "https://0/x",
+    "https://[::]/x",
+    # private, CGNAT, link-local and cloud metadata
+    "https://10.0.0.1/x",
+    "https://172.16.5.4/x",
+    "https://192.168.1.1/x",
+    "https://internal.corp.example/x",
+    "https://100.64.0.1/x",
+    "https://cgnat.example.com/x",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://metadata.google.internal/computeMetadata/v1/",
+    "https://[fe80::1]/x",
+    "https://[fd00:ec2::254]/latest/meta-data/",
+    "https://[fc00::1]/x",
+    # multicast, reserved, broadcast, special blocks
+    "https://224.0.0.1/x",
+    "https://[ff02::1]/x",
+    "https://240.0.0.1/x",
+    "https://255.255.255.255/x",
+    "https://192.0.0.192/x",
+    "https://198.18.0.1/x",
+    # IPv6 forms that carry an IPv4 address
+    "https://[::ffff:127.0.0.1]/x",
+    "https://[::ffff:a9fe:a9fe]/x",
+    "https://mapped.example.com/x",
+    "https://[::127.0.0.1]/x",
+    "https://[64:ff9b::7f00:1]/x",
+    "https://[64:ff9b:1::a00:1]/x",
+    "https://[2002:7f00:1::]/x",
+    "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x",
+    # a name with one private address among public ones; a name that does not resolve
+    "https://mixed.example.com/x",
+    "https://no-such-host.invalid/x",
+]
+
+
+@pytest.mark.parametrize("url", HOSTILE)
+async def test_hostile_urls_are_refused(url: str) -> None:
+    with pytest.raises(TargetRefused):
+        await Guard(allow_private=False, resolve=fake_resolve).check(url)
+
+
+def test_the_table_is_long_enough() -> None:
+    assert len(HOSTILE) >= 30
+
+
+@pytest.mark.parametrize("url", [
+    "https://hooks.example.com/x",
+    "https://hooks.example.com:8443/a?b=c",
+    "https://93.184.216.34/x",
+    "https://[2606:4700:4700::1111]/x",
+])
+async def test_public_https_urls_pass(url: str) -> None:
+    await Guard(allow_private=False, resolve=fake_resolve).check(url)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8080/x", "https://localhost/x", "http://10.0.0.1/x",
+    "http://[::1]:9000/x", "http://metadata.google.internal/x",
+])
+async def test_the_flag_lifts_the_address_rules_and_allows_http(url: str) -> None:
+    await Guard(allow_private=True, resolve=fake_resolve).check(url)
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "https://u:p@localhost/x"])
+async def test_the_flag_keeps_the_form_rules(url: str) -> None:
+    with pytest.raises(TargetRefused):
+        await Guard(allow_private=True, resolve=fake_resolve).check(url)
+
+
+async def test_the_refusal_names_the_address_and_why() -> None:
+    with pytest.raises(TargetRefused) as caught:
+        await Guard(allow_private=False, resolve=fake_resolve).check(
+            "https://metadata.google.internal/x")
+    assert "169.254.169.254" in str(caught.value) and "link-local" in str(caught.value)
+
+
+async def test_the_client_resolver_answers_only_the_checked_addresses() -> None:
+    answers = iter([["93.184.216.34"], ["127.0.0.1"], ["93.184.216.34", "::1"]])
+
+    async def rebinding(host: str) -> list[str]:
+        return next(answers)  # a DNS server that changes its answer each time
+
+    resolver = GuardedResolver(Guard(allow_private=False, resolve=rebinding))
+    first = await resolver.resolve("rebind.example.com", 443)
+    assert [(r["host"], r["port"], r["hostname"]) for r in first] == [
+        ("93.184.216.34", 443, "rebind.example.com")]
+    with pytest.raises(TargetRefused):
+        await resolver.resolve("rebind.example.com", 443)
+    with pytest.raises(TargetRefused):
+        await resolver.resolve("rebind.example.com", 443)
