@@ -1,9 +1,12 @@
 """``bridge demo``: the whole flow on one machine.
 
-Starts the four provider simulators and the bridge on loopback sockets in this process,
-with a fresh SQLite file in a temporary directory, submits one job per provider through the
-public API, prints every event as the bridge records it and the jobs' progress, then checks
-that each finished video can be fetched. Exits 0 only when all four jobs succeeded.
+Starts the four provider simulators, the bridge and a webhook receiver on loopback sockets
+in this process, with a fresh SQLite file in a temporary directory. Registers the receiver
+as an endpoint, submits one job per provider through the public API, and shows every event
+as the bridge records it, every webhook as it arrives (verified with the ``standardwebhooks``
+library, as a user's receiver would) and the jobs' progress; then checks that each finished
+video can be fetched. Exits 0 only when all four jobs succeeded and each one's
+``job.succeeded`` webhook arrived and verified.
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from bridge.app import create_app
 from bridge.core import Bridge
@@ -68,6 +76,35 @@ class Console:
                   f"seq={data.get('sequence')}{extra}")
 
 
+class Receiver:
+    """What a user's webhook endpoint does: verify the signature, then take the event."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.secret = ""
+        self.verified: list[dict[str, Any]] = []
+        self.rejected = 0
+        self.app = Starlette(routes=[Route("/webhooks", self.receive, methods=["POST"])])
+
+    async def receive(self, request: Request) -> JSONResponse:
+        body = await request.body()
+        try:
+            event = Webhook(self.secret).verify(body, dict(request.headers))
+        except WebhookVerificationError as exc:
+            self.rejected += 1
+            self.console.line(f"webhook  REJECTED: {exc}")
+            return JSONResponse({"error": "bad signature"}, status_code=400)
+        self.verified.append(event)
+        data = event.get("data") or {}
+        self.console.line(f"webhook  {event['type']:<14} {data.get('provider', ''):<8} "
+                          f"{data.get('id')} verified (webhook-id {request.headers['webhook-id']})")
+        return JSONResponse({"received": True})
+
+    def succeeded(self, job_id: str) -> bool:
+        return any(e["type"] == "job.succeeded" and e["data"]["id"] == job_id
+                   for e in self.verified)
+
+
 async def run_demo(wait_seconds: float = 180.0) -> int:
     for name in ("bridge", "uvicorn", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -78,6 +115,10 @@ async def run_demo(wait_seconds: float = 180.0) -> int:
                 "BRIDGE_DATABASE": str(Path(tmp) / "bridge.db"),
                 "BRIDGE_MEDIA_DIR": str(Path(tmp) / "media"),
                 "BRIDGE_API_KEY": DEMO_KEY,
+                # The demo's receiver listens on loopback, which webhooks may not reach
+                # otherwise; retries come quickly so a hiccup costs seconds, not minutes.
+                "BRIDGE_ALLOW_PRIVATE_TARGETS": "1",
+                "BRIDGE_RETRY_SCHEDULE": "1s,2s,5s,10s",
             }
             for name, make in SIMULATORS.items():
                 sim_key = f"sim-{name}-key"
@@ -87,6 +128,9 @@ async def run_demo(wait_seconds: float = 180.0) -> int:
                 env[f"BRIDGE_{name.upper()}_BASE_URL"] = url + (
                     "/api/v1" if name == "venice" else "")
                 console.line(f"simulator {name:<8} on {url}")
+            receiver = Receiver(console)
+            receiver_url = await stack.enter_async_context(serve_in_background(receiver.app))
+            console.line(f"receiver           on {receiver_url}/webhooks")
             sock = bind()
             env["BRIDGE_PUBLIC_URL"] = url_of(sock)
             settings = Settings.from_env(env)
@@ -97,10 +141,20 @@ async def run_demo(wait_seconds: float = 180.0) -> int:
             console.line(f"bridge on {base} (database {env['BRIDGE_DATABASE']})")
             client = await stack.enter_async_context(httpx.AsyncClient(
                 base_url=base, headers={"Authorization": f"Bearer {DEMO_KEY}"}, timeout=30))
-            return await _run_jobs(client, console, wait_seconds)
+            endpoint = await client.post("/v1/endpoints", json={
+                "url": f"{receiver_url}/webhooks", "description": "bridge demo receiver"})
+            if endpoint.status_code != 201:
+                console.line(f"FAILED to register the receiver: {endpoint.status_code} "
+                             f"{endpoint.text}")
+                return 1
+            receiver.secret = endpoint.json()["secret"]
+            console.line(f"endpoint {endpoint.json()['id']} registered for every event type "
+                         "but job.progress")
+            return await _run_jobs(client, console, receiver, wait_seconds)
 
 
-async def _run_jobs(client: httpx.AsyncClient, console: Console, wait_seconds: float) -> int:
+async def _run_jobs(client: httpx.AsyncClient, console: Console, receiver: Receiver,
+                    wait_seconds: float) -> int:
     ids: dict[str, str] = {}
     for body in JOBS:
         answer = await client.post("/v1/jobs", json=body)
@@ -122,11 +176,14 @@ async def _run_jobs(client: httpx.AsyncClient, console: Console, wait_seconds: f
             f"{p}: {j['status']}" + (f" {j['progress']}%" if j.get("progress") is not None
                                      and j["status"] == "running" else "")
             for p, j in jobs.items())
+        status += f"  | webhooks verified: {len(receiver.verified)}"
         if status != shown:
             console.line(f"progress  {status}")
             shown = status
-        if all(j["status"] in ("succeeded", "failed", "canceled", "expired")
-               for j in jobs.values()):
+        finished = all(j["status"] in ("succeeded", "failed", "canceled", "expired")
+                       for j in jobs.values())
+        failed = any(j["status"] != "succeeded" for j in jobs.values())
+        if finished and (failed or all(receiver.succeeded(i) for i in ids.values())):
             break
         await asyncio.sleep(1.0)
 
@@ -142,8 +199,15 @@ async def _run_jobs(client: httpx.AsyncClient, console: Console, wait_seconds: f
         ok = ok and is_mp4
         console.line(f"{'ok' if is_mp4 else 'FAILED':<8} {provider}: video {len(video.content)} "
                      f"bytes from {url}")
+        if not receiver.succeeded(job["id"]):
+            console.line(f"FAILED   {provider}: no verified job.succeeded webhook arrived")
+            ok = False
+    if receiver.rejected:
+        console.line(f"FAILED   {receiver.rejected} webhooks did not verify")
+        ok = False
     if ok:
-        console.line("all four jobs succeeded")
+        console.line(f"all four jobs succeeded; {len(receiver.verified)} webhooks arrived and "
+                     "verified, each job's job.succeeded among them")
         return 0
     if time.monotonic() >= deadline:
         console.line(f"timed out after {wait_seconds:.0f}s")

@@ -30,6 +30,11 @@ def test_demo_runs_one_job_per_provider_and_exits_0(tmp_path: Path) -> None:
     assert out.count("event job.succeeded") == 4
     assert "event job.submitted" in out
     assert "all four jobs succeeded" in out
+    # The demo's receiver verified each job's terminal webhook with standardwebhooks.
+    assert out.count("verified (webhook-id evt_") >= 4
+    assert len([line for line in out.splitlines()
+                if "webhook  job.succeeded" in line and "verified" in line]) == 4
+    assert "REJECTED" not in out
     assert not (tmp_path / "bridge.db").exists()  # the demo keeps its files to itself
 
 
