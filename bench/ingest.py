@@ -172,6 +172,7 @@ def _server_app(port_url: str, workdir: str, confirm: bool, sim_url: str) -> Any
         "BRIDGE_CONFIRM_CALLBACKS": "1" if confirm else "0",
         "BRIDGE_APIXO_API_KEY": SIM_API_KEY,
         "BRIDGE_APIXO_BASE_URL": sim_url,
+        "BRIDGE_ALLOW_PRIVATE_TARGETS": "1",  # bench/e2e.py's receiver is on loopback
     }
     bridge_app = create_app(Settings.from_env(env))
 

@@ -21,6 +21,7 @@ import asyncio
 import base64
 import contextlib
 import email.utils
+import functools
 import hashlib
 import hmac
 import logging
@@ -55,10 +56,15 @@ RESERVED_HEADERS = frozenset({
 })
 
 
+@functools.lru_cache(maxsize=1024)
+def _key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix("whsec_"))
+
+
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     """One Standard Webhooks signature: ``v1,`` and the base64 HMAC-SHA256, keyed with the
     base64 key after ``whsec_``, of ``"{id}.{timestamp}.{body}"``."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
+    key = _key(secret)
     signed = f"{message_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
@@ -169,8 +175,13 @@ class Deliverer:
     async def _run(self) -> None:
         while True:
             self._wake.clear()
+            room = self.concurrency - len(self._running)
+            if self._running and room < max(1, self.concurrency // 4):
+                # Claim in batches, not one row per finished attempt: wait for more room.
+                await self._wake.wait()
+                continue
             try:
-                started = await self._claim_and_start(self.concurrency - len(self._running))
+                started = await self._claim_and_start(room)
             except Exception:
                 log.exception("claiming due deliveries failed; trying again shortly")
                 started = 0
@@ -186,8 +197,12 @@ class Deliverer:
         for outgoing in claimed:
             task = asyncio.create_task(self._deliver(outgoing))
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            task.add_done_callback(self._finished)
         return len(claimed)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self.wake()  # room for more; and the target's next event of this job may be due
 
     async def run_once(self, limit: int) -> int:
         """One bounded round (tick mode): claim up to ``limit`` due deliveries, send them
@@ -214,7 +229,7 @@ class Deliverer:
                     # the lease and race a second claim. Let the lease lapse; it comes back.
                     return
                 result = await self.attempt(outgoing)
-                await self.store.finish_delivery(outgoing.delivery.id, result)
+                await self.store.finish_delivery(outgoing.delivery, result)
         except asyncio.CancelledError:
             raise
         except Exception:  # the lease runs out and the attempt is made again
@@ -224,7 +239,6 @@ class Deliverer:
             users[0] -= 1
             if not users[0]:
                 del self._gates[target]
-        self.wake()  # the target's next event of this job may be due now
         for listener in self.listeners:
             listener(outgoing, result)
 

@@ -219,7 +219,7 @@ class Store(Protocol):
         target (see the module docstring)."""
         ...
 
-    async def finish_delivery(self, delivery_id: str, result: AttemptResult) -> None:
+    async def finish_delivery(self, delivery: Delivery, result: AttemptResult) -> None:
         """Record an attempt; schedule the next one at ``result.retry_at``; keep the target's
         failure record (disabling an endpoint on 410, or after ``disable_after`` seconds of
         nothing but failures)."""

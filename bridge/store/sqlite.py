@@ -656,32 +656,27 @@ class SQLiteStore:
                 ") RETURNING *",
                 (stamp + lease, stamp, stamp, limit),
             ).fetchall()
-            claimed = []
-            for row in sorted(rows, key=lambda r: (r["next_attempt_at"], r["seq"])):
-                outgoing = _outgoing(conn, _delivery(row), stamp)
-                if outgoing is not None:
-                    claimed.append(outgoing)
-            return claimed
+            deliveries = [_delivery(row) for row in sorted(
+                rows, key=lambda r: (r["next_attempt_at"], r["seq"]))]
+            return _outgoing(conn, deliveries, stamp)
 
         return await self._transaction(work)
 
-    async def finish_delivery(self, delivery_id: str, result: AttemptResult) -> None:
+    async def finish_delivery(self, delivery: Delivery, result: AttemptResult) -> None:
         stamp = result.at.timestamp()
+        retry_at = None if result.ok or result.gone else _ts(result.retry_at)
 
         def work(conn: sqlite3.Connection) -> None:
-            row = _one(conn, "SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
-            if row is None or row["status"] != DeliveryStatus.PENDING:
-                return  # deleted, or failed by a disable, meanwhile
-            delivery = _delivery(row)
-            retry_at = None if result.ok or result.gone else _ts(result.retry_at)
-            conn.execute(
+            recorded = conn.execute(
                 "UPDATE deliveries SET status = ?, lease_until = NULL, next_attempt_at = ?, "
                 "response_status = ?, duration_ms = ?, error = ?, response_excerpt = ? "
-                "WHERE id = ?",
+                "WHERE id = ? AND status = 'pending'",
                 (DeliveryStatus.SUCCEEDED if result.ok else DeliveryStatus.FAILED, retry_at,
                  result.response_status, result.duration_ms, result.error,
-                 result.response_excerpt, delivery_id),
-            )
+                 result.response_excerpt, delivery.id),
+            ).rowcount
+            if not recorded:
+                return  # deleted, or failed by a disable, meanwhile
             if retry_at is not None:
                 conn.execute(_DELIVERY_INSERT, _delivery_params(replace(
                     delivery, id=new_id("del"), attempt=delivery.attempt + 1,
@@ -694,7 +689,8 @@ class SQLiteStore:
                                   "the target answered 410 Gone")
                 return
             if result.ok:
-                conn.execute("UPDATE endpoints SET failing_since = NULL WHERE id = ?",
+                conn.execute("UPDATE endpoints SET failing_since = NULL "
+                             "WHERE id = ? AND failing_since IS NOT NULL",
                              (delivery.endpoint_id,))
                 return
             endpoint = _one(conn, "SELECT failing_since, disabled FROM endpoints WHERE id = ?",
@@ -954,33 +950,55 @@ def _fail_pending(
     )
 
 
-def _outgoing(conn: sqlite3.Connection, delivery: Delivery, stamp: float) -> Outgoing | None:
-    """What sending ``delivery`` needs, read in the claiming transaction."""
-    event = _one(conn, "SELECT id, type, created_at, data FROM events WHERE id = ?",
-                 (delivery.event_id,))
-    tenant = _one(conn, "SELECT signing_secret FROM tenants WHERE id = ?", (delivery.tenant,))
-    if event is None or tenant is None:
-        return None
-    headers: dict[str, str] = {}
-    if delivery.endpoint_id is None:
-        url, secrets = delivery.url or "", [tenant["signing_secret"]]
-    else:
-        row = _one(conn, "SELECT * FROM endpoints WHERE id = ?", (delivery.endpoint_id,))
-        if row is None:
-            return None
-        endpoint = _endpoint(row)
-        url, headers = endpoint.url, endpoint.headers
-        secrets = [endpoint.secret or tenant["signing_secret"]]
-        until = endpoint.previous_secret_until
-        if endpoint.previous_secret and until is not None and until.timestamp() > stamp:
-            secrets.append(endpoint.previous_secret)
-    # The stored event's own JSON text goes out as is: the bytes signed are the bytes sent.
-    body = (
-        '{"id":' + json.dumps(event["id"]) + ',"type":' + json.dumps(event["type"])
-        + ',"timestamp":' + json.dumps(rfc3339(_dt(event["created_at"])))
-        + ',"data":' + event["data"] + "}"
-    ).encode()
-    return Outgoing(delivery, url, headers, secrets, body)
+def _by_id(
+    conn: sqlite3.Connection, columns: str, table: str, ids: set[str]
+) -> dict[str, sqlite3.Row]:
+    if not ids:
+        return {}
+    rows = conn.execute(
+        f"SELECT {columns} FROM {table} WHERE id IN ({', '.join('?' * len(ids))})", tuple(ids)
+    ).fetchall()
+    return {row["id"]: row for row in rows}
+
+
+def _outgoing(
+    conn: sqlite3.Connection, deliveries: list[Delivery], stamp: float
+) -> list[Outgoing]:
+    """What sending each claimed delivery needs, read in the claiming transaction (one
+    query per table for the whole batch)."""
+    events = _by_id(conn, "id, type, created_at, data", "events",
+                    {d.event_id for d in deliveries})
+    tenants = {row["id"]: row["signing_secret"] for row in _by_id(
+        conn, "id, signing_secret", "tenants", {d.tenant for d in deliveries}).values()}
+    endpoints = {key: _endpoint(row) for key, row in _by_id(
+        conn, "*", "endpoints", {d.endpoint_id for d in deliveries if d.endpoint_id}).items()}
+    out = []
+    for delivery in deliveries:
+        event = events.get(delivery.event_id)
+        tenant_secret = tenants.get(delivery.tenant)
+        if event is None or tenant_secret is None:
+            continue
+        headers: dict[str, str] = {}
+        if delivery.endpoint_id is None:
+            url, secrets = delivery.url or "", [tenant_secret]
+        else:
+            endpoint = endpoints.get(delivery.endpoint_id)
+            if endpoint is None:
+                continue
+            url, headers = endpoint.url, endpoint.headers
+            secrets = [endpoint.secret or tenant_secret]
+            until = endpoint.previous_secret_until
+            if endpoint.previous_secret and until is not None and until.timestamp() > stamp:
+                secrets.append(endpoint.previous_secret)
+        # The stored event's own JSON text goes out as is: the bytes signed are the bytes
+        # sent, and the body is the same on every attempt.
+        body = (
+            '{"id":' + json.dumps(event["id"]) + ',"type":' + json.dumps(event["type"])
+            + ',"timestamp":' + json.dumps(rfc3339(_dt(event["created_at"])))
+            + ',"data":' + event["data"] + "}"
+        ).encode()
+        out.append(Outgoing(delivery, url, headers, secrets, body))
+    return out
 
 
 _ENDPOINT_COLUMNS = (
