@@ -35,12 +35,15 @@ import aiohttp
 from bridge.models import utcnow
 from bridge.store import Store
 from bridge.store.base import AttemptResult, Outgoing
-from bridge.targets import Guard, GuardedResolver, TargetRefused, describe
+from bridge.targets import Guard, GuardedResolver, TargetRefused, describe, is_address
 
 log = logging.getLogger("bridge.delivery")
 
 TIMEOUT = 15.0  # seconds for one attempt, connect to last byte
 LEASE = 30.0  # seconds a claimed delivery is ours; more than TIMEOUT
+# An attempt not begun this long after its claim is left for the lease to lapse, so that the
+# attempt (at most TIMEOUT) and its record end well inside the lease.
+START_WITHIN = LEASE - TIMEOUT - 10.0
 EXCERPT_BYTES = 1024
 MAX_RETRY_AFTER = 3600.0  # a Retry-After is honoured up to this many seconds
 JITTER = 0.2
@@ -134,6 +137,7 @@ class Deliverer:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._gates: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}  # target -> gate, users
+        self._sending: set[str] = set()  # ids of the deliveries being attempted here
         self._running: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -193,12 +197,20 @@ class Deliverer:
     async def _claim_and_start(self, room: int) -> int:
         if room <= 0:
             return 0
-        claimed = await self.store.claim_due_deliveries(self.clock(), room, LEASE)
+        claimed = await self.store.claim_due_deliveries(self.clock(), room, LEASE,
+                                                        skip_endpoints=self._full_endpoints())
+        claimed_at = time.monotonic()
         for outgoing in claimed:
-            task = asyncio.create_task(self._deliver(outgoing))
+            task = asyncio.create_task(self._deliver(outgoing, claimed_at))
             self._running.add(task)
             task.add_done_callback(self._finished)
         return len(claimed)
+
+    def _full_endpoints(self) -> frozenset[str]:
+        """Endpoints with as many attempts in flight as they may have: claiming more for them
+        now would only park slots that other endpoints could use."""
+        return frozenset(target for target, (_, users) in self._gates.items()
+                         if target.startswith("ep_") and users[0] >= self.per_target)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -208,34 +220,39 @@ class Deliverer:
         """One bounded round (tick mode): claim up to ``limit`` due deliveries, send them
         (``concurrency`` at a time) and record the outcomes; answer how many were sent."""
         claimed = await self.store.claim_due_deliveries(self.clock(), limit, LEASE)
+        claimed_at = time.monotonic()
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(outgoing: Outgoing) -> None:
             async with gate:
-                await self._deliver(outgoing)
+                await self._deliver(outgoing, claimed_at)
 
         await asyncio.gather(*(one(outgoing) for outgoing in claimed))
         return len(claimed)
 
-    async def _deliver(self, outgoing: Outgoing) -> None:
-        claimed_at = time.monotonic()
+    async def _deliver(self, outgoing: Outgoing, claimed_at: float) -> None:
+        if outgoing.delivery.id in self._sending:
+            return  # an earlier claim of it is still being attempted here
         target = outgoing.delivery.endpoint_id or outgoing.url
         gate, users = self._gates.setdefault(target, (asyncio.Semaphore(self.per_target), [0]))
         users[0] += 1
+        self._sending.add(outgoing.delivery.id)
         try:
             async with gate:
-                if time.monotonic() - claimed_at > LEASE - TIMEOUT - 5:
+                if time.monotonic() - claimed_at > START_WITHIN:
                     # Too long behind the target's other attempts: sending now could outlast
                     # the lease and race a second claim. Let the lease lapse; it comes back.
                     return
                 result = await self.attempt(outgoing)
-                await self.store.finish_delivery(outgoing.delivery, result)
+                # Recorded only while the lease is still this claim's (the store checks).
+                await self.store.finish_delivery(outgoing, result)
         except asyncio.CancelledError:
             raise
         except Exception:  # the lease runs out and the attempt is made again
             log.exception("delivery %s could not be recorded", outgoing.delivery.id)
             return
         finally:
+            self._sending.discard(outgoing.delivery.id)
             users[0] -= 1
             if not users[0]:
                 del self._gates[target]
@@ -257,7 +274,10 @@ class Deliverer:
         retry_after = None
         started = time.perf_counter()
         try:
-            self.guard.check_form(outgoing.url)
+            host = self.guard.check_form(outgoing.url)
+            if is_address(host):
+                # aiohttp connects to a literal address without asking the resolver.
+                await self.guard.addresses(host)
             async with self.session.post(outgoing.url, data=outgoing.body, headers=headers,
                                          allow_redirects=False) as response:
                 status = response.status
@@ -271,6 +291,8 @@ class Deliverer:
             error = describe(exc)
         except TimeoutError:
             error = f"no answer within {TIMEOUT:g} s"
+        except Exception as exc:  # anything else fails this attempt, never the delivery
+            error = f"{type(exc).__name__}: {exc}"
         duration_ms = round((time.perf_counter() - started) * 1000)
         ok = status is not None and 200 <= status < 300
         if status is not None and not ok:
@@ -281,7 +303,7 @@ class Deliverer:
         return AttemptResult(
             ok=ok, at=at, response_status=status, duration_ms=duration_ms, error=error,
             response_excerpt=excerpt,
-            retry_at=None if ok else next_attempt(delivery.attempt, self.schedule,
-                                                  retry_after, at),
+            retry_at=None if ok else next_attempt(delivery.attempt - delivery.first_attempt + 1,
+                                                  self.schedule, retry_after, at),
             gone=status == 410, disable_after=DISABLE_AFTER,
         )

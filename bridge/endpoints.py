@@ -61,7 +61,7 @@ def check_headers(value: Any) -> dict[str, str]:
         if name.lower() in RESERVED_HEADERS:
             raise InvalidRequest(f"{name} is set by bridge on every delivery", field=field)
         if not isinstance(text, str) or len(text) > MAX_HEADER_VALUE or any(
-            ch in text for ch in "\r\n\0"
+            (ord(ch) < 32 and ch != "\t") or ord(ch) == 127 for ch in text
         ):
             raise InvalidRequest(
                 f"{name} must be a single-line string of at most {MAX_HEADER_VALUE} characters",

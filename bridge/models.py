@@ -283,6 +283,9 @@ class Delivery:
     duration_ms: int | None = None
     error: str | None = None
     response_excerpt: str | None = None
+    # The attempt that began this run of retries (a replay or recover begins a new one):
+    # the retry schedule counts from it.
+    first_attempt: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return {

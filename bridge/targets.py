@@ -71,6 +71,14 @@ class TargetRefused(OSError):
     """A webhook URL or address the guard does not allow; the message says why."""
 
 
+def is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def address_problem(address: IPAddress) -> str | None:
     """Why ``address`` may not receive webhooks, or ``None`` if it may."""
     for network, reason in _REFUSED_NETWORKS:
@@ -131,8 +139,8 @@ class Guard:
         else:
             try:
                 found = await self._resolve(host)
-            except OSError as exc:
-                raise TargetRefused(f"host {host!r} does not resolve ({exc})") from None
+            except (OSError, UnicodeError):
+                raise TargetRefused(f"host {host!r} does not resolve") from None
             if not found:
                 raise TargetRefused(f"host {host!r} does not resolve")
         if self.allow_private:
@@ -140,8 +148,11 @@ class Guard:
         for text in found:
             problem = address_problem(ipaddress.ip_address(text.split("%")[0]))
             if problem is not None:
-                shown = "" if literal is not None else f"{host!r} resolves to "
-                raise TargetRefused(f"{shown}{text}, a {problem} address, is not allowed")
+                # A name's addresses are not shown: the answer must not map internal DNS.
+                if literal is not None:
+                    raise TargetRefused(f"{text}, a {problem} address, is not allowed")
+                raise TargetRefused(f"host {host!r} resolves to a {problem} address, "
+                                    "which is not allowed")
         return found
 
     async def check(self, url: str) -> None:

@@ -124,11 +124,20 @@ async def test_the_flag_keeps_the_form_rules(url: str) -> None:
         await Guard(allow_private=True, resolve=fake_resolve).check(url)
 
 
-async def test_the_refusal_names_the_address_and_why() -> None:
-    with pytest.raises(TargetRefused) as caught:
-        await Guard(allow_private=False, resolve=fake_resolve).check(
-            "https://metadata.google.internal/x")
-    assert "169.254.169.254" in str(caught.value) and "link-local" in str(caught.value)
+async def test_the_refusal_says_why_without_mapping_internal_dns() -> None:
+    guard = Guard(allow_private=False, resolve=fake_resolve)
+    with pytest.raises(TargetRefused) as named:
+        await guard.check("https://metadata.google.internal/x")
+    assert "link-local" in str(named.value)
+    assert "169.254" not in str(named.value)  # a name's addresses are not revealed
+    with pytest.raises(TargetRefused) as literal:
+        await guard.check("https://10.1.2.3/x")
+    assert "10.1.2.3" in str(literal.value) and "private" in str(literal.value)
+
+
+async def test_an_overlong_host_label_is_refused_not_a_crash() -> None:
+    with pytest.raises(TargetRefused):
+        await Guard(allow_private=False).check("https://" + "a" * 80 + ".example.com/x")
 
 
 async def test_the_client_resolver_answers_only_the_checked_addresses() -> None:

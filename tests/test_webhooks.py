@@ -100,6 +100,7 @@ async def test_create_answers_a_whsec_secret_of_at_least_24_random_bytes(
     ({"url": "http://127.0.0.1:1/x", "headers": {"Content-Type": "text/plain"}},
      "headers.Content-Type"),
     ({"url": "http://127.0.0.1:1/x", "headers": {"X-Bad": "a\r\nb"}}, "headers.X-Bad"),
+    ({"url": "http://127.0.0.1:1/x", "headers": {"X-Bad": "a\x0bb"}}, "headers.X-Bad"),
     ({"url": "http://127.0.0.1:1/x", "headers": {"bad name": "v"}}, "headers.bad name"),
     ({"url": "http://127.0.0.1:1/x", "description": 7}, "description"),
     ({"url": "http://127.0.0.1:1/x", "colour": "red"}, "colour"),
@@ -552,3 +553,22 @@ async def test_a_job_event_and_its_deliveries_are_one_transaction(
                               "endpoint_id = ?", (event_id, endpoint["id"])).fetchone()
             assert rows[0] >= 1
     assert json.dumps(endpoint)
+
+
+async def test_a_literal_address_is_checked_again_at_every_attempt(
+    hooks: Harness, receiver: Receiver,
+) -> None:
+    # aiohttp skips the resolver for a literal address; the guard must not be skipped too.
+    port = receiver.url.rsplit(":", 1)[1]
+    endpoint = await register(hooks, f"https://127.0.0.1:{port}/x", events=["endpoint.test"])
+    hooks.bridge.guard.allow_private = False
+    await hooks.client.post(f"/v1/endpoints/{endpoint['id']}/test")
+    deadline = time.monotonic() + 5
+    while True:
+        attempts = await deliveries(hooks, endpoint["id"])
+        if attempts and attempts[-1]["status"] == "failed":
+            break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert attempts[-1]["error"].startswith("refused:")
+    assert "loopback" in attempts[-1]["error"]

@@ -155,9 +155,10 @@ async def recover(request: Request) -> JSONResponse:
         raise InvalidRequest("since is in the future", field="since")
     if endpoint.disabled:
         raise Conflict("the endpoint is disabled; enable it first (PATCH disabled=false)")
-    count = await bridge.store.recover_endpoint(endpoint, since, now)
+    count, more = await bridge.store.recover_endpoint(endpoint, since, now)
     bridge.deliverer.wake()
-    return JSONResponse({"recovering": count}, status_code=202)
+    # ``more``: the cap was reached; the same call again queues the next ones.
+    return JSONResponse({"recovering": count, "more": more}, status_code=202)
 
 
 # -- REST Hooks (Zapier) ---------------------------------------------------------------

@@ -61,6 +61,7 @@ class Outgoing:
     headers: dict[str, str]
     secrets: list[str]
     body: bytes
+    lease_until: float  # the claim's lease: its outcome is recorded only while it holds
 
 
 @dataclass(frozen=True)
@@ -206,21 +207,28 @@ class Store(Protocol):
         self, endpoint_id: str, *, limit: int, cursor: str | None
     ) -> Page[Delivery]: ...
 
-    async def recover_endpoint(self, endpoint: Endpoint, since: datetime, now: datetime) -> int:
-        """Queue again every event since ``since`` that the endpoint wants and that was
-        never delivered to it (nor is pending); answer how many."""
+    async def recover_endpoint(
+        self, endpoint: Endpoint, since: datetime, now: datetime
+    ) -> tuple[int, bool]:
+        """Queue again, oldest first, the events since ``since`` (and since the endpoint was
+        made) that it wants and that were neither delivered to it, nor dropped as superseded,
+        nor are pending; answer how many, and whether more remain (call again)."""
         ...
 
     # -- deliveries ----------------------------------------------------------------------
     async def claim_due_deliveries(
-        self, now: datetime, limit: int, lease: float
+        self, now: datetime, limit: int, lease: float, *,
+        skip_endpoints: frozenset[str] = frozenset(),
     ) -> list[Outgoing]:
         """Lease up to ``limit`` due deliveries, earliest first, in order per job and
-        target (see the module docstring)."""
+        target (see the module docstring), none for the endpoints in ``skip_endpoints``."""
         ...
 
-    async def finish_delivery(self, delivery: Delivery, result: AttemptResult) -> None:
-        """Record an attempt; schedule the next one at ``result.retry_at``; keep the target's
-        failure record (disabling an endpoint on 410, or after ``disable_after`` seconds of
-        nothing but failures)."""
+    async def finish_delivery(self, outgoing: Outgoing, result: AttemptResult) -> bool:
+        """Record an attempt, if the claim's lease still holds (``False`` otherwise: another
+        claim owns the delivery now); schedule the next one at ``result.retry_at``, unless
+        it is a ``job.progress`` that a later event of its job has superseded; keep the
+        target's failure record (disabling an endpoint on 410, or after ``disable_after``
+        seconds of nothing but failures; a job's own webhook answering 410 gets nothing
+        more of that job)."""
         ...

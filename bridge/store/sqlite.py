@@ -26,6 +26,7 @@ import aiosqlite
 from bridge.errors import InvalidRequest
 from bridge.models import (
     DEFAULT_ENDPOINT_EVENTS,
+    EVENT_TYPES,
     TERMINAL,
     Delivery,
     DeliveryStatus,
@@ -149,6 +150,7 @@ MIGRATIONS: Sequence[str] = (
         job_id TEXT,
         sequence INTEGER NOT NULL DEFAULT 0,
         attempt INTEGER NOT NULL,
+        first_attempt INTEGER NOT NULL DEFAULT 1,
         status TEXT NOT NULL,
         next_attempt_at REAL,
         lease_until REAL,
@@ -616,105 +618,93 @@ class SQLiteStore:
         )
         return _page(rows, limit, _delivery)
 
-    async def recover_endpoint(self, endpoint: Endpoint, since: datetime, now: datetime) -> int:
+    async def recover_endpoint(
+        self, endpoint: Endpoint, since: datetime, now: datetime
+    ) -> tuple[int, bool]:
         stamp = now.timestamp()
+        wanted = [t for t in EVENT_TYPES if t != "endpoint.test" and endpoint.wants(t)]
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: sqlite3.Connection) -> tuple[int, bool]:
             rows = conn.execute(
                 "SELECT * FROM events v WHERE v.tenant = ? AND v.created_at >= ? "
-                "AND v.type != 'endpoint.test' AND NOT EXISTS ("
+                f"AND v.type IN ({', '.join('?' * len(wanted))}) AND NOT EXISTS ("
                 "  SELECT 1 FROM deliveries d WHERE d.event_id = v.id AND d.endpoint_id = ?"
-                "  AND d.status IN ('pending', 'succeeded')"
+                "  AND d.status IN ('pending', 'succeeded', 'skipped')"
                 ") ORDER BY v.seq LIMIT ?",
-                (endpoint.tenant, since.timestamp(), endpoint.id, RECOVER_LIMIT),
+                (endpoint.tenant, max(since, endpoint.created_at).timestamp(), *wanted,
+                 endpoint.id, RECOVER_LIMIT + 1),
             ).fetchall()
-            count = 0
-            for row in rows:
-                event = _event(row)
-                if endpoint.wants(event.type):
-                    _insert_delivery(conn, event, endpoint.id, None, stamp, again=True)
-                    count += 1
-            return count
+            for row in rows[:RECOVER_LIMIT]:
+                _insert_delivery(conn, _event(row), endpoint.id, None, stamp, again=True)
+            return min(len(rows), RECOVER_LIMIT), len(rows) > RECOVER_LIMIT
 
         return await self._transaction(work)
 
     # -- deliveries ----------------------------------------------------------------------
     async def claim_due_deliveries(
-        self, now: datetime, limit: int, lease: float
+        self, now: datetime, limit: int, lease: float, *,
+        skip_endpoints: frozenset[str] = frozenset(),
     ) -> list[Outgoing]:
         stamp = now.timestamp()
+        until = stamp + lease
+        skip = ""
+        if skip_endpoints:
+            skip = f"  AND d.channel NOT IN ({', '.join('?' * len(skip_endpoints))})"
 
         def work(conn: sqlite3.Connection) -> list[Outgoing]:
+            # A delivery waits while its target has an earlier pending one of the same job:
+            # an earlier event, or the same event queued before it (a replay).
             rows = conn.execute(
                 "UPDATE deliveries SET lease_until = ? WHERE seq IN ("
                 "  SELECT d.seq FROM deliveries d WHERE d.status = 'pending'"
                 "  AND d.next_attempt_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?)"
+                f"{skip}"
                 "  AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.status = 'pending'"
                 "    AND e.channel = d.channel AND e.job_id = d.job_id"
-                "    AND e.sequence < d.sequence)"
+                "    AND (e.sequence < d.sequence OR (e.sequence = d.sequence AND e.seq < d.seq)))"
                 "  ORDER BY d.next_attempt_at LIMIT ?"
                 ") RETURNING *",
-                (stamp + lease, stamp, stamp, limit),
+                (until, stamp, stamp, *sorted(skip_endpoints), limit),
             ).fetchall()
             deliveries = [_delivery(row) for row in sorted(
                 rows, key=lambda r: (r["next_attempt_at"], r["seq"]))]
-            return _outgoing(conn, deliveries, stamp)
+            return _outgoing(conn, deliveries, stamp, until)
 
         return await self._transaction(work)
 
-    async def finish_delivery(self, delivery: Delivery, result: AttemptResult) -> None:
+    async def finish_delivery(self, outgoing: Outgoing, result: AttemptResult) -> bool:
+        delivery = outgoing.delivery
         stamp = result.at.timestamp()
-        retry_at = None if result.ok or result.gone else _ts(result.retry_at)
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection) -> bool:
+            retry_at = None if result.ok or result.gone else _ts(result.retry_at)
+            if retry_at is not None and delivery.event_type == "job.progress" and _one(
+                conn,
+                "SELECT 1 FROM deliveries WHERE channel = ? AND job_id = ? AND sequence > ?",
+                (delivery.endpoint_id or "job", delivery.job_id, delivery.sequence),
+            ):
+                retry_at = None  # superseded while it was being sent: not tried again
             recorded = conn.execute(
                 "UPDATE deliveries SET status = ?, lease_until = NULL, next_attempt_at = ?, "
                 "response_status = ?, duration_ms = ?, error = ?, response_excerpt = ? "
-                "WHERE id = ? AND status = 'pending'",
+                "WHERE id = ? AND status = 'pending' AND lease_until = ?",
                 (DeliveryStatus.SUCCEEDED if result.ok else DeliveryStatus.FAILED, retry_at,
                  result.response_status, result.duration_ms, result.error,
-                 result.response_excerpt, delivery.id),
+                 result.response_excerpt, delivery.id, outgoing.lease_until),
             ).rowcount
             if not recorded:
-                return  # deleted, or failed by a disable, meanwhile
+                return False  # deleted, failed by a disable, or claimed again meanwhile
             if retry_at is not None:
                 conn.execute(_DELIVERY_INSERT, _delivery_params(replace(
                     delivery, id=new_id("del"), attempt=delivery.attempt + 1,
                     status=DeliveryStatus.PENDING, created_at=result.at,
                     next_attempt_at=result.retry_at, response_status=None, duration_ms=None,
                     error=None, response_excerpt=None)))
-            if delivery.endpoint_id is None:
-                if result.gone:  # the job's own webhook said 410: send it nothing more
-                    _fail_pending(conn, "channel = 'job' AND job_id = ?", (delivery.job_id,),
-                                  "the target answered 410 Gone")
-                return
-            if result.ok:
-                conn.execute("UPDATE endpoints SET failing_since = NULL "
-                             "WHERE id = ? AND failing_since IS NOT NULL",
-                             (delivery.endpoint_id,))
-                return
-            endpoint = _one(conn, "SELECT failing_since, disabled FROM endpoints WHERE id = ?",
-                            (delivery.endpoint_id,))
-            if endpoint is None or endpoint["disabled"]:
-                return
-            since = endpoint["failing_since"] or stamp
-            reason = None
-            if result.gone:
-                reason = "the endpoint answered 410 Gone"
-            elif stamp - since >= result.disable_after:
-                days = result.disable_after / 86400
-                reason = f"every delivery failed for {days:g} days"
-            if reason is None:
-                conn.execute("UPDATE endpoints SET failing_since = ? WHERE id = ?",
-                             (since, delivery.endpoint_id))
-                return
-            conn.execute(
-                "UPDATE endpoints SET disabled = 1, disabled_reason = ?, failing_since = ? "
-                "WHERE id = ?", (reason, since, delivery.endpoint_id),
-            )
-            _fail_pending(conn, "endpoint_id = ?", (delivery.endpoint_id,), "endpoint disabled")
+            _after_attempt(conn, delivery, result, stamp)
+            return True
 
-        await self._transaction(work)
+        return await self._transaction(work)
+
 
 def _one(conn: sqlite3.Connection, sql: str, params: Any = ()) -> sqlite3.Row | None:
     """The first row, with the statement finished (an unfinished one blocks COMMIT)."""
@@ -919,6 +909,43 @@ def _sequence(event: Event) -> int:
     return value if isinstance(value, int) else 0
 
 
+def _after_attempt(
+    conn: sqlite3.Connection, delivery: Delivery, result: AttemptResult, stamp: float
+) -> None:
+    """Keep the target's failure record after an attempt (see ``finish_delivery``)."""
+    if delivery.endpoint_id is None:
+        if result.gone:  # the job's own webhook said 410: send it nothing more
+            _fail_pending(conn, "channel = 'job' AND job_id = ?", (delivery.job_id,),
+                          "the target answered 410 Gone")
+            conn.execute("UPDATE jobs SET webhook_url = NULL WHERE id = ?", (delivery.job_id,))
+        return
+    if result.ok:
+        conn.execute("UPDATE endpoints SET failing_since = NULL "
+                     "WHERE id = ? AND failing_since IS NOT NULL",
+                     (delivery.endpoint_id,))
+        return
+    endpoint = _one(conn, "SELECT failing_since, disabled FROM endpoints WHERE id = ?",
+                    (delivery.endpoint_id,))
+    if endpoint is None or endpoint["disabled"]:
+        return
+    since = endpoint["failing_since"] or stamp
+    reason = None
+    if result.gone:
+        reason = "the endpoint answered 410 Gone"
+    elif stamp - since >= result.disable_after:
+        days = result.disable_after / 86400
+        reason = f"every delivery failed for {days:g} days"
+    if reason is None:
+        conn.execute("UPDATE endpoints SET failing_since = ? WHERE id = ?",
+                     (since, delivery.endpoint_id))
+        return
+    conn.execute(
+        "UPDATE endpoints SET disabled = 1, disabled_reason = ?, failing_since = ? "
+        "WHERE id = ?", (reason, since, delivery.endpoint_id),
+    )
+    _fail_pending(conn, "endpoint_id = ?", (delivery.endpoint_id,), "endpoint disabled")
+
+
 def _insert_delivery(
     conn: sqlite3.Connection, event: Event, endpoint_id: str | None, url: str | None,
     stamp: float, *, again: bool = False,
@@ -933,7 +960,7 @@ def _insert_delivery(
     delivery = Delivery(
         id=new_id("del"), tenant=event.tenant, event_id=event.id, event_type=event.type,
         endpoint_id=endpoint_id, url=url, job_id=event.job_id, sequence=_sequence(event),
-        attempt=attempts + 1, status=DeliveryStatus.PENDING,
+        attempt=attempts + 1, first_attempt=attempts + 1, status=DeliveryStatus.PENDING,
         created_at=datetime.fromtimestamp(stamp, UTC),
         next_attempt_at=datetime.fromtimestamp(stamp, UTC),
     )
@@ -962,7 +989,7 @@ def _by_id(
 
 
 def _outgoing(
-    conn: sqlite3.Connection, deliveries: list[Delivery], stamp: float
+    conn: sqlite3.Connection, deliveries: list[Delivery], stamp: float, lease_until: float
 ) -> list[Outgoing]:
     """What sending each claimed delivery needs, read in the claiming transaction (one
     query per table for the whole batch)."""
@@ -997,7 +1024,7 @@ def _outgoing(
             + ',"timestamp":' + json.dumps(rfc3339(_dt(event["created_at"])))
             + ',"data":' + event["data"] + "}"
         ).encode()
-        out.append(Outgoing(delivery, url, headers, secrets, body))
+        out.append(Outgoing(delivery, url, headers, secrets, body, lease_until))
     return out
 
 
@@ -1055,8 +1082,8 @@ def _endpoint(row: sqlite3.Row) -> Endpoint:
 
 _DELIVERY_COLUMNS = (
     "id", "tenant", "event_id", "event_type", "endpoint_id", "url", "channel", "job_id",
-    "sequence", "attempt", "status", "next_attempt_at", "response_status", "duration_ms",
-    "error", "response_excerpt", "created_at",
+    "sequence", "attempt", "first_attempt", "status", "next_attempt_at", "response_status",
+    "duration_ms", "error", "response_excerpt", "created_at",
 )
 _DELIVERY_INSERT = (
     f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) "
@@ -1076,6 +1103,7 @@ def _delivery_params(delivery: Delivery) -> dict[str, Any]:
         "job_id": delivery.job_id,
         "sequence": delivery.sequence,
         "attempt": delivery.attempt,
+        "first_attempt": delivery.first_attempt,
         "status": str(delivery.status),
         "next_attempt_at": _ts(delivery.next_attempt_at),
         "response_status": delivery.response_status,
@@ -1104,6 +1132,7 @@ def _delivery(row: sqlite3.Row) -> Delivery:
         duration_ms=row["duration_ms"],
         error=row["error"],
         response_excerpt=row["response_excerpt"],
+        first_attempt=row["first_attempt"],
     )
 
 def encode_cursor(seq: int) -> str:

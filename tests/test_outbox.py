@@ -1,0 +1,190 @@
+"""The delivery outbox in the SQLite store: claims, leases, order, superseded progress,
+retries after a replay, recover. A real database file; the store's own API only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.core import new_signing_secret
+from bridge.delivery import next_attempt
+from bridge.models import DeliveryStatus, Endpoint, Event, new_id, utcnow
+from bridge.store.base import AttemptResult, Outgoing
+from bridge.store.sqlite import SQLiteStore
+
+LEASE = 30.0
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    opened = SQLiteStore(str(tmp_path / "bridge.db"))
+    await opened.open()
+    await opened.ensure_tenant("acme", new_signing_secret)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def endpoint(store: SQLiteStore, **fields: Any) -> Endpoint:
+    made = Endpoint(id=new_id("ep"), tenant="acme", url="https://hooks.example.com/x",
+                    events=None, description=None, headers={}, secret=new_signing_secret(),
+                    created_at=utcnow() - timedelta(hours=1))
+    made = Endpoint(**{**made.__dict__, **fields})
+    return await store.create_endpoint(made)
+
+
+def event(event_type: str, sequence: int, job_id: str = "job_1", **extra: Any) -> Event:
+    return Event(id=new_id("evt"), tenant="acme", type=event_type, job_id=job_id,
+                 created_at=utcnow(), data={"id": job_id, "sequence": sequence, **extra})
+
+
+def failed(at: datetime, retry_in: float | None = 1.0, *, gone: bool = False) -> AttemptResult:
+    return AttemptResult(
+        ok=False, at=at, response_status=410 if gone else 500, duration_ms=3,
+        error="HTTP 500", response_excerpt=None,
+        retry_at=at + timedelta(seconds=retry_in) if retry_in is not None else None, gone=gone)
+
+
+def succeeded(at: datetime) -> AttemptResult:
+    return AttemptResult(ok=True, at=at, response_status=200, duration_ms=3, error=None,
+                         response_excerpt="ok", retry_at=None)
+
+
+async def claim(store: SQLiteStore, now: datetime | None = None,
+                limit: int = 10) -> list[Outgoing]:
+    return await store.claim_due_deliveries(now or utcnow(), limit, LEASE)
+
+
+async def test_a_claim_is_leased_and_not_claimed_twice(store: SQLiteStore) -> None:
+    target = await endpoint(store)
+    await store.add_event(event("endpoint.test", 0, job_id=None), endpoint_id=target.id)  # type: ignore[arg-type]
+    first = await claim(store)
+    assert len(first) == 1
+    assert await claim(store) == []
+    again = await claim(store, utcnow() + timedelta(seconds=LEASE + 1))  # the lease lapsed
+    assert [o.delivery.id for o in again] == [first[0].delivery.id]
+
+
+async def test_an_outcome_is_recorded_only_under_the_claims_own_lease(
+    store: SQLiteStore,
+) -> None:
+    target = await endpoint(store)
+    await store.add_event(event("job.succeeded", 1), endpoint_id=target.id)
+    stale = (await claim(store))[0]
+    fresh = (await claim(store, utcnow() + timedelta(seconds=LEASE + 1)))[0]
+    assert not await store.finish_delivery(stale, succeeded(utcnow()))
+    assert await store.finish_delivery(fresh, succeeded(utcnow()))
+    page = await store.endpoint_deliveries(target.id, limit=10, cursor=None)
+    assert [d.status for d in page.data] == [DeliveryStatus.SUCCEEDED]
+
+
+async def test_a_later_event_of_a_job_waits_for_the_earlier_one(store: SQLiteStore) -> None:
+    target = await endpoint(store)
+    await store.add_event(event("job.submitted", 1), endpoint_id=target.id)
+    await store.add_event(event("job.succeeded", 2), endpoint_id=target.id)
+    await store.add_event(event("job.submitted", 1, job_id="job_2"), endpoint_id=target.id)
+    first = await claim(store)
+    assert sorted((o.delivery.job_id, o.delivery.sequence) for o in first) == [
+        ("job_1", 1), ("job_2", 1)]
+    now = utcnow()
+    one = next(o for o in first if o.delivery.job_id == "job_1")
+    await store.finish_delivery(one, failed(now, retry_in=0.0))
+    retry = await claim(store, now + timedelta(seconds=1))
+    assert [(o.delivery.sequence, o.delivery.attempt) for o in retry] == [(1, 2)]
+    await store.finish_delivery(retry[0], succeeded(now))
+    assert [o.delivery.sequence for o in await claim(store)] == [2]
+
+
+async def test_a_replay_of_a_pending_event_waits_for_the_pending_one(
+    store: SQLiteStore,
+) -> None:
+    target = await endpoint(store)
+    original = event("job.succeeded", 3)
+    await store.add_event(original, endpoint_id=target.id)
+    replayed = await store.replay_event(original, target.id, utcnow())
+    assert replayed[0].attempt == 2
+    first = await claim(store)
+    assert len(first) == 1 and first[0].delivery.attempt == 1
+    await store.finish_delivery(first[0], succeeded(utcnow()))
+    assert [o.delivery.attempt for o in await claim(store)] == [2]
+
+
+async def test_progress_superseded_while_in_flight_is_not_tried_again(
+    store: SQLiteStore,
+) -> None:
+    target = await endpoint(store, events=("job.progress", "job.succeeded"))
+    await store.add_event(event("job.progress", 2), endpoint_id=target.id)
+    in_flight = (await claim(store))[0]
+    await store.add_event(event("job.succeeded", 3), endpoint_id=target.id)
+    now = utcnow()
+    assert await store.finish_delivery(in_flight, failed(now, retry_in=0.0))
+    nxt = await claim(store, now + timedelta(seconds=1))
+    assert [o.delivery.event_type for o in nxt] == ["job.succeeded"]
+
+
+async def test_a_replay_gets_a_whole_retry_schedule_of_its_own(store: SQLiteStore) -> None:
+    schedule = (1.0, 1.0)
+    target = await endpoint(store)
+    original = event("job.succeeded", 1)
+    await store.add_event(original, endpoint_id=target.id)
+    now = utcnow()
+    attempts = 0
+    while True:  # the first run: 1 attempt + 2 retries, all failing
+        got = await claim(store, now)
+        if not got:
+            break
+        attempts += 1
+        delivery = got[0].delivery
+        retry_at = next_attempt(delivery.attempt - delivery.first_attempt + 1, schedule,
+                                None, now, jitter=lambda a, b: 1.0)
+        await store.finish_delivery(got[0], failed(now, None if retry_at is None
+                                                   else (retry_at - now).total_seconds()))
+        now += timedelta(seconds=2)
+    assert attempts == 3
+    await store.replay_event(original, target.id, now)
+    replayed = (await claim(store, now))[0].delivery
+    assert (replayed.attempt, replayed.first_attempt) == (4, 4)
+    assert next_attempt(replayed.attempt - replayed.first_attempt + 1, schedule, None,
+                        now) is not None
+
+
+async def test_recover_skips_superseded_progress_other_types_and_older_events(
+    store: SQLiteStore,
+) -> None:
+    old = event("job.succeeded", 1, job_id="job_old")
+    await store.add_event(old)  # before the endpoint existed
+    target = await endpoint(store, created_at=utcnow())
+    await store.add_event(event("job.progress", 1))  # not wanted by default
+    await store.add_event(event("job.succeeded", 2))
+    count, more = await store.recover_endpoint(target, utcnow() - timedelta(days=1), utcnow())
+    assert (count, more) == (1, False)
+    assert await store.recover_endpoint(target, utcnow() - timedelta(days=1), utcnow()) == (
+        0, False)
+
+
+async def test_a_job_webhook_answering_410_gets_nothing_more_of_the_job(
+    store: SQLiteStore,
+) -> None:
+    from bridge.models import Job, JobStatus, Tracking
+
+    now = utcnow()
+    job = Job(id=new_id("job"), tenant="acme", provider="apixo", model="veo-3-1",
+              status=JobStatus.QUEUED, tracking=Tracking.CALLBACK,
+              request={"provider": "apixo", "prompt": "x", "mode": "text"},
+              created_at=now, updated_at=now, webhook_url="https://hooks.example.com/job")
+    await store.create_job(job, idempotency_window=0)
+    from bridge.store import Change
+
+    await store.update_job(job.id, lambda j: Change(
+        j.evolve(status=JobStatus.SUBMITTED, updated_at=utcnow()), "job.submitted"))
+    first = (await claim(store))[0]
+    assert first.url == "https://hooks.example.com/job"
+    await store.finish_delivery(first, failed(utcnow(), gone=True))
+    await store.update_job(job.id, lambda j: Change(
+        j.evolve(status=JobStatus.SUCCEEDED, updated_at=utcnow()), "job.succeeded"))
+    assert await claim(store, utcnow() + timedelta(seconds=5)) == []
