@@ -67,9 +67,8 @@ def _key(secret: str) -> bytes:
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     """One Standard Webhooks signature: ``v1,`` and the base64 HMAC-SHA256, keyed with the
     base64 key after ``whsec_``, of ``"{id}.{timestamp}.{body}"``."""
-    key = _key(secret)
     signed = f"{message_id}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return "v1," + base64.b64encode(hmac.digest(_key(secret), signed, hashlib.sha256)).decode()
 
 
 def signed_headers(
@@ -138,6 +137,8 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._gates: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}  # target -> gate, users
         self._sending: set[str] = set()  # ids of the deliveries being attempted here
+        self._literal: set[str] = set()  # hosts seen that are addresses, and that are names
+        self._named: set[str] = set()
         self._running: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -260,6 +261,15 @@ class Deliverer:
             listener(outgoing, result)
 
     # -- one attempt ---------------------------------------------------------------------
+    def _sort_host(self, host: str) -> bool:
+        """Whether ``host`` is a literal address (remembered: hosts repeat)."""
+        literal = is_address(host)
+        if len(self._literal) + len(self._named) > 10_000:
+            self._literal.clear()
+            self._named.clear()
+        (self._literal if literal else self._named).add(host)
+        return literal
+
     async def attempt(self, outgoing: Outgoing) -> AttemptResult:
         """Send ``outgoing`` once and judge the answer."""
         delivery = outgoing.delivery
@@ -275,7 +285,7 @@ class Deliverer:
         started = time.perf_counter()
         try:
             host = self.guard.check_form(outgoing.url)
-            if is_address(host):
+            if host in self._literal or (host not in self._named and self._sort_host(host)):
                 # aiohttp connects to a literal address without asking the resolver.
                 await self.guard.addresses(host)
             async with self.session.post(outgoing.url, data=outgoing.body, headers=headers,

@@ -22,6 +22,7 @@ endpoint. The rules:
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
@@ -100,6 +101,29 @@ async def system_resolve(host: str) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+@functools.lru_cache(maxsize=4096)
+def _check_form(url: str, allow_private: bool) -> str:
+    """``Guard.check_form``, remembered: every attempt to a target checks the same URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise TargetRefused("not a valid URL") from None
+    schemes = ("https", "http") if allow_private else ("https",)
+    if parts.scheme not in schemes:
+        raise TargetRefused(
+            "must be an https URL" if parts.scheme in ("http", "https") or not parts.scheme
+            else f"scheme {parts.scheme!r} is not allowed; use https"
+        )
+    if not parts.hostname:
+        raise TargetRefused("has no host")
+    if parts.username is not None or parts.password is not None:
+        raise TargetRefused("must not carry a user name or password")
+    if port == 0:
+        raise TargetRefused("port 0 is not allowed")
+    return parts.hostname
+
+
 class Guard:
     def __init__(self, *, allow_private: bool, resolve: Resolve = system_resolve) -> None:
         self.allow_private = allow_private
@@ -108,24 +132,7 @@ class Guard:
     def check_form(self, url: str) -> str:
         """Refuse (``TargetRefused``) a URL that is malformed or of the wrong scheme; answer
         its host name. Needs no network."""
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
-            raise TargetRefused("not a valid URL") from None
-        schemes = ("https", "http") if self.allow_private else ("https",)
-        if parts.scheme not in schemes:
-            raise TargetRefused(
-                "must be an https URL" if parts.scheme in ("http", "https") or not parts.scheme
-                else f"scheme {parts.scheme!r} is not allowed; use https"
-            )
-        if not parts.hostname:
-            raise TargetRefused("has no host")
-        if parts.username is not None or parts.password is not None:
-            raise TargetRefused("must not carry a user name or password")
-        if port == 0:
-            raise TargetRefused("port 0 is not allowed")
-        return parts.hostname
+        return _check_form(url, self.allow_private)
 
     async def addresses(self, host: str) -> list[str]:
         """The addresses of ``host`` that a delivery may connect to: all of them, or
