@@ -1,4 +1,4 @@
-"""The ``bridge`` command: serve, demo, keys create."""
+"""The ``bridge`` command: serve, demo, keys create, tick."""
 
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     create = key_commands.add_parser("create", help="create an API key and print it once")
     create.add_argument("--tenant", required=True)
 
+    commands.add_parser(
+        "tick", help="do one bounded round of due submissions, polls and deliveries, then exit"
+    )
+
     args = parser.parse_args(argv)
     level = os.environ.get("BRIDGE_LOG_LEVEL", "INFO").strip().upper() or "INFO"
     if level not in logging.getLevelNamesMapping():
@@ -55,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(settings, args.host, args.port)
     if args.command == "keys":
         return asyncio.run(_create_key(settings, args.tenant))
+    if args.command == "tick":
+        return asyncio.run(_tick(settings))
     return 2  # pragma: no cover - argparse refuses unknown commands
 
 
@@ -81,6 +87,18 @@ async def _create_key(settings: Settings, tenant: str) -> int:
     finally:
         await bridge.close()
     print(json.dumps({"tenant": tenant, "key": key}))
+    return 0
+
+
+async def _tick(settings: Settings) -> int:
+    from bridge.core import Bridge
+
+    bridge = await Bridge.open(settings)  # no background workers: this process only ticks
+    try:
+        counts = await bridge.tick()
+    finally:
+        await bridge.close()
+    print(json.dumps(counts))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -31,6 +32,9 @@ from bridge.tracking import Tracker
 log = logging.getLogger("bridge")
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
+TICK_BUDGET = 10.0  # seconds one tick may take, all rounds together
+TICK_JOBS = 50  # due jobs (submissions, polls) claimed per round
+TICK_DELIVERIES = 200  # due deliveries claimed per round
 MEDIA_LINK_TTL = 7 * 24 * 3600.0
 DEFAULT_TENANT = "default"
 
@@ -118,6 +122,33 @@ class Bridge:
         if self.settings.background:
             await self.tracker.start()
             await self.deliverer.start()
+
+    async def tick(self, budget: float = TICK_BUDGET) -> dict[str, object]:
+        """One bounded round of work for serverless mode (``BRIDGE_BACKGROUND=off``): due
+        submissions and polls, then due deliveries (the events just made among them), again
+        while there is work and at least half the budget left. Everything is claimed with
+        leases, so overlapping ticks, or a tick beside a running worker, never do the same
+        work twice; whatever the budget cuts short is taken up by the next tick."""
+        started = time.monotonic()
+        counts = {"jobs": 0, "deliveries": 0, "rounds": 0}
+
+        async def rounds() -> None:
+            while True:
+                jobs = await self.tracker.run_once(TICK_JOBS)
+                sent = await self.deliverer.run_once(TICK_DELIVERIES)
+                counts["jobs"] += jobs
+                counts["deliveries"] += sent
+                counts["rounds"] += 1
+                if not (jobs or sent) or time.monotonic() - started > budget / 2:
+                    return
+
+        finished = True
+        try:
+            await asyncio.wait_for(rounds(), budget)
+        except TimeoutError:
+            finished = False
+        return {**counts, "finished": finished,
+                "seconds": round(time.monotonic() - started, 3)}
 
     async def close(self) -> None:
         await self.tracker.stop()

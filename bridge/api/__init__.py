@@ -2,7 +2,7 @@
 
 from starlette.routing import BaseRoute
 
-from bridge.api import account, callbacks, endpoints, events, health, jobs
+from bridge.api import account, callbacks, endpoints, events, health, jobs, tick
 
 routes: list[BaseRoute] = [
     *jobs.routes,
@@ -11,4 +11,5 @@ routes: list[BaseRoute] = [
     *account.routes,
     *callbacks.routes,
     *health.routes,
+    *tick.routes,
 ]
