@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 
 import aiohttp
 
+from bridge.metrics import DELIVERIES, DELIVERY_SECONDS
 from bridge.models import utcnow
 from bridge.store import Store
 from bridge.store.base import AttemptResult, Outgoing
@@ -310,6 +311,8 @@ class Deliverer:
             if 300 <= status < 400:
                 error += " (redirects are not followed)"
         at = self.clock()
+        DELIVERIES.labels("succeeded" if ok else "failed").inc()
+        DELIVERY_SECONDS.observe(duration_ms / 1000)
         return AttemptResult(
             ok=ok, at=at, response_status=status, duration_ms=duration_ms, error=error,
             response_excerpt=excerpt,

@@ -1,12 +1,16 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (the database answers, schema current)."""
+"""``/healthz`` (the process answers), ``/readyz`` (the database answers, schema current) and
+``/metrics`` (Prometheus text)."""
 
 from __future__ import annotations
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bridge import metrics
 from bridge.api.common import get_bridge
+from bridge.models import utcnow
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -19,7 +23,13 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "unavailable"}, status_code=503)
 
 
+async def prometheus(request: Request) -> Response:
+    stats = await get_bridge(request).store.stats(utcnow())
+    return Response(metrics.render(stats), media_type=CONTENT_TYPE_LATEST)
+
+
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", prometheus, methods=["GET"]),
 ]

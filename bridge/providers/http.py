@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from bridge.errors import ProviderError, SubmitOutcomeUnknown
+from bridge.metrics import PROVIDER_REQUESTS, provider_outcome
 from bridge.providers.client import ProviderClient
 
 # Errors raised before a single byte of the request could have reached the provider.
@@ -34,16 +35,18 @@ async def send(
     """
     try:
         if isinstance(client, ProviderClient):
-            return await client.fetch(method, url, headers=headers, json_body=json,
-                                      content=content, params=params)
-        return await client.request(method, url, headers=headers, json=json, content=content,
-                                    params=params)
-    except _NOT_SENT as exc:
-        raise ProviderError(
-            "provider_unavailable", f"{provider}: could not connect ({type(exc).__name__})",
-            retryable=True,
-        ) from None
+            response = await client.fetch(method, url, headers=headers, json_body=json,
+                                          content=content, params=params)
+        else:
+            response = await client.request(method, url, headers=headers, json=json,
+                                            content=content, params=params)
     except httpx.TransportError as exc:
+        PROVIDER_REQUESTS.labels(provider, provider_outcome(None)).inc()
+        if isinstance(exc, _NOT_SENT):
+            raise ProviderError(
+                "provider_unavailable",
+                f"{provider}: could not connect ({type(exc).__name__})", retryable=True,
+            ) from None
         if submit:
             raise SubmitOutcomeUnknown(
                 f"{provider}: connection lost after the request was sent ({type(exc).__name__})"
@@ -52,6 +55,8 @@ async def send(
         raise ProviderError(
             code, f"{provider}: {type(exc).__name__} while waiting for an answer", retryable=True
         ) from None
+    PROVIDER_REQUESTS.labels(provider, provider_outcome(response.status_code)).inc()
+    return response
 
 
 def retry_after(response: httpx.Response) -> float | None:

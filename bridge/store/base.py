@@ -79,6 +79,15 @@ class AttemptResult:
     disable_after: float = 5 * 86400.0  # seconds of nothing but failures before disabling
 
 
+@dataclass(frozen=True)
+class Stats:
+    """Counts for the metrics endpoint, read at scrape time."""
+
+    jobs: dict[tuple[str, str], int]  # (provider, status) -> jobs
+    outbox_depth: int  # deliveries pending
+    oldest_pending_seconds: float  # age of the oldest event with a pending delivery; 0: none
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -232,3 +241,5 @@ class Store(Protocol):
         seconds of nothing but failures; a job's own webhook answering 410 gets nothing
         more of that job)."""
         ...
+
+    async def stats(self, now: datetime) -> Stats: ...

@@ -41,7 +41,7 @@ from bridge.models import (
     rfc3339,
     utcnow,
 )
-from bridge.store.base import AttemptResult, Decide, Outgoing, Page
+from bridge.store.base import AttemptResult, Decide, Outgoing, Page, Stats
 
 _T = TypeVar("_T")
 _CURSOR = re.compile(r"s([0-9]{1,18})")
@@ -705,6 +705,20 @@ class SQLiteStore:
 
         return await self._transaction(work)
 
+
+    async def stats(self, now: datetime) -> Stats:
+        jobs = await self._fetchall(
+            "SELECT provider, status, COUNT(*) AS n FROM jobs GROUP BY provider, status")
+        pending = await self._fetchone(
+            "SELECT COUNT(*) AS n, MIN(v.created_at) AS oldest FROM deliveries d "
+            "JOIN events v ON v.id = d.event_id WHERE d.status = 'pending'")
+        depth = int(pending["n"]) if pending else 0
+        oldest = pending["oldest"] if pending else None
+        return Stats(
+            jobs={(row["provider"], row["status"]): int(row["n"]) for row in jobs},
+            outbox_depth=depth,
+            oldest_pending_seconds=max(0.0, now.timestamp() - oldest) if oldest else 0.0,
+        )
 
 def _one(conn: sqlite3.Connection, sql: str, params: Any = ()) -> sqlite3.Row | None:
     """The first row, with the statement finished (an unfinished one blocks COMMIT)."""

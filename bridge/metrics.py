@@ -1,0 +1,75 @@
+"""Prometheus metrics (``prometheus-client``): counters kept as things happen, gauges read
+from the database when ``/metrics`` is scraped.
+
+Counted in-process (since this process started):
+
+- ``bridge_provider_requests_total{provider, outcome}``: every request to a provider;
+  outcome ``ok`` (2xx), ``client_error`` (other 4xx), ``rate_limited`` (429),
+  ``server_error`` (5xx) or ``transport_error`` (no answer).
+- ``bridge_deliveries_total{outcome}``: every webhook attempt, ``succeeded`` or ``failed``.
+- ``bridge_delivery_duration_seconds``: how long each attempt took, a histogram.
+
+Read at scrape time (true across processes sharing the database):
+
+- ``bridge_jobs{provider, status}``: jobs in each state.
+- ``bridge_outbox_depth``: deliveries pending.
+- ``bridge_outbox_oldest_pending_seconds``: age of the oldest event with a pending delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bridge.store.base import Stats
+
+PROVIDER_REQUESTS = Counter(
+    "bridge_provider_requests", "Requests sent to video providers, by outcome.",
+    ["provider", "outcome"],
+)
+DELIVERIES = Counter(
+    "bridge_deliveries", "Webhook delivery attempts, by outcome.", ["outcome"],
+)
+DELIVERY_SECONDS = Histogram(
+    "bridge_delivery_duration_seconds", "Duration of webhook delivery attempts.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0),
+)
+
+
+def provider_outcome(status: int | None) -> str:
+    if status is None:
+        return "transport_error"
+    if 200 <= status < 300:
+        return "ok"
+    if status == 429:
+        return "rate_limited"
+    return "server_error" if status >= 500 else "client_error"
+
+
+class _Gauges(Collector):
+    def __init__(self, snapshot: Stats) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("bridge_jobs", "Jobs by provider and status.",
+                                 labels=["provider", "status"])
+        for (provider, status), count in sorted(self._snapshot.jobs.items()):
+            jobs.add_metric([provider, status], count)
+        yield jobs
+        yield GaugeMetricFamily("bridge_outbox_depth", "Webhook deliveries pending.",
+                                value=self._snapshot.outbox_depth)
+        yield GaugeMetricFamily(
+            "bridge_outbox_oldest_pending_seconds",
+            "Age of the oldest event with a webhook delivery still pending (0: none).",
+            value=self._snapshot.oldest_pending_seconds,
+        )
+
+
+def render(snapshot: Stats) -> bytes:
+    """The Prometheus text exposition: the process's counters, then the gauges."""
+    gauges = CollectorRegistry(auto_describe=False)
+    gauges.register(_Gauges(snapshot))
+    return generate_latest(REGISTRY) + generate_latest(gauges)

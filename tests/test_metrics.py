@@ -1,0 +1,66 @@
+"""``/metrics``: Prometheus text, parsed with prometheus-client's own parser."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Harness, Receiver
+
+FLYOVER = {"provider": "apixo", "model": "veo-3-1", "prompt": "A flyover"}
+
+
+async def scrape(harness: Harness) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    answer = await harness.client.get("/metrics", headers={"Authorization": ""})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_metrics_count_jobs_provider_requests_and_deliveries(
+    harness: Harness, receiver: Receiver,
+) -> None:
+    before = await scrape(harness)
+    harness.bridge.guard.allow_private = True
+    await harness.client.post("/v1/endpoints", json={"url": receiver.url + "/m"})
+    job = await harness.create(FLYOVER)
+    await harness.wait(job["id"])
+    await receiver.wait_for(lambda got: any(r.json["type"] == "job.succeeded" for r in got))
+    await asyncio.sleep(0.2)
+    after = await scrape(harness)
+    assert value(after, "bridge_jobs", provider="apixo", status="succeeded") == 1
+    assert value(after, "bridge_provider_requests_total", provider="apixo", outcome="ok") > \
+        value(before, "bridge_provider_requests_total", provider="apixo", outcome="ok")
+    assert value(after, "bridge_deliveries_total", outcome="succeeded") >= \
+        value(before, "bridge_deliveries_total", outcome="succeeded") + 2
+    assert value(after, "bridge_delivery_duration_seconds_count") > \
+        value(before, "bridge_delivery_duration_seconds_count")
+    assert value(after, "bridge_outbox_depth") == 0
+    assert value(after, "bridge_outbox_oldest_pending_seconds") == 0
+
+
+async def test_outbox_depth_and_age_show_a_backlog(
+    harness: Harness, receiver: Receiver,
+) -> None:
+    harness.bridge.guard.allow_private = True
+    harness.bridge.deliverer.schedule = (60.0,)
+    receiver.default = (500, {}, 0.0)
+    endpoint = (await harness.client.post("/v1/endpoints", json={
+        "url": receiver.url + "/down", "events": ["endpoint.test"]})).json()
+    await harness.client.post(f"/v1/endpoints/{endpoint['id']}/test")
+    await receiver.wait_for(lambda got: len(got) == 1)
+    await asyncio.sleep(1.2)
+    samples = await scrape(harness)
+    assert value(samples, "bridge_outbox_depth") == 1
+    assert value(samples, "bridge_outbox_oldest_pending_seconds") >= 1
+    assert value(samples, "bridge_deliveries_total", outcome="failed") >= 1
