@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.api import routes
 from bridge.core import Bridge
 from bridge.errors import BridgeError
+from bridge.logs import RequestLog
 from bridge.settings import Settings
 
 log = logging.getLogger("bridge")
@@ -60,6 +62,7 @@ def create_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> 
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(RequestLog)],
         exception_handlers={
             BridgeError: _bridge_error,
             HTTPException: _http_error,

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from bridge.logs import configure as configure_logs
 from bridge.settings import Settings, SettingsError
 
 
@@ -42,7 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bridge: configuration error: BRIDGE_LOG_LEVEL: expected one of DEBUG, INFO, "
               f"WARNING, ERROR, got {level!r}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "demo":
+        logging.basicConfig(level=level, format="%(message)s")
+    else:
+        configure_logs(level)  # JSON lines
 
     if args.command == "demo":
         from bridge.demo import run_demo
@@ -69,8 +73,10 @@ def _serve(settings: Settings, host: str, port: int) -> int:
 
     from bridge.app import create_app
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
-                proxy_headers=True, forwarded_allow_ips="*")
+    # uvicorn logs through the JSON handler set up in main(); requests are logged by
+    # bridge.logs.RequestLog (by route, not by path: paths can carry tokens).
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None,
+                access_log=False, proxy_headers=True, forwarded_allow_ips="*")
     return 0
 
 

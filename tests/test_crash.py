@@ -33,10 +33,14 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def bridge_serve(env: dict[str, str], port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+async def bridge_serve(
+    env: dict[str, str], port: int, output: Any = None,
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``bridge serve`` on ``port``, ready; its output to ``output`` (a file), or dropped."""
+    sink = output if output is not None else asyncio.subprocess.DEVNULL
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bridge.cli", "serve", "--port", str(port), env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        stdout=sink, stderr=sink,
     )
     try:
         deadline = time.monotonic() + 20

@@ -1,0 +1,93 @@
+"""Logs as JSON lines, one per request and one per delivery attempt.
+
+What is logged is chosen, never dumped: a request is logged by its route template
+(``/callbacks/{provider}/{token}``, not the token), its status and duration; a delivery by
+its ids and outcome, not its URL (hook URLs often carry credentials). Headers, bodies, keys
+and secrets never reach a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access = logging.getLogger("bridge.access")
+
+# Attributes every LogRecord has; anything else was passed in ``extra`` and is logged.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "color_message",  # uvicorn adds a terminal-coloured copy
+}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+class RequestLog:
+    """ASGI middleware: a request id (the caller's ``X-Request-Id`` if it is sane, else a new
+    one, echoed in the answer) and one log line when the answer is complete."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            access.info("request", extra={
+                "request_id": request_id,
+                "method": scope["method"],
+                "route": getattr(route, "path", None) or "(no route)",
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            })
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            text = bytes(value).decode("latin-1")
+            if 1 <= len(text) <= 100 and all(c.isalnum() or c in "-_.:" for c in text):
+                return text
+    return "req_" + secrets.token_hex(8)
