@@ -95,6 +95,11 @@ class Bridge:
             else await store.get_or_set_meta("secret_key", lambda: secrets.token_urlsafe(32))
         )
         await store.ensure_tenant(DEFAULT_TENANT, new_signing_secret)
+        if settings.config is not None:
+            counts = await store.sync_configured_endpoints(
+                settings.configured_endpoints, utcnow(), new_signing_secret)
+            log.info("endpoints from BRIDGE_CONFIG: %(created)d created, %(updated)d updated, "
+                     "%(disabled)d disabled", counts)
         if settings.api_key is not None:
             await store.add_api_key(DEFAULT_TENANT, hash_key(settings.api_key.reveal()))
         owns_http = http is None

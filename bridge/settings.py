@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bridge.config import ConfigError, ConfiguredEndpoint
+from bridge.config import load as load_config
+
 PROVIDERS = ("airforce", "infrai", "apixo", "venice")
 
 DEFAULT_BASE_URLS = {
@@ -80,6 +83,7 @@ class Settings:
     confirm_callbacks: bool = True
     media_dir: str = "./media"
     config: str | None = None
+    configured_endpoints: tuple[ConfiguredEndpoint, ...] = ()
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
 
     @classmethod
@@ -106,6 +110,14 @@ class Settings:
         config = get("BRIDGE_CONFIG")
         if config is not None and not Path(config).is_file():
             raise SettingsError(f"BRIDGE_CONFIG: no such file: {config}")
+        allow_private = _switch("BRIDGE_ALLOW_PRIVATE_TARGETS",
+                                get("BRIDGE_ALLOW_PRIVATE_TARGETS"), default=False)
+        configured: tuple[ConfiguredEndpoint, ...] = ()
+        if config is not None:
+            try:
+                configured = tuple(load_config(config, allow_private=allow_private))
+            except ConfigError as exc:
+                raise SettingsError(f"BRIDGE_CONFIG: {exc}") from None
 
         return cls(
             database=get("BRIDGE_DATABASE") or "./bridge.db",
@@ -118,14 +130,13 @@ class Settings:
             retry_schedule=parse_schedule(
                 "BRIDGE_RETRY_SCHEDULE", get("BRIDGE_RETRY_SCHEDULE") or DEFAULT_RETRY_SCHEDULE
             ),
-            allow_private_targets=_switch(
-                "BRIDGE_ALLOW_PRIVATE_TARGETS", get("BRIDGE_ALLOW_PRIVATE_TARGETS"), default=False
-            ),
+            allow_private_targets=allow_private,
             confirm_callbacks=_switch(
                 "BRIDGE_CONFIRM_CALLBACKS", get("BRIDGE_CONFIRM_CALLBACKS"), default=True
             ),
             media_dir=get("BRIDGE_MEDIA_DIR") or "./media",
             config=config,
+            configured_endpoints=configured,
             providers=providers,
         )
 

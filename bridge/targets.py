@@ -102,8 +102,9 @@ async def system_resolve(host: str) -> list[str]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _check_form(url: str, allow_private: bool) -> str:
-    """``Guard.check_form``, remembered: every attempt to a target checks the same URL."""
+def check_form(url: str, allow_private: bool) -> str:
+    """Refuse (``TargetRefused``) a URL that is malformed or of the wrong scheme; answer its
+    host. Needs no network; remembered, since every attempt to a target checks the same URL."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -132,7 +133,7 @@ class Guard:
     def check_form(self, url: str) -> str:
         """Refuse (``TargetRefused``) a URL that is malformed or of the wrong scheme; answer
         its host name. Needs no network."""
-        return _check_form(url, self.allow_private)
+        return check_form(url, self.allow_private)
 
     async def addresses(self, host: str) -> list[str]:
         """The addresses of ``host`` that a delivery may connect to: all of them, or

@@ -22,11 +22,12 @@ The SQLite backend (``bridge.store.sqlite``) is the embedded default.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
+from bridge.config import ConfiguredEndpoint
 from bridge.models import Delivery, Endpoint, Event, Job, Tenant
 
 
@@ -243,3 +244,11 @@ class Store(Protocol):
         ...
 
     async def stats(self, now: datetime) -> Stats: ...
+
+    async def sync_configured_endpoints(
+        self, endpoints: Sequence[ConfiguredEndpoint], now: datetime,
+        make_secret: Callable[[], str],
+    ) -> dict[str, int]:
+        """Bring the endpoints that came from ``BRIDGE_CONFIG`` in step with the file (see
+        ``bridge.config``), in one transaction; answer what was created, updated, disabled."""
+        ...

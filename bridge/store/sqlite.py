@@ -17,12 +17,13 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
+from bridge.config import ConfiguredEndpoint
 from bridge.errors import InvalidRequest
 from bridge.models import (
     DEFAULT_ENDPOINT_EVENTS,
@@ -582,12 +583,7 @@ class SQLiteStore:
             updated = change(current)
             if current.disabled and not updated.disabled:
                 updated = replace(updated, disabled_reason=None, failing_since=None)
-            params = _endpoint_params(updated)
-            columns = [c for c in _ENDPOINT_COLUMNS if c not in ("id", "tenant", "created_at")]
-            conn.execute(
-                f"UPDATE endpoints SET {', '.join(f'{c} = :{c}' for c in columns)} "
-                "WHERE id = :id", params,
-            )
+            _write_endpoint(conn, updated)
             if updated.disabled and not current.disabled:
                 _fail_pending(conn, "endpoint_id = ?", (endpoint_id,), "endpoint disabled")
             return updated
@@ -705,6 +701,48 @@ class SQLiteStore:
 
         return await self._transaction(work)
 
+
+    async def sync_configured_endpoints(
+        self, endpoints: Sequence[ConfiguredEndpoint], now: datetime,
+        make_secret: Callable[[], str],
+    ) -> dict[str, int]:
+        removed_reason = "removed from BRIDGE_CONFIG"
+
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            counts = {"created": 0, "updated": 0, "disabled": 0}
+            current = {(e.tenant, e.url): e for e in map(_endpoint, conn.execute(
+                "SELECT * FROM endpoints WHERE source = 'config'").fetchall())}
+            for wanted in endpoints:
+                conn.execute(
+                    "INSERT INTO tenants (id, signing_secret, created_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (id) DO NOTHING", (wanted.tenant, make_secret(), now.timestamp()))
+                have = current.pop((wanted.tenant, wanted.url), None)
+                if have is None:
+                    conn.execute(_ENDPOINT_INSERT, _endpoint_params(Endpoint(
+                        id=new_id("ep"), tenant=wanted.tenant, url=wanted.url,
+                        events=wanted.events, description=wanted.description, headers={},
+                        secret=wanted.secret, created_at=now, source="config")))
+                    counts["created"] += 1
+                    continue
+                updated = replace(have, events=wanted.events, description=wanted.description)
+                if have.secret != wanted.secret:  # as a rotation: the old one signs for a day
+                    updated = replace(updated, secret=wanted.secret, previous_secret=have.secret,
+                                      previous_secret_until=now + timedelta(hours=24))
+                if have.disabled and have.disabled_reason == removed_reason:
+                    updated = replace(updated, disabled=False, disabled_reason=None,
+                                      failing_since=None)
+                if updated != have:
+                    _write_endpoint(conn, updated)
+                    counts["updated"] += 1
+            for gone in current.values():
+                if not gone.disabled:
+                    _write_endpoint(conn, replace(gone, disabled=True,
+                                                  disabled_reason=removed_reason))
+                    _fail_pending(conn, "endpoint_id = ?", (gone.id,), "endpoint disabled")
+                    counts["disabled"] += 1
+            return counts
+
+        return await self._transaction(work)
 
     async def stats(self, now: datetime) -> Stats:
         jobs = await self._fetchall(
@@ -1051,6 +1089,12 @@ _ENDPOINT_INSERT = (
     f"INSERT INTO endpoints ({', '.join(_ENDPOINT_COLUMNS)}) "
     f"VALUES ({', '.join(':' + c for c in _ENDPOINT_COLUMNS)})"
 )
+
+
+def _write_endpoint(conn: sqlite3.Connection, endpoint: Endpoint) -> None:
+    columns = [c for c in _ENDPOINT_COLUMNS if c not in ("id", "tenant", "created_at")]
+    conn.execute(f"UPDATE endpoints SET {', '.join(f'{c} = :{c}' for c in columns)} "
+                 "WHERE id = :id", _endpoint_params(endpoint))
 
 
 def _endpoint_params(endpoint: Endpoint) -> dict[str, Any]:
