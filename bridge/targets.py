@@ -164,8 +164,11 @@ class Guard:
         return found
 
     async def check(self, url: str) -> None:
-        """The registration-time check: form, then every address of the host."""
-        await self.addresses(self.check_form(url))
+        """The registration-time check: form, then every address of the host (no lookup at
+        all when private targets are allowed: nothing it could find would be refused)."""
+        host = self.check_form(url)
+        if not self.allow_private:
+            await self.addresses(host)
 
 
 class GuardedResolver(AbstractResolver):

@@ -8,9 +8,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge import metrics
+from bridge import __version__, metrics
 from bridge.api.common import get_bridge
 from bridge.models import utcnow
+from bridge.openapi import document
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -23,6 +24,10 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "unavailable"}, status_code=503)
 
 
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(document(__version__))
+
+
 async def prometheus(request: Request) -> Response:
     stats = await get_bridge(request).store.stats(utcnow())
     return Response(metrics.render(stats), media_type=CONTENT_TYPE_LATEST)
@@ -32,4 +37,5 @@ routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", prometheus, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
 ]

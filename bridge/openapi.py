@@ -1,0 +1,417 @@
+"""The OpenAPI 3.1 description of the API, served at ``GET /openapi.json``.
+
+Written out rather than inferred: every route with its request and response schemas, both
+ways to present an API key, and a ``webhooks`` section with a schema and an example for every
+event type (the same examples as ``docs/events/*.json``, checked by the tests).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.models import EVENT_TYPES, JobStatus
+from bridge.providers.base import MODES
+from bridge.settings import PROVIDERS
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _obj(properties: dict[str, Schema], required: list[str] | None = None,
+         additional: bool = True) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    if not additional:
+        schema["additionalProperties"] = False
+    return schema
+
+
+TIME = {"type": "string", "format": "date-time"}
+STR = {"type": "string"}
+EVENT_TYPE = {"type": "string", "enum": list(EVENT_TYPES)}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": _obj({"error": _obj({
+        "code": {"type": "string", "examples": ["invalid_request"]},
+        "message": STR,
+        "field": STR,
+    }, ["code", "message"])}, ["error"]),
+    "JobError": _obj({
+        "code": {"type": "string", "examples": ["generation_failed", "needs_consent"]},
+        "message": STR,
+        "provider_code": _nullable(STR),
+        "details": {},
+    }, ["code", "message"]),
+    "JobResult": _obj({
+        "video_url": _nullable({"type": "string", "format": "uri"}),
+        "expires_at": _nullable(TIME),
+    }),
+    "JobRequest": _obj({
+        "provider": {"type": "string", "enum": list(PROVIDERS)},
+        "model": STR,
+        "prompt": {"type": "string", "minLength": 1, "maxLength": 20000},
+        "mode": {"type": "string", "enum": list(MODES), "default": "text"},
+        "duration_seconds": {"type": "integer", "minimum": 1, "maximum": 600},
+        "aspect_ratio": {"type": "string", "examples": ["16:9"]},
+        "resolution": {"type": "string", "examples": ["720p"]},
+        "images": {"type": "array", "maxItems": 16, "items": STR,
+                   "description": "http(s) URLs or data: URLs"},
+        "negative_prompt": STR,
+        "seed": {"type": "integer"},
+        "audio": {"type": "boolean"},
+        "options": {"type": "object", "description": "provider-specific extras"},
+        "webhook_url": {"type": "string", "format": "uri",
+                        "description": "this job's own webhook, signed with the tenant's "
+                                       "signing_secret"},
+        "events": {"type": "array", "items": EVENT_TYPE,
+                   "description": "the event types webhook_url gets"},
+        "metadata": {"type": "object", "description": "yours, returned as given (16 KiB)"},
+    }, ["provider", "prompt"]),
+    "Job": _obj({
+        "id": {"type": "string", "pattern": "^job_"},
+        "object": {"const": "job"},
+        "provider": STR,
+        "model": _nullable(STR),
+        "provider_job_id": _nullable(STR),
+        "status": {"type": "string", "enum": [str(s) for s in JobStatus]},
+        "progress": _nullable({"type": "integer"}),
+        "tracking": {"type": "string", "enum": ["callback", "stream", "poll"]},
+        "request": {"type": "object"},
+        "result": _nullable(_ref("JobResult")),
+        "error": _nullable(_ref("JobError")),
+        "cost": _nullable({"type": "object"}),
+        "metadata": _nullable({"type": "object"}),
+        "created_at": TIME,
+        "updated_at": TIME,
+        "completed_at": _nullable(TIME),
+    }, ["id", "object", "provider", "status", "tracking", "created_at", "updated_at"]),
+    "Event": _obj({
+        "id": {"type": "string", "pattern": "^evt_"},
+        "type": EVENT_TYPE,
+        "timestamp": TIME,
+        "data": {"type": "object", "description": "the job at that moment, with its sequence "
+                                                  "(endpoint.test: the endpoint's id)"},
+    }, ["id", "type", "timestamp", "data"]),
+    "Endpoint": _obj({
+        "id": {"type": "string", "pattern": "^ep_"},
+        "url": {"type": "string"},
+        "events": _nullable({"type": "array", "items": EVENT_TYPE}),
+        "description": _nullable(STR),
+        "headers": {"type": "object", "additionalProperties": STR},
+        "disabled": {"type": "boolean"},
+        "disabled_reason": _nullable(STR),
+        "created_at": TIME,
+    }, ["id", "url", "events", "headers", "disabled", "created_at"]),
+    "EndpointWithSecret": {"allOf": [_ref("Endpoint"), _obj({
+        "secret": {"type": "string", "pattern": "^whsec_"}}, ["secret"])]},
+    "EndpointCreate": _obj({
+        "url": {"type": "string", "format": "uri", "description": "https (http only with "
+                                                                  "BRIDGE_ALLOW_PRIVATE_TARGETS=1)"},
+        "events": _nullable({"type": "array", "items": EVENT_TYPE, "minItems": 1}),
+        "description": _nullable({"type": "string", "maxLength": 500}),
+        "headers": {"type": "object", "additionalProperties": STR,
+                    "description": "sent with every delivery; never the signature headers"},
+    }, ["url"], additional=False),
+    "EndpointUpdate": _obj({
+        "url": {"type": "string", "format": "uri"},
+        "events": _nullable({"type": "array", "items": EVENT_TYPE, "minItems": 1}),
+        "description": _nullable({"type": "string", "maxLength": 500}),
+        "headers": {"type": "object", "additionalProperties": STR},
+        "disabled": {"type": "boolean"},
+    }, additional=False),
+    "Delivery": _obj({
+        "id": {"type": "string", "pattern": "^del_"},
+        "event_id": STR,
+        "endpoint_id": _nullable(STR),
+        "attempt": {"type": "integer", "minimum": 1},
+        "status": {"type": "string", "enum": ["succeeded", "failed", "pending", "skipped"]},
+        "response_status": _nullable({"type": "integer"}),
+        "duration_ms": _nullable({"type": "integer"}),
+        "error": _nullable(STR),
+        "response_excerpt": _nullable(STR),
+        "created_at": TIME,
+        "next_attempt_at": _nullable(TIME),
+    }, ["id", "event_id", "attempt", "status", "created_at"]),
+    "Model": _obj({
+        "provider": STR, "id": STR,
+        "modes": {"type": "array", "items": STR},
+        "aspect_ratios": {"type": "array", "items": STR},
+        "resolutions": {"type": "array", "items": STR},
+        "durations": {"type": "array", "items": {"type": "integer"}},
+        "min_duration_seconds": _nullable({"type": "integer"}),
+        "max_duration_seconds": _nullable({"type": "integer"}),
+        "price_per_second_usd": {"type": "number"},
+        "tracking": STR,
+    }, ["provider", "id"]),
+    "Me": _obj({"tenant": STR, "signing_secret": {"type": "string", "pattern": "^whsec_"}},
+               ["tenant", "signing_secret"]),
+    "Hook": _obj({"id": {"type": "string", "pattern": "^ep_"}, "target_url": STR,
+                  "event": EVENT_TYPE}, ["id"]),
+    "Tick": _obj({"jobs": {"type": "integer"}, "deliveries": {"type": "integer"},
+                  "rounds": {"type": "integer"}, "finished": {"type": "boolean"},
+                  "seconds": {"type": "number"}},
+                 ["jobs", "deliveries", "finished", "seconds"]),
+}
+for name, item in (("JobPage", "Job"), ("EventPage", "Event"), ("EndpointPage", "Endpoint"),
+                   ("DeliveryPage", "Delivery"), ("ModelPage", "Model")):
+    SCHEMAS[name] = _obj({"data": {"type": "array", "items": _ref(item)},
+                          "next_cursor": _nullable(STR)}, ["data", "next_cursor"])
+
+_ERRORS = {
+    "400": "The request is malformed (bad JSON, query parameter or cursor).",
+    "401": "No valid API key.",
+    "404": "No such object for this tenant.",
+    "409": "The object is in a state that does not allow this.",
+    "413": "The body is too large.",
+    "422": "A field is not valid; error.field names it.",
+}
+
+
+def _json(schema: Schema, description: str = "OK") -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _op(summary: str, responses: dict[str, Schema], *, errors: tuple[str, ...] = ("401",),
+        body: Schema | None = None, params: list[Schema] | None = None,
+        auth: bool = True, body_required: bool = True) -> Schema:
+    operation: Schema = {"summary": summary, "responses": dict(responses)}
+    for code in errors:
+        operation["responses"][code] = _json(_ref("Error"), _ERRORS[code])
+    if body is not None:
+        operation["requestBody"] = {"required": body_required,
+                                    "content": {"application/json": {"schema": body}}}
+    if params:
+        operation["parameters"] = params
+    if not auth:
+        operation["security"] = []
+    return operation
+
+
+def _binary(description: str) -> Schema:
+    return {"description": description,
+            "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}}
+
+
+def _path(name: str, pattern: str | None = None) -> Schema:
+    schema: Schema = {"type": "string"}
+    if pattern:
+        schema["pattern"] = pattern
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def _query(name: str, schema: Schema) -> Schema:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+PAGING = [_query("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+          _query("cursor", STR)]
+JOB_ID, EVENT_ID, ENDPOINT_ID = _path("job_id"), _path("event_id"), _path("endpoint_id")
+
+
+def _paths() -> dict[str, Schema]:
+    return {
+        "/v1/jobs": {
+            "post": _op("Create a job", {
+                "202": _json(_ref("Job"), "A new job."),
+                "200": _json(_ref("Job"), "The job an earlier request with the same "
+                                          "Idempotency-Key created."),
+            }, errors=("400", "401", "413", "422"), body=_ref("JobRequest"),
+                params=[{"name": "Idempotency-Key", "in": "header", "required": False,
+                         "schema": {"type": "string", "minLength": 1, "maxLength": 255}}]),
+            "get": _op("List jobs, newest first", {"200": _json(_ref("JobPage"))},
+                       errors=("400", "401"), params=[
+                           *PAGING, _query("status", {"type": "string",
+                                                      "enum": [str(s) for s in JobStatus]}),
+                           _query("provider", {"type": "string", "enum": list(PROVIDERS)})]),
+        },
+        "/v1/jobs/{job_id}": {"get": _op("Get a job", {"200": _json(_ref("Job"))},
+                                         errors=("401", "404"), params=[JOB_ID])},
+        "/v1/jobs/{job_id}/cancel": {"post": _op(
+            "Cancel a job (at the provider where it can; elsewhere it stops being followed)",
+            {"200": _json(_ref("Job"))}, errors=("401", "404", "409"), params=[JOB_ID])},
+        "/v1/events": {"get": _op("List events, newest first", {"200": _json(_ref("EventPage"))},
+                                  errors=("400", "401"), params=[
+                                      *PAGING, _query("type", EVENT_TYPE),
+                                      _query("job_id", STR)])},
+        "/v1/events/{event_id}": {"get": _op("Get an event", {"200": _json(_ref("Event"))},
+                                             errors=("401", "404"), params=[EVENT_ID])},
+        "/v1/events/{event_id}/replay": {"post": _op(
+            "Send an event again, to one endpoint or to all that want it",
+            {"202": _json(_obj({"data": {"type": "array", "items": _ref("Delivery")}},
+                               ["data"]), "The deliveries queued.")},
+            errors=("400", "401", "404", "409", "413", "422"), params=[EVENT_ID],
+            body=_obj({"endpoint_id": STR}), body_required=False)},
+        "/v1/endpoints": {
+            "post": _op("Register a webhook endpoint",
+                        {"201": _json(_ref("EndpointWithSecret"), "Created; the secret is "
+                                                                  "shown only here.")},
+                        errors=("400", "401", "413", "422"), body=_ref("EndpointCreate")),
+            "get": _op("List endpoints, newest first", {"200": _json(_ref("EndpointPage"))},
+                       errors=("400", "401"), params=PAGING),
+        },
+        "/v1/endpoints/{endpoint_id}": {
+            "get": _op("Get an endpoint", {"200": _json(_ref("Endpoint"))},
+                       errors=("401", "404"), params=[ENDPOINT_ID]),
+            "patch": _op("Change an endpoint (disabled=false enables it again)",
+                         {"200": _json(_ref("Endpoint"))},
+                         errors=("400", "401", "404", "413", "422"), params=[ENDPOINT_ID],
+                         body=_ref("EndpointUpdate")),
+            "delete": _op("Delete an endpoint and its deliveries",
+                          {"204": {"description": "Deleted."}}, errors=("401", "404"),
+                          params=[ENDPOINT_ID]),
+        },
+        "/v1/endpoints/{endpoint_id}/rotate-secret": {"post": _op(
+            "Make a new secret; the old one keeps signing beside it for 24 hours",
+            {"200": _json(_ref("EndpointWithSecret"))}, errors=("401", "404", "409"),
+            params=[ENDPOINT_ID])},
+        "/v1/endpoints/{endpoint_id}/test": {"post": _op(
+            "Send an endpoint.test event to the endpoint",
+            {"202": _json(_ref("Delivery"), "The delivery queued.")},
+            errors=("401", "404", "409"), params=[ENDPOINT_ID])},
+        "/v1/endpoints/{endpoint_id}/deliveries": {"get": _op(
+            "Every delivery attempt to the endpoint, newest first",
+            {"200": _json(_ref("DeliveryPage"))}, errors=("400", "401", "404"),
+            params=[ENDPOINT_ID, *PAGING])},
+        "/v1/endpoints/{endpoint_id}/recover": {"post": _op(
+            "Send again what the endpoint missed since a time",
+            {"202": _json(_obj({"recovering": {"type": "integer"}, "more": {"type": "boolean"}},
+                               ["recovering", "more"]))},
+            errors=("400", "401", "404", "409", "413", "422"), params=[ENDPOINT_ID],
+            body=_obj({"since": TIME}, ["since"]))},
+        "/v1/hooks": {"post": _op(
+            "Subscribe a REST hook (Zapier): one event type to a URL",
+            {"201": _json(_ref("Hook"))}, errors=("400", "401", "413", "422"),
+            body=_obj({"target_url": {"type": "string", "format": "uri"}, "event": EVENT_TYPE},
+                      ["target_url", "event"]))},
+        "/v1/hooks/{hook_id}": {"delete": _op(
+            "Unsubscribe a REST hook", {"204": {"description": "Deleted."}},
+            errors=("401", "404"), params=[_path("hook_id")])},
+        "/v1/me": {"get": _op("Who the key belongs to, and the tenant's signing secret",
+                              {"200": _json(_ref("Me"))})},
+        "/v1/models": {"get": _op("Every enabled provider's models and capabilities",
+                                  {"200": _json(_ref("ModelPage"))})},
+        "/v1/tick": {method: {**_op(
+            "One bounded round of due submissions, polls and deliveries (serverless mode)",
+            {"200": _json(_ref("Tick"))}, errors=("401", "404")),
+            "security": [{"tickSecret": []}]} for method in ("get", "post")},
+        "/callbacks/{provider}/{token}": {"post": _op(
+            "Where providers call back (the URL bridge gave them)",
+            {"200": _json(_obj({"received": {"type": "boolean"}}))},
+            errors=("400", "401", "404", "409", "413"), auth=False,
+            params=[_path("provider"), _path("token")],
+            body={"type": "object"}, body_required=False)},
+        "/media/{token}": {"get": _op(
+            "A video bridge hosts, behind an expiring signed link (Range requests work)", {
+                "200": _binary("The video."),
+                "206": _binary("Part of the video (a Range request)."),
+                "403": _json(_ref("Error"), "The link was not made by bridge."),
+                "416": {"description": "The range is not satisfiable."},
+            }, errors=("404",), auth=False, params=[_path("token")])},
+        "/healthz": {"get": _op("The process answers", {"200": _json(_obj(
+            {"status": {"const": "ok"}}, ["status"]))}, errors=(), auth=False)},
+        "/readyz": {"get": _op("The database answers and its schema is current", {
+            "200": _json(_obj({"status": {"const": "ready"}}, ["status"])),
+            "503": _json(_obj({"status": {"const": "unavailable"}}, ["status"]),
+                         "Not ready.")}, errors=(), auth=False)},
+        "/metrics": {"get": _op("Prometheus metrics", {"200": {
+            "description": "Prometheus text format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}}}}, errors=(),
+            auth=False)},
+        "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})},
+                                     errors=(), auth=False)},
+    }
+
+
+def example_job(event_type: str) -> dict[str, Any]:
+    """The job inside an example event of ``event_type``."""
+    status = {"job.submitted": "submitted", "job.running": "running",
+              "job.progress": "running", "job.succeeded": "succeeded", "job.failed": "failed",
+              "job.canceled": "canceled", "job.expired": "expired"}[event_type]
+    sequence = {"job.submitted": 1, "job.running": 2, "job.progress": 3}.get(event_type, 4)
+    done = status in ("succeeded", "failed", "canceled", "expired")
+    return {
+        "id": "job_00VbgY7PE5YoVGWoySV5Ad", "object": "job", "provider": "apixo",
+        "model": "veo-3-1", "provider_job_id": "task_480548589169", "status": status,
+        "progress": {"submitted": 0, "running": 40 if event_type == "job.progress" else 5,
+                     "succeeded": 100}.get(status),
+        "tracking": "callback",
+        "request": {"provider": "apixo", "model": "veo-3-1", "mode": "text",
+                    "prompt": "A cinematic flyover of a futuristic city at sunrise",
+                    "aspect_ratio": "16:9"},
+        "result": {"video_url": "https://r2.apixo.ai/task_480548589169.mp4",
+                   "expires_at": "2026-12-06T10:01:30Z"} if status == "succeeded" else None,
+        "error": {"code": "generation_failed", "message": "apixo: the generation failed",
+                  "provider_code": "500"} if status == "failed" else (
+            {"code": "expired", "message": "the provider expired the task",
+             "provider_code": None} if status == "expired" else None),
+        "cost": None,
+        "metadata": {"order": 42},
+        "created_at": "2026-11-22T10:00:00Z",
+        "updated_at": "2026-11-22T10:01:30Z" if done else "2026-11-22T10:00:05Z",
+        "completed_at": "2026-11-22T10:01:30Z" if done else None,
+        "sequence": sequence,
+    }
+
+
+def example_event(event_type: str) -> dict[str, Any]:
+    """An event as a webhook body carries it."""
+    if event_type == "endpoint.test":
+        data: dict[str, Any] = {"endpoint_id": "ep_00VbgY7PE5DCcwbUc5Mwfk",
+                                "message": "a test event from bridge"}
+    else:
+        data = example_job(event_type)
+    return {"id": "evt_00VbgekiybFcJqrvThqBKe", "type": event_type,
+            "timestamp": "2026-11-22T10:01:30Z", "data": data}
+
+
+def _webhooks() -> dict[str, Schema]:
+    hooks = {}
+    for event_type in EVENT_TYPES:
+        hooks[event_type] = {"post": {
+            "summary": f"{event_type}, as a Standard Webhook",
+            "description": "Signed per Standard Webhooks: headers webhook-id (the event id, "
+                           "the same on every retry), webhook-timestamp and webhook-signature "
+                           "(v1,<base64 HMAC-SHA256 of id.timestamp.body>). Answer any 2xx.",
+            "parameters": [
+                {"name": "webhook-id", "in": "header", "required": True, "schema": STR},
+                {"name": "webhook-timestamp", "in": "header", "required": True,
+                 "schema": STR},
+                {"name": "webhook-signature", "in": "header", "required": True,
+                 "schema": STR},
+            ],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"allOf": [_ref("Event"), _obj({"type": {"const": event_type}})]},
+                "example": example_event(event_type)}}},
+            "responses": {"2XX": {"description": "Received; anything else is retried."}},
+        }}
+    return hooks
+
+
+def document(version: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "bridge", "version": version,
+                 "description": "One job API over asynchronous AI video providers; every "
+                                "state change delivered as a signed Standard Webhook."},
+        "paths": _paths(),
+        "webhooks": _webhooks(),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "Authorization: Bearer <API key>"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "tickSecret": {"type": "http", "scheme": "bearer",
+                               "description": "Authorization: Bearer <BRIDGE_TICK_SECRET>"},
+            },
+        },
+        "security": [{"bearer": []}, {"apiKey": []}],
+    }

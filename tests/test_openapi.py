@@ -1,0 +1,40 @@
+"""``GET /openapi.json``: a valid OpenAPI 3.1 document that covers every route, and whose
+webhook examples are the files in docs/events/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from starlette.routing import Route
+
+from bridge.api import routes
+from bridge.models import EVENT_TYPES
+from tests.conftest import Harness
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "events"
+
+
+async def test_the_document_covers_every_route_and_method(harness: Harness) -> None:
+    answer = await harness.client.get("/openapi.json", headers={"Authorization": ""})
+    assert answer.status_code == 200
+    document = answer.json()
+    assert document["openapi"].startswith("3.1")
+    for route in routes:
+        assert isinstance(route, Route)
+        for method in (route.methods or set()) - {"HEAD"}:
+            operation = document["paths"][route.path][method.lower()]
+            assert operation["responses"], (route.path, method)
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["bearer"]["scheme"] == "bearer"
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+
+
+async def test_every_event_type_has_a_webhook_with_the_docs_example(harness: Harness) -> None:
+    document = (await harness.client.get("/openapi.json")).json()
+    assert set(document["webhooks"]) == set(EVENT_TYPES)
+    for event_type in EVENT_TYPES:
+        content = document["webhooks"][event_type]["post"]["requestBody"]["content"]
+        example = content["application/json"]["example"]
+        assert example["type"] == event_type
+        assert json.loads((DOCS / f"{event_type}.json").read_text()) == example
