@@ -1,0 +1,65 @@
+"""The integration guides: the Python receiver example runs against a real bridge, and the
+guides' requests name routes that exist."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import httpx
+
+from bridge.api import routes
+from tests.conftest import Sims, running_bridge
+from tests.test_crash import free_port
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+PATHS = [getattr(route, "path", "") for route in routes]
+
+
+async def test_the_python_receiver_example_verifies_and_prints_the_video(
+    tmp_path: Path, sims: Sims,
+) -> None:
+    port = free_port()
+    async with running_bridge(tmp_path, sims, BRIDGE_ALLOW_PRIVATE_TARGETS="1") as harness:
+        endpoint = (await harness.client.post("/v1/endpoints", json={
+            "url": f"http://127.0.0.1:{port}/webhooks",
+            "events": ["job.succeeded", "job.failed"]})).json()
+        receiver = await asyncio.create_subprocess_exec(
+            sys.executable, str(DOCS / "receivers" / "receiver.py"),
+            env={**os.environ, "WEBHOOK_SECRET": endpoint["secret"], "PORT": str(port)},
+            stdout=asyncio.subprocess.PIPE)
+        try:
+            assert receiver.stdout is not None
+            ready = json.loads(await asyncio.wait_for(receiver.stdout.readline(), 20))
+            assert ready == {"listening": port}
+            async with httpx.AsyncClient() as client:
+                forged = await client.post(f"http://127.0.0.1:{port}/webhooks", content=b"{}",
+                                           headers={"webhook-id": "evt_x",
+                                                    "webhook-timestamp": "1",
+                                                    "webhook-signature": "v1,AAAA"})
+            assert forged.status_code == 400
+            job = await harness.create({"provider": "apixo", "model": "veo-3-1",
+                                        "prompt": "a receiver test"})
+            await harness.wait(job["id"])
+            line = (await asyncio.wait_for(receiver.stdout.readline(), 20)).decode()
+            assert line.startswith(f"{job['id']} succeeded: http")
+        finally:
+            receiver.terminate()
+            await receiver.wait()
+
+
+def test_every_route_a_guide_calls_exists() -> None:
+    templates = [re.compile("^" + re.sub(r"\{[^}]+\}", r"[^/]+", path) + "$") for path in PATHS]
+    called = set()
+    for guide in DOCS.glob("*.md"):
+        for match in re.finditer(r"https://bridge\.example\.com(/[A-Za-z0-9_./{}-]*)",
+                                 guide.read_text()):
+            path = re.sub(r"\{\{[^}]*\}\}|ep_\.\.\.", "x", match.group(1)).rstrip(".")
+            called.add(path.split("?")[0])
+    assert called, "the guides call no routes?"
+    for path in called:
+        assert any(t.match(path) for t in templates), f"{path} is not a bridge route"
