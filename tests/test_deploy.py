@@ -3,6 +3,7 @@ imports or runs."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -130,7 +131,14 @@ def test_the_sam_template_names_a_handler_that_serves_http_and_ticks(
     monkeypatch.setenv("BRIDGE_BACKGROUND", "off")
     counts = handler({"source": "aws.events", "detail-type": "Scheduled Event"}, None)
     assert counts["finished"] is True and counts["jobs"] == 0
-    answer = handler(_function_url_event("/healthz"), _Context())
+    try:
+        answer = handler(_function_url_event("/healthz"), _Context())
+    finally:
+        # Mangum runs each event on the thread's event loop, which it makes if there is none
+        # (as on Lambda, where it lives as long as the process); close it here.
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+        loop.close()
+        asyncio.set_event_loop(None)
     assert answer["statusCode"] == 200 and json.loads(answer["body"]) == {"status": "ok"}
 
 
