@@ -38,9 +38,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"error": {"code": "internal_error", "message": "internal error"}},
-                        status_code=500)
+    # The route template, never the path: paths carry callback and media tokens.
+    route = getattr(request.scope.get("route"), "path", None) or "(no route)"
+    request_id = request.scope.get("state", {}).get("request_id", "")
+    log.error("unhandled error", exc_info=exc, extra={
+        "request_id": request_id, "method": request.method, "route": route})
+    return JSONResponse(
+        {"error": {"code": "internal_error", "message": "internal error",
+                   "request_id": request_id}},
+        status_code=500, headers={"X-Request-Id": request_id} if request_id else None)
 
 
 def create_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> Starlette:

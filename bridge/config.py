@@ -15,6 +15,8 @@ signing beside it for 24 hours, as a rotation does), and an endpoint that came f
 but is no longer in it is disabled (and enabled again if it comes back). A file that cannot be
 read or an entry that is not valid stops start-up with one line naming the problem. The
 addresses a URL resolves to are checked at every delivery attempt, like any endpoint's.
+Without ``BRIDGE_CONFIG`` nothing is synced: endpoints from an earlier file stay as they are
+(an empty file disables them all).
 """
 
 from __future__ import annotations

@@ -131,16 +131,19 @@ class Bridge:
     async def tick(self, budget: float = TICK_BUDGET) -> dict[str, object]:
         """One bounded round of work for serverless mode (``BRIDGE_BACKGROUND=off``): due
         submissions and polls, then due deliveries (the events just made among them), again
-        while there is work and at least half the budget left. Everything is claimed with
-        leases, so overlapping ticks, or a tick beside a running worker, never do the same
-        work twice; whatever the budget cuts short is taken up by the next tick."""
+        while there is work and at least half the budget left. No delivery attempt outlasts
+        the budget (one cut short is recorded as failed and retried on the schedule); a
+        provider call that hangs past it is abandoned, its job's lease lapses and a later
+        tick takes it up. Everything is claimed with leases, so overlapping ticks, or a tick
+        beside a running worker, never do the same work twice."""
         started = time.monotonic()
+        deadline = started + budget
         counts = {"jobs": 0, "deliveries": 0, "rounds": 0}
 
         async def rounds() -> None:
             while True:
                 jobs = await self.tracker.run_once(TICK_JOBS)
-                sent = await self.deliverer.run_once(TICK_DELIVERIES)
+                sent = await self.deliverer.run_once(TICK_DELIVERIES, deadline)
                 counts["jobs"] += jobs
                 counts["deliveries"] += sent
                 counts["rounds"] += 1
@@ -149,7 +152,8 @@ class Bridge:
 
         finished = True
         try:
-            await asyncio.wait_for(rounds(), budget)
+            # A little past the budget: deliveries end by the deadline and get recorded.
+            await asyncio.wait_for(rounds(), budget + 2.0)
         except TimeoutError:
             finished = False
         return {**counts, "finished": finished,

@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -85,6 +86,14 @@ def signed_headers(
     }
 
 
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+
+def _without_urls(text: str) -> str:
+    """An error message with every URL in it replaced (aiohttp names the request URL)."""
+    return _URL.sub("<url>", text)
+
+
 def retry_after_seconds(value: str | None, now: float) -> float | None:
     if not value:
         return None
@@ -140,7 +149,7 @@ class Deliverer:
         self._sending: set[str] = set()  # ids of the deliveries being attempted here
         self._literal: set[str] = set()  # hosts seen that are addresses, and that are names
         self._named: set[str] = set()
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[bool]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
@@ -214,27 +223,31 @@ class Deliverer:
         return frozenset(target for target, (_, users) in self._gates.items()
                          if target.startswith("ep_") and users[0] >= self.per_target)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, task: asyncio.Task[bool]) -> None:
         self._running.discard(task)
         self.wake()  # room for more; and the target's next event of this job may be due
 
-    async def run_once(self, limit: int) -> int:
+    async def run_once(self, limit: int, deadline: float | None = None) -> int:
         """One bounded round (tick mode): claim up to ``limit`` due deliveries, send them
-        (``concurrency`` at a time) and record the outcomes; answer how many were sent."""
+        (``concurrency`` at a time) and record the outcomes; answer how many were attempted.
+        With ``deadline`` (``time.monotonic()``), no attempt outlasts it: one cut short is
+        recorded as a failed attempt (no answer in time) and retried on the schedule."""
         claimed = await self.store.claim_due_deliveries(self.clock(), limit, LEASE)
         claimed_at = time.monotonic()
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def one(outgoing: Outgoing) -> None:
+        async def one(outgoing: Outgoing) -> bool:
             async with gate:
-                await self._deliver(outgoing, claimed_at)
+                return await self._deliver(outgoing, claimed_at, deadline)
 
-        await asyncio.gather(*(one(outgoing) for outgoing in claimed))
-        return len(claimed)
+        return sum(await asyncio.gather(*(one(outgoing) for outgoing in claimed)))
 
-    async def _deliver(self, outgoing: Outgoing, claimed_at: float) -> None:
+    async def _deliver(
+        self, outgoing: Outgoing, claimed_at: float, deadline: float | None = None
+    ) -> bool:
+        """Attempt and record one claimed delivery; ``False`` if it was left for later."""
         if outgoing.delivery.id in self._sending:
-            return  # an earlier claim of it is still being attempted here
+            return False  # an earlier claim of it is still being attempted here
         target = outgoing.delivery.endpoint_id or outgoing.url
         gate, users = self._gates.setdefault(target, (asyncio.Semaphore(self.per_target), [0]))
         users[0] += 1
@@ -244,15 +257,18 @@ class Deliverer:
                 if time.monotonic() - claimed_at > START_WITHIN:
                     # Too long behind the target's other attempts: sending now could outlast
                     # the lease and race a second claim. Let the lease lapse; it comes back.
-                    return
-                result = await self.attempt(outgoing)
+                    return False
+                within = TIMEOUT
+                if deadline is not None:
+                    within = max(1.0, min(TIMEOUT, deadline - time.monotonic()))
+                result = await self.attempt(outgoing, within)
                 # Recorded only while the lease is still this claim's (the store checks).
                 await self.store.finish_delivery(outgoing, result)
         except asyncio.CancelledError:
             raise
         except Exception:  # the lease runs out and the attempt is made again
             log.exception("delivery %s could not be recorded", outgoing.delivery.id)
-            return
+            return False
         finally:
             self._sending.discard(outgoing.delivery.id)
             users[0] -= 1
@@ -260,6 +276,7 @@ class Deliverer:
                 del self._gates[target]
         for listener in self.listeners:
             listener(outgoing, result)
+        return True
 
     # -- one attempt ---------------------------------------------------------------------
     def _sort_host(self, host: str) -> bool:
@@ -271,8 +288,8 @@ class Deliverer:
         (self._literal if literal else self._named).add(host)
         return literal
 
-    async def attempt(self, outgoing: Outgoing) -> AttemptResult:
-        """Send ``outgoing`` once and judge the answer."""
+    async def attempt(self, outgoing: Outgoing, within: float = TIMEOUT) -> AttemptResult:
+        """Send ``outgoing`` once (``within`` seconds at most) and judge the answer."""
         delivery = outgoing.delivery
         now = time.time()
         headers = {name: value for name, value in outgoing.headers.items()
@@ -289,8 +306,10 @@ class Deliverer:
             if host in self._literal or (host not in self._named and self._sort_host(host)):
                 # aiohttp connects to a literal address without asking the resolver.
                 await self.guard.addresses(host)
-            async with self.session.post(outgoing.url, data=outgoing.body, headers=headers,
-                                         allow_redirects=False) as response:
+            async with self.session.post(
+                outgoing.url, data=outgoing.body, headers=headers, allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=within),
+            ) as response:
                 status = response.status
                 head = await response.content.read(EXCERPT_BYTES)
                 excerpt = head.decode("utf-8", "replace") or None
@@ -298,13 +317,15 @@ class Deliverer:
                     retry_after = retry_after_seconds(response.headers.get("retry-after"), now)
         except TargetRefused as exc:
             error = f"refused: {exc}"
+        except TimeoutError:  # before OSError, of which it is a kind
+            error = f"no answer within {within:g} s"
         except (aiohttp.ClientError, OSError) as exc:
             error = describe(exc)
-        except TimeoutError:
-            error = f"no answer within {TIMEOUT:g} s"
         except Exception as exc:  # anything else fails this attempt, never the delivery
             error = f"{type(exc).__name__}: {exc}"
         duration_ms = round((time.perf_counter() - started) * 1000)
+        if error is not None:
+            error = _without_urls(error)  # a URL may carry a credential; it never goes on
         ok = status is not None and 200 <= status < 300
         if status is not None and not ok:
             error = f"HTTP {status}"

@@ -14,6 +14,17 @@ from bridge.app import create_app
 from bridge.settings import Settings
 
 _http: Any = None
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """The one loop of this process: Mangum runs HTTP events on the thread's current loop,
+    and ticks run on it too (``asyncio.run`` would leave the thread without one)."""
+    global _loop
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(_loop)
+    return _loop
 
 
 def _is_schedule(event: Any) -> bool:
@@ -35,8 +46,9 @@ async def _tick(settings: Settings) -> dict[str, object]:
 def handler(event: Any, context: Any) -> Any:
     global _http
     settings = Settings.from_env()
+    loop = _event_loop()
     if _is_schedule(event):
-        return asyncio.run(_tick(settings))
+        return loop.run_until_complete(_tick(settings))
     if _http is None:
         from mangum import Mangum
 

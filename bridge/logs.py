@@ -60,6 +60,7 @@ class RequestLog:
             await self.app(scope, receive, send)
             return
         request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id  # for the 500 handler
         started = time.perf_counter()
         status = 500
 

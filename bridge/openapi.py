@@ -38,6 +38,15 @@ TIME = {"type": "string", "format": "date-time"}
 STR = {"type": "string"}
 EVENT_TYPE = {"type": "string", "enum": list(EVENT_TYPES)}
 
+def _optional_nullable(schema: Schema, required: list[str]) -> Schema:
+    """Every property not in ``required`` may also be null (the API reads null as absent)."""
+    schema["properties"] = {
+        name: value if name in required else _nullable(value)
+        for name, value in schema["properties"].items()
+    }
+    return schema
+
+
 SCHEMAS: dict[str, Schema] = {
     "Error": _obj({"error": _obj({
         "code": {"type": "string", "examples": ["invalid_request"]},
@@ -54,7 +63,7 @@ SCHEMAS: dict[str, Schema] = {
         "video_url": _nullable({"type": "string", "format": "uri"}),
         "expires_at": _nullable(TIME),
     }),
-    "JobRequest": _obj({
+    "JobRequest": _optional_nullable(_obj({
         "provider": {"type": "string", "enum": list(PROVIDERS)},
         "model": STR,
         "prompt": {"type": "string", "minLength": 1, "maxLength": 20000},
@@ -74,7 +83,7 @@ SCHEMAS: dict[str, Schema] = {
         "events": {"type": "array", "items": EVENT_TYPE,
                    "description": "the event types webhook_url gets"},
         "metadata": {"type": "object", "description": "yours, returned as given (16 KiB)"},
-    }, ["provider", "prompt"]),
+    }, ["provider", "prompt"]), ["provider", "prompt"]),
     "Job": _obj({
         "id": {"type": "string", "pattern": "^job_"},
         "object": {"const": "job"},

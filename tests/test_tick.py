@@ -111,3 +111,20 @@ def test_bridge_tick_runs_one_round_and_prints_its_counts(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     counts = json.loads(done.stdout.strip().splitlines()[-1])
     assert counts["jobs"] == 0 and counts["deliveries"] == 0 and counts["finished"] is True
+
+
+async def test_a_slow_receiver_is_cut_at_the_ticks_deadline_and_retried_later(
+    tmp_path: Path, sims: Sims, receiver: Receiver,
+) -> None:
+    receiver.default = (200, {}, 3.0)  # answers after 3 s
+    async with running_bridge(tmp_path, sims, **OFF) as harness:
+        endpoint = (await harness.client.post("/v1/endpoints", json={
+            "url": receiver.url + "/slow", "events": ["endpoint.test"]})).json()
+        await harness.client.post(f"/v1/endpoints/{endpoint['id']}/test")
+        counts = await harness.bridge.tick(budget=2.0)
+        assert counts["deliveries"] == 1 and counts["finished"] is True
+        attempts = (await harness.client.get(
+            f"/v1/endpoints/{endpoint['id']}/deliveries")).json()["data"]
+    assert [a["status"] for a in attempts] == ["pending", "failed"]  # newest first
+    assert "no answer within" in attempts[1]["error"]
+    assert attempts[1]["duration_ms"] < 3000

@@ -572,3 +572,28 @@ async def test_a_literal_address_is_checked_again_at_every_attempt(
         await asyncio.sleep(0.05)
     assert attempts[-1]["error"].startswith("refused:")
     assert "loopback" in attempts[-1]["error"]
+
+
+async def test_an_error_never_carries_the_url_and_its_credentials(hooks: Harness) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        endpoint = await register(hooks, f"http://127.0.0.1:{port}/in?token=TOPSECRET42",
+                                  events=["endpoint.test"])
+        await hooks.client.post(f"/v1/endpoints/{endpoint['id']}/test")
+        deadline = time.monotonic() + 5
+        while not (attempts := await deliveries(hooks, endpoint["id"])) or \
+                attempts[-1]["status"] == "pending":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert attempts[-1]["status"] == "failed" and attempts[-1]["error"]
+    assert "TOPSECRET42" not in json.dumps(attempts)
