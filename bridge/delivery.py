@@ -335,12 +335,13 @@ class Deliverer:
         DELIVERIES.labels("succeeded" if ok else "failed").inc()
         DELIVERY_SECONDS.observe(duration_ms / 1000)
         # Ids and outcome only: the URL may carry a credential, the body is the user's.
-        log.info("delivery attempt", extra={
-            "delivery_id": delivery.id, "event_id": delivery.event_id,
-            "endpoint_id": delivery.endpoint_id, "job_id": delivery.job_id,
-            "attempt": delivery.attempt, "outcome": "succeeded" if ok else "failed",
-            "response_status": status, "duration_ms": duration_ms, "error": error,
-        })
+        if log.isEnabledFor(logging.INFO):
+            log.info("delivery attempt", extra={
+                "delivery_id": delivery.id, "event_id": delivery.event_id,
+                "endpoint_id": delivery.endpoint_id, "job_id": delivery.job_id,
+                "attempt": delivery.attempt, "outcome": "succeeded" if ok else "failed",
+                "response_status": status, "duration_ms": duration_ms, "error": error,
+            })
         return AttemptResult(
             ok=ok, at=at, response_status=status, duration_ms=duration_ms, error=error,
             response_excerpt=excerpt,
