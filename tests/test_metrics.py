@@ -64,3 +64,15 @@ async def test_outbox_depth_and_age_show_a_backlog(
     assert value(samples, "bridge_outbox_depth") == 1
     assert value(samples, "bridge_outbox_oldest_pending_seconds") >= 1
     assert value(samples, "bridge_deliveries_total", outcome="failed") >= 1
+
+
+async def test_readyz_answers_503_when_the_schema_is_not_current(harness: Harness) -> None:
+    import sqlite3
+
+    assert (await harness.client.get("/readyz")).json() == {"status": "ready"}
+    with sqlite3.connect(harness.env["BRIDGE_DATABASE"]) as db:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        db.execute(f"PRAGMA user_version = {version + 1}")  # a newer bridge migrated it
+    answer = await harness.client.get("/readyz")
+    assert answer.status_code == 503 and answer.json() == {"status": "unavailable"}
+    assert (await harness.client.get("/healthz")).status_code == 200  # still alive

@@ -128,3 +128,21 @@ async def test_a_slow_receiver_is_cut_at_the_ticks_deadline_and_retried_later(
     assert [a["status"] for a in attempts] == ["pending", "failed"]  # newest first
     assert "no answer within" in attempts[1]["error"]
     assert attempts[1]["duration_ms"] < 3000
+
+
+async def test_a_tick_beside_a_running_worker_never_repeats_its_work(
+    tmp_path: Path, sims: Sims, receiver: Receiver,
+) -> None:
+    on = {**OFF, "BRIDGE_BACKGROUND": "on"}
+    async with running_bridge(tmp_path, sims, **on) as harness:
+        await harness.client.post("/v1/endpoints", json={
+            "url": receiver.url + "/t", "events": ["job.submitted"]})
+        jobs = [await harness.create({**FLYOVER, "prompt": f"flyover {i}"}) for i in range(10)]
+        await asyncio.gather(*(tick(harness) for _ in range(3)))  # beside the workers
+        await receiver.wait_for(lambda got: len(got) >= 10, seconds=15)
+        await asyncio.gather(*(tick(harness) for _ in range(3)))
+        await asyncio.sleep(0.5)
+    assert sims.apps["apixo"].state.submissions == 10
+    ids = [r.headers["webhook-id"] for r in receiver.received]
+    assert len(ids) == 10 and len(set(ids)) == 10
+    assert {r.json["data"]["id"] for r in receiver.received} == {j["id"] for j in jobs}
