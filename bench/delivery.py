@@ -164,7 +164,6 @@ async def bridge_row(receiver: str, endpoints: int, concurrency: int, warmup: fl
     count = int((warmup + duration) * 12000)
     with tempfile.TemporaryDirectory(prefix="bridge-bench-delivery-") as workdir:
         store = await prepare_outbox(workdir, receiver, endpoints, count, data)
-        print(f"READY-TO-DELIVER pid {os.getpid()}", file=sys.stderr, flush=True)
         counts = {"done": 0, "errors": 0}
         measuring = False
         sample: list[bytes] = []
@@ -226,11 +225,8 @@ async def main_async(args: argparse.Namespace) -> int:
         assert line.startswith(READY), line
         receiver = line[len(READY):]
         data = job_data()
-        started = time.monotonic()
         bridge, body = await bridge_row(receiver, args.endpoints, args.concurrency,
                                         args.warmup, args.duration, data)
-        print(f"(bridge row done {time.monotonic() - started:.0f} s after start)",
-              file=sys.stderr)
         headers = {"content-type": "application/json", "webhook-id": "evt_x",
                    "webhook-timestamp": str(int(time.time())),
                    "webhook-signature": "v1," + "A" * 44}

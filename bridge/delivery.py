@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import email.utils
 import functools
 import hashlib
 import hmac
@@ -35,6 +34,7 @@ import aiohttp
 
 from bridge.metrics import DELIVERIES, DELIVERY_SECONDS
 from bridge.models import utcnow
+from bridge.providers.http import parse_retry_after
 from bridge.store import Store
 from bridge.store.base import AttemptResult, Outgoing
 from bridge.targets import Guard, GuardedResolver, TargetRefused, describe, is_address
@@ -94,20 +94,6 @@ def _without_urls(text: str) -> str:
     return _URL.sub("<url>", text)
 
 
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError):
-        return None
-
-
 def next_attempt(
     attempt: int, schedule: tuple[float, ...], retry_after: float | None, now: datetime,
     jitter: Callable[[float, float], float] = random.uniform,
@@ -147,8 +133,6 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._gates: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}  # target -> gate, users
         self._sending: set[str] = set()  # ids of the deliveries being attempted here
-        self._literal: set[str] = set()  # hosts seen that are addresses, and that are names
-        self._named: set[str] = set()
         self._running: set[asyncio.Task[bool]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -279,15 +263,6 @@ class Deliverer:
         return True
 
     # -- one attempt ---------------------------------------------------------------------
-    def _sort_host(self, host: str) -> bool:
-        """Whether ``host`` is a literal address (remembered: hosts repeat)."""
-        literal = is_address(host)
-        if len(self._literal) + len(self._named) > 10_000:
-            self._literal.clear()
-            self._named.clear()
-        (self._literal if literal else self._named).add(host)
-        return literal
-
     async def attempt(self, outgoing: Outgoing, within: float = TIMEOUT) -> AttemptResult:
         """Send ``outgoing`` once (``within`` seconds at most) and judge the answer."""
         delivery = outgoing.delivery
@@ -303,7 +278,7 @@ class Deliverer:
         started = time.perf_counter()
         try:
             host = self.guard.check_form(outgoing.url)
-            if host in self._literal or (host not in self._named and self._sort_host(host)):
+            if is_address(host):
                 # aiohttp connects to a literal address without asking the resolver.
                 await self.guard.addresses(host)
             async with self.session.post(
@@ -314,7 +289,7 @@ class Deliverer:
                 head = await response.content.read(EXCERPT_BYTES)
                 excerpt = head.decode("utf-8", "replace") or None
                 if status in (429, 503):
-                    retry_after = retry_after_seconds(response.headers.get("retry-after"), now)
+                    retry_after = parse_retry_after(response.headers.get("retry-after"), now)
         except TargetRefused as exc:
             error = f"refused: {exc}"
         except TimeoutError:  # before OSError, of which it is a kind

@@ -13,6 +13,7 @@ from typing import Any
 from bridge.app import create_app
 from bridge.settings import Settings
 
+_settings: Settings | None = None
 _http: Any = None
 _loop: asyncio.AbstractEventLoop | None = None
 
@@ -44,8 +45,10 @@ async def _tick(settings: Settings) -> dict[str, object]:
 
 
 def handler(event: Any, context: Any) -> Any:
-    global _http
-    settings = Settings.from_env()
+    global _http, _settings
+    if _settings is None:  # read once per container, like the app Mangum serves
+        _settings = Settings.from_env()
+    settings = _settings
     loop = _event_loop()
     if _is_schedule(event):
         return loop.run_until_complete(_tick(settings))

@@ -72,7 +72,9 @@ class TargetRefused(OSError):
     """A webhook URL or address the guard does not allow; the message says why."""
 
 
+@functools.lru_cache(maxsize=4096)
 def is_address(host: str) -> bool:
+    """Whether ``host`` is a literal IP address (remembered: every attempt asks again)."""
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:

@@ -88,7 +88,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeout = request.extensions.get("timeout", {})
+        timeout = httpx.Timeout(**request.extensions.get("timeout", {"timeout": None}))
         body = await request.aread()
         # The body is passed whole: aiohttp frames it (Content-Length) itself.
         headers = [(name, value) for name, value in request.headers.multi_items()
@@ -97,9 +97,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             response = await self.session.request(
                 request.method, str(request.url), headers=headers,
                 data=body or None, allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=None, connect=timeout.get("pool"),
-                                              sock_connect=timeout.get("connect"),
-                                              sock_read=timeout.get("read")),
+                timeout=_client_timeout(timeout),
             )
         return httpx.Response(response.status, headers=response.raw_headers,
                               stream=_AiohttpStream(response), request=request)

@@ -59,9 +59,8 @@ async def send(
     return response
 
 
-def retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), if any."""
-    value = response.headers.get("retry-after")
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` value asks to wait (delta-seconds or an HTTP date), if any."""
     if not value:
         return None
     value = value.strip()
@@ -73,7 +72,12 @@ def retry_after(response: httpx.Response) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a response's ``Retry-After`` header, if any."""
+    return parse_retry_after(response.headers.get("retry-after"))
 
 
 def json_or_none(response: httpx.Response) -> Any:
