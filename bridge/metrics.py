@@ -39,6 +39,11 @@ DELIVERY_SECONDS = Histogram(
 )
 
 
+def count_provider_request(provider: str, status: int | None) -> None:
+    """Count one request to ``provider``: its HTTP status, or ``None`` for no answer."""
+    PROVIDER_REQUESTS.labels(provider, provider_outcome(status)).inc()
+
+
 def provider_outcome(status: int | None) -> str:
     if status is None:
         return "transport_error"

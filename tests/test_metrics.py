@@ -76,3 +76,16 @@ async def test_readyz_answers_503_when_the_schema_is_not_current(harness: Harnes
     answer = await harness.client.get("/readyz")
     assert answer.status_code == 503 and answer.json() == {"status": "unavailable"}
     assert (await harness.client.get("/healthz")).status_code == 200  # still alive
+
+
+async def test_streamed_provider_requests_are_counted_too(harness: Harness) -> None:
+    # The only 503 api.airforce gives is to the task stream: its count shows the stream's.
+    harness.sims.apps["airforce"].state.faults.add(r"/stream$", method="GET", status=503)
+    before = await scrape(harness)
+    job = await harness.create({"provider": "airforce", "model": "wan-2.6",
+                                "prompt": "a streamed fox"})
+    await harness.wait(job["id"])
+    after = await scrape(harness)
+    labels = {"provider": "airforce", "outcome": "server_error"}
+    assert value(after, "bridge_provider_requests_total", **labels) == \
+        value(before, "bridge_provider_requests_total", **labels) + 1

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from bridge.errors import InvalidRequest, ProviderError, SubmitOutcomeUnknown
+from bridge.metrics import count_provider_request
 from bridge.models import JobError, JobStatus, Tracking
 from bridge.providers.base import JobRequest, ModelInfo, Snapshot, Submission, TrackedJob
 from bridge.providers.http import excerpt, json_or_none, send, transient_error
@@ -171,9 +172,12 @@ class AirforceProvider:
         timeout = httpx.Timeout(connect=limits.connect, read=self.stream_idle_timeout,
                                 write=limits.write, pool=limits.pool)
         headers = {**self._headers, "Accept": "text/event-stream"}
+        answered = False  # a stream that breaks after its answer began is counted once
         try:
             async with self._client.stream("GET", url, headers=headers,
                                            timeout=timeout) as response:
+                answered = True
+                count_provider_request(NAME, response.status_code)
                 if response.status_code != 200:
                     await response.aread()
                     raise self._error(response, "stream task")
@@ -190,9 +194,13 @@ class AirforceProvider:
                     if snapshot.status.terminal:
                         return
         except httpx.TimeoutException:
+            if not answered:
+                count_provider_request(NAME, None)
             raise ProviderError("timeout", "api.airforce: the task stream went silent",
                                 retryable=True) from None
         except httpx.TransportError as exc:
+            if not answered:
+                count_provider_request(NAME, None)
             raise ProviderError(
                 "provider_unavailable",
                 f"api.airforce: the task stream broke ({type(exc).__name__})", retryable=True,

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from bridge.errors import ProviderError, SubmitOutcomeUnknown
-from bridge.metrics import PROVIDER_REQUESTS, provider_outcome
+from bridge.metrics import count_provider_request
 from bridge.providers.client import ProviderClient
 
 # Errors raised before a single byte of the request could have reached the provider.
@@ -41,7 +41,7 @@ async def send(
             response = await client.request(method, url, headers=headers, json=json,
                                             content=content, params=params)
     except httpx.TransportError as exc:
-        PROVIDER_REQUESTS.labels(provider, provider_outcome(None)).inc()
+        count_provider_request(provider, None)
         if isinstance(exc, _NOT_SENT):
             raise ProviderError(
                 "provider_unavailable",
@@ -55,7 +55,7 @@ async def send(
         raise ProviderError(
             code, f"{provider}: {type(exc).__name__} while waiting for an answer", retryable=True
         ) from None
-    PROVIDER_REQUESTS.labels(provider, provider_outcome(response.status_code)).inc()
+    count_provider_request(provider, response.status_code)
     return response
 
 

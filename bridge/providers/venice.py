@@ -35,6 +35,7 @@ import httpx
 
 from bridge.errors import InvalidRequest, ProviderError, SubmitOutcomeUnknown
 from bridge.media import MediaStore
+from bridge.metrics import count_provider_request
 from bridge.models import JobError, JobStatus, Tracking
 from bridge.providers.base import JobRequest, ModelInfo, PollHints, Snapshot, Submission, TrackedJob
 from bridge.providers.http import excerpt, json_or_none, send, transient_error
@@ -382,10 +383,12 @@ class VeniceProvider:
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TransportError as exc:
+            count_provider_request(NAME, None)
             raise _transport_error(exc) from None
+        count_provider_request(NAME, response.status_code)
         try:
             yield response
-        except httpx.TransportError as exc:
+        except httpx.TransportError as exc:  # the answer broke off: counted above
             raise _transport_error(exc) from None
         finally:
             await response.aclose()
