@@ -33,6 +33,12 @@ async def _endpoint(request: Request) -> tuple[Bridge, Tenant, Endpoint]:
     return bridge, tenant, endpoint
 
 
+def require_enabled(endpoint: Endpoint) -> None:
+    """409 for a disabled endpoint: nothing is sent to it until it is enabled again."""
+    if endpoint.disabled:
+        raise Conflict("the endpoint is disabled; enable it first (PATCH disabled=false)")
+
+
 async def create_endpoint(request: Request) -> JSONResponse:
     tenant = await authenticate(request)
     bridge = get_bridge(request)
@@ -119,8 +125,7 @@ async def rotate_secret(request: Request) -> JSONResponse:
 
 async def test_endpoint(request: Request) -> JSONResponse:
     bridge, tenant, endpoint = await _endpoint(request)
-    if endpoint.disabled:
-        raise Conflict("the endpoint is disabled; enable it first (PATCH disabled=false)")
+    require_enabled(endpoint)
     event = Event(
         id=new_id("evt"), tenant=tenant.id, type="endpoint.test", job_id=None,
         created_at=utcnow(),
@@ -153,8 +158,7 @@ async def recover(request: Request) -> JSONResponse:
     now = utcnow()
     if since > now:
         raise InvalidRequest("since is in the future", field="since")
-    if endpoint.disabled:
-        raise Conflict("the endpoint is disabled; enable it first (PATCH disabled=false)")
+    require_enabled(endpoint)
     count, more = await bridge.store.recover_endpoint(endpoint, since, now)
     bridge.deliverer.wake()
     # ``more``: the cap was reached; the same call again queues the next ones.

@@ -7,7 +7,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bridge.api.common import authenticate, get_bridge, page, page_params, read_json
-from bridge.errors import Conflict, InvalidRequest, NotFound
+from bridge.api.endpoints import require_enabled
+from bridge.errors import InvalidRequest, NotFound
 from bridge.models import EVENT_TYPES, utcnow
 
 
@@ -51,8 +52,7 @@ async def replay_event(request: Request) -> JSONResponse:
         endpoint = await bridge.store.get_endpoint(endpoint_id, tenant.id)
         if endpoint is None:
             raise NotFound("no such endpoint", field="endpoint_id")
-        if endpoint.disabled:
-            raise Conflict("the endpoint is disabled; enable it first (PATCH disabled=false)")
+        require_enabled(endpoint)
     deliveries = await bridge.store.replay_event(event, endpoint_id, utcnow())
     bridge.deliverer.wake()
     return JSONResponse({"data": [d.to_json() for d in deliveries]}, status_code=202)
