@@ -388,6 +388,19 @@ async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurre
                   total)
 
 
+def merge(results: list[Result]) -> Result:
+    """One row of several slices: counts and times added, CPU shares weighted by time."""
+    first = results[0]
+    weights = [r.seconds for r in results]
+    cpu = {name: sum(r.cpu[name] * w for r, w in zip(results, weights, strict=True))
+           / sum(weights) for name in first.cpu}
+    return Result(first.label, sum(r.requests for r in results),
+                  sum(r.errors for r in results), sum(weights),
+                  [x for r in results for x in r.latencies],
+                  [x for r in results for x in r.error_samples][:3], cpu,
+                  sum(r.total for r in results))
+
+
 # -- parent: jobs ------------------------------------------------------------------------
 async def prepare_jobs(workdir: str, sim_url: str, count: int, concurrency: int
                        ) -> list[tuple[str, str]]:
@@ -495,18 +508,29 @@ async def run_mode(mode: str, sim: Child, args: argparse.Namespace) -> ModeRun:
             body0 = bodies[urls[0]]
             pids = {"server": server.proc.pid, "sim": sim.proc.pid, "client": None}
             async with make_client(args.client, args.concurrency) as post:
-                bare = await load(post, "bare", [f"{server.url}/bare"], body0,
-                                  concurrency=args.concurrency, warmup=args.warmup,
-                                  duration=args.duration, pids=pids)
 
                 async def post_job(url: str, _: bytes) -> int:
                     return await post(url, bodies[url])
 
                 database = str(Path(workdir) / "bridge.db")
                 calls_before = await sim_status_calls(sim.url)
-                bridge = await load(post_job, "bridge", urls, b"",
-                                    concurrency=args.concurrency, warmup=args.warmup,
-                                    duration=args.duration, pids=pids, once=True)
+                # Interleaved: bare, bridge, bare, bridge, ... in slices of the measured time,
+                # so a change in the machine's speed weighs on both rows alike.
+                slice_ = args.duration / args.rounds
+                bares: list[Result] = []
+                bridges: list[Result] = []
+                remaining = list(urls)
+                for number in range(args.rounds):
+                    warmup = args.warmup if number == 0 else 0.0
+                    bares.append(await load(post, "bare", [f"{server.url}/bare"], body0,
+                                            concurrency=args.concurrency, warmup=warmup,
+                                            duration=slice_, pids=pids))
+                    result = await load(post_job, "bridge", remaining, b"",
+                                        concurrency=args.concurrency, warmup=warmup,
+                                        duration=slice_, pids=pids, once=True)
+                    remaining = remaining[result.total:]
+                    bridges.append(result)
+                bare, bridge = merge(bares), merge(bridges)
                 calls = await sim_status_calls(sim.url) - calls_before
                 events, succeeded = db_counts(database)
         finally:
@@ -578,9 +602,11 @@ async def main_async(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per row")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="slices each row's time is cut into, bare and bridge taking turns")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--jobs", type=int, default=15000,
+    parser.add_argument("--jobs", type=int, default=30000,
                         help="apixo jobs to call back about (each finishes once)")
     parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp")
     parser.add_argument("--modes", default="off,on",

@@ -14,9 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.api import routes
+from bridge.api.callbacks import CallbackIngress
 from bridge.core import Bridge
 from bridge.errors import BridgeError
-from bridge.logs import RequestLog
+from bridge.logs import RequestLog, log_unhandled
 from bridge.settings import Settings
 
 log = logging.getLogger("bridge")
@@ -38,11 +39,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    # The route template, never the path: paths carry callback and media tokens.
     route = getattr(request.scope.get("route"), "path", None) or "(no route)"
     request_id = request.scope.get("state", {}).get("request_id", "")
-    log.error("unhandled error", exc_info=exc, extra={
-        "request_id": request_id, "method": request.method, "route": route})
+    log_unhandled(exc, request_id, request.method, route)
     return JSONResponse(
         {"error": {"code": "internal_error", "message": "internal error",
                    "request_id": request_id}},
@@ -68,7 +67,7 @@ def create_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> 
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestLog)],
+        middleware=[Middleware(CallbackIngress), Middleware(RequestLog)],
         exception_handlers={
             BridgeError: _bridge_error,
             HTTPException: _http_error,

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bridge.models import new_id
+
 access = logging.getLogger("bridge.access")
+errors = logging.getLogger("bridge")
 
 # Attributes every LogRecord has; anything else was passed in ``extra`` and is logged.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -59,7 +61,7 @@ class RequestLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        request_id = request_id_of(scope)
         scope.setdefault("state", {})["request_id"] = request_id  # for the 500 handler
         started = time.perf_counter()
         status = 500
@@ -76,19 +78,38 @@ class RequestLog:
             await self.app(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
-            access.info("request", extra={
-                "request_id": request_id,
-                "method": scope["method"],
-                "route": getattr(route, "path", None) or "(no route)",
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            })
+            log_request(request_id, scope["method"], getattr(route, "path", None), status,
+                        started)
 
 
-def _request_id(scope: Scope) -> str:
+def log_request(request_id: str, method: str, route: str | None, status: int,
+                started: float) -> None:
+    """The access line of one request (``started``: its ``time.perf_counter()``)."""
+    if access.isEnabledFor(logging.INFO):
+        access.info("request", extra={
+            "request_id": request_id,
+            "method": method,
+            "route": route or "(no route)",
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        })
+
+
+def log_unhandled(exc: BaseException, request_id: str, method: str, route: str) -> None:
+    """A request that failed with an error no handler knows: the route template, never the
+    path (paths carry callback and media tokens)."""
+    errors.error("unhandled error", exc_info=exc, extra={
+        "request_id": request_id, "method": method, "route": route})
+
+
+def new_request_id() -> str:
+    return new_id("req")
+
+
+def request_id_of(scope: Scope) -> str:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             text = bytes(value).decode("latin-1")
             if 1 <= len(text) <= 100 and all(c.isalnum() or c in "-_.:" for c in text):
                 return text
-    return "req_" + secrets.token_hex(8)
+    return new_request_id()

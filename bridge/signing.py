@@ -8,8 +8,10 @@ own expiry time.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import Signer as _ItsSigner
 
 
 class TokenInvalid(Exception):
@@ -20,10 +22,41 @@ class TokenExpired(Exception):
     """A genuine token whose time is up."""
 
 
+class _KeptKeySigner(_ItsSigner):
+    """itsdangerous' signer with each derived key worked out once, not at every token:
+    the derivation is an HMAC of its own, as dear as checking the token."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._derived: dict[bytes | None, bytes] = {}
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        cache_key = secret_key.encode() if isinstance(secret_key, str) else secret_key
+        key = self._derived.get(cache_key)
+        if key is None:
+            key = self._derived[cache_key] = super().derive_key(secret_key)
+        return key
+
+
+class _Serializer(URLSafeSerializer):
+    """One signer per salt for the serializer's lifetime (itsdangerous makes one per
+    call); its tokens are itsdangerous' own, byte for byte."""
+
+    def __init__(self, secret_key: str, salt: str) -> None:
+        super().__init__(secret_key, salt=salt, signer=_KeptKeySigner)
+        self._signers: dict[str | bytes | None, _ItsSigner] = {}
+
+    def make_signer(self, salt: str | bytes | None = None) -> _ItsSigner:
+        signer = self._signers.get(salt)
+        if signer is None:
+            signer = self._signers[salt] = super().make_signer(salt)
+        return signer
+
+
 class Signer:
     def __init__(self, secret_key: str) -> None:
-        self._callbacks = URLSafeSerializer(secret_key, salt="bridge.callback")
-        self._media = URLSafeSerializer(secret_key, salt="bridge.media")
+        self._callbacks = _Serializer(secret_key, salt="bridge.callback")
+        self._media = _Serializer(secret_key, salt="bridge.media")
 
     def callback_token(self, provider: str, job_id: str) -> str:
         return self._callbacks.dumps([provider, job_id])

@@ -75,6 +75,12 @@ class Tracker:
         self.confirm_callbacks = confirm_callbacks
         self.streams_enabled = streams
         self.listeners: list[EventListener] = []
+        # Looked up once: a runtime Protocol check costs more than the rest of a callback's
+        # parsing.
+        self._callback_parsers = {
+            name: provider.parse_callback for name, provider in providers.items()
+            if isinstance(provider, CallbackProvider)
+        }
         self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._wake = asyncio.Event()
@@ -406,9 +412,10 @@ class Tracker:
         provider = self.providers.get(provider_name)
         if provider is None:
             raise NotFound("provider not enabled")
-        if not self.confirm_callbacks and isinstance(provider, CallbackProvider):
+        parse_callback = self._callback_parsers.get(provider_name)
+        if not self.confirm_callbacks and parse_callback is not None:
             try:
-                task_id, snapshot = provider.parse_callback(body)
+                task_id, snapshot = parse_callback(body)
             except ValueError:
                 raise InvalidRequest("not a callback body this provider sends",
                                      status_code=400) from None

@@ -702,3 +702,80 @@ async def test_job_events_come_in_order(store: SQLiteStore) -> None:
     stored = await store.job_events(job.id)
     assert ids(stored) == ids(events)
     assert [event.type for event in stored] == ["job.submitted", "job.running", "job.succeeded"]
+
+
+# -- where writes run ---------------------------------------------------------------------
+
+
+async def test_works_of_one_batch_commit_together_but_a_raising_one_alone(
+    store: SQLiteStore,
+) -> None:
+    jobs = [await add(store) for _ in range(4)]
+
+    def broken(current: Job) -> Change:
+        raise RuntimeError("decided badly")
+
+    outcomes = await asyncio.gather(
+        store.update_job(jobs[0].id, touch("job.submitted", status=JobStatus.SUBMITTED)),
+        store.update_job(jobs[1].id, broken),
+        store.update_job(jobs[2].id, touch("job.submitted", status=JobStatus.SUBMITTED)),
+        store.update_job(jobs[3].id, touch("job.running", status=JobStatus.RUNNING,
+                                           tenant="no-such-tenant")),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], RuntimeError)
+    assert isinstance(outcomes[3], sqlite3.IntegrityError)
+    statuses = [(await store.get_job(job.id)).status for job in jobs]  # type: ignore[union-attr]
+    assert statuses == [JobStatus.SUBMITTED, JobStatus.QUEUED, JobStatus.SUBMITTED,
+                        JobStatus.QUEUED]
+    assert [len(await store.job_events(job.id)) for job in jobs] == [1, 0, 1, 0]
+
+
+async def test_a_write_waits_in_a_thread_while_another_process_holds_the_lock(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    job = await add(store)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # what a `bridge tick` mid-write looks like
+        write = asyncio.create_task(
+            store.update_job(job.id, touch("job.submitted", status=JobStatus.SUBMITTED)))
+        # The loop is not held up by the wait: timers fire on time meanwhile.
+        loop = asyncio.get_running_loop()
+        for _ in range(5):
+            started = loop.time()
+            await asyncio.sleep(0.02)
+            assert loop.time() - started < 0.5
+        assert not write.done()
+        other.execute("ROLLBACK")
+        result = await asyncio.wait_for(write, timeout=5)
+    finally:
+        other.close()
+    assert result is not None and result[0].status == JobStatus.SUBMITTED
+    stored = await store.get_job(job.id)
+    assert stored is not None and stored.status == JobStatus.SUBMITTED
+
+
+async def test_a_lookup_sees_every_committed_write(store: SQLiteStore) -> None:
+    job = await add(store)
+    for status in (JobStatus.SUBMITTED, JobStatus.RUNNING):
+        await store.update_job(job.id, touch(f"job.{status}", status=status))
+        stored = await store.get_job(job.id)
+        assert stored is not None and stored.status == status
+
+
+async def test_the_write_ahead_log_is_copied_into_the_database_as_it_grows(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    from bridge.store.sqlite import CHECKPOINT_EVERY
+
+    before = db_path.stat().st_size
+    for number in range(CHECKPOINT_EVERY + 1):
+        await store.get_or_set_meta(f"filler-{number}", lambda: "x" * 4000)
+    for _ in range(100):  # the checkpoint runs in the background, off the loop
+        if db_path.stat().st_size >= before + CHECKPOINT_EVERY * 4000:
+            break
+        await asyncio.sleep(0.05)
+    assert db_path.stat().st_size >= before + CHECKPOINT_EVERY * 4000
+    assert read_db(db_path, "SELECT COUNT(*) FROM meta WHERE key LIKE 'filler-%'") == [
+        (CHECKPOINT_EVERY + 1,)]

@@ -245,6 +245,43 @@ async def test_a_callback_body_over_1_mib_answers_413(harness: Harness) -> None:
     assert answer.status_code == 413
 
 
+async def test_a_callback_answers_like_every_route_json_errors_and_a_request_id(
+    harness: Harness,
+) -> None:
+    refused = await harness.client.post("/callbacks/apixo/not-a-token", content=b"{}",
+                                        headers={"X-Request-Id": "provider-call-7"})
+    assert refused.status_code == 401
+    assert refused.headers["x-request-id"] == "provider-call-7"
+    assert refused.headers["content-type"] == "application/json"
+    assert refused.json()["error"]["code"] == "unauthorized"
+    job = await harness.create(FLYOVER)
+    token = harness.bridge.signer.callback_token("apixo", job["id"])
+    big = await harness.client.post(f"/callbacks/apixo/{token}",
+                                    content=b"x" * (1024 * 1024 + 1))
+    assert big.json()["error"]["code"] == "payload_too_large"
+    assert big.headers["x-request-id"].startswith("req_")
+    elsewhere = harness.bridge.signer.callback_token("nosuch", job["id"])
+    unknown = await harness.client.post(f"/callbacks/nosuch/{elsewhere}", content=b"{}")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "not_found"
+
+
+async def test_callback_paths_of_another_shape_get_the_routers_answers(
+    harness: Harness,
+) -> None:
+    job = await harness.create(FLYOVER)
+    token = harness.bridge.signer.callback_token("apixo", job["id"])
+    wrong_method = await harness.client.get(f"/callbacks/apixo/{token}")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+    for path in (f"/callbacks/apixo/{token}/more", "/callbacks/apixo", "/callbacks/apixo/",
+                 "/callbacks//" + token):
+        answer = await harness.client.post(path, content=b"{}")
+        assert answer.status_code == 404, path
+        assert answer.json()["error"]["code"] == "not_found"
+        assert "x-request-id" in answer.headers
+
+
 async def test_repeated_callbacks_are_harmless(harness: Harness) -> None:
     job = await harness.create(FLYOVER)
     done = await harness.wait(job["id"], hurry=False)

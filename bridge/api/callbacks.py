@@ -3,31 +3,118 @@ served (``/media/{token}``)."""
 
 from __future__ import annotations
 
+import json
 import os
+import time
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge.api.common import get_bridge, read_body
-from bridge.errors import Forbidden, NotFound, Unauthorized
+from bridge.core import Bridge
+from bridge.errors import BridgeError, Forbidden, NotFound, PayloadTooLarge, Unauthorized
+from bridge.logs import log_request, log_unhandled, request_id_of
 from bridge.signing import TokenExpired, TokenInvalid
 
 MAX_CALLBACK_BODY = 1024 * 1024
+CALLBACK_ROUTE = "/callbacks/{provider}/{token}"
+_PREFIX = "/callbacks/"
+_RECEIVED = b'{"received":true}'
+
+
+def _callback_job(bridge: Bridge, provider: str, token: str) -> str:
+    try:
+        return bridge.signer.callback_job(provider, token)
+    except TokenInvalid:
+        # Refused before any database work: a forged callback costs us one HMAC.
+        raise Unauthorized("invalid callback token") from None
 
 
 async def callback(request: Request) -> JSONResponse:
     bridge = get_bridge(request)
     provider = request.path_params["provider"]
-    try:
-        job_id = bridge.signer.callback_job(provider, request.path_params["token"])
-    except TokenInvalid:
-        # Refused before any database work: a forged callback costs us one HMAC.
-        raise Unauthorized("invalid callback token") from None
+    job_id = _callback_job(bridge, provider, request.path_params["token"])
     body = await read_body(request, MAX_CALLBACK_BODY)
     await bridge.tracker.on_callback(provider, job_id, body)
     return JSONResponse({"received": True})
 
+
+class _Disconnected(Exception):
+    """The provider hung up before its body arrived: it will call again."""
+
+
+class CallbackIngress:
+    """ASGI middleware, the app's outermost, that answers ``POST /callbacks/{provider}/{token}``
+    itself and hands every other request on.
+
+    Callbacks are the bridge's busiest route (a burst of finished jobs is a burst of them),
+    and Starlette's middleware stack, router and request objects cost a callback more CPU
+    than its own token check and body parsing (bench/ingest.py). This does for the one
+    route what those do: the request id (``X-Request-Id``) and access line of
+    ``RequestLog``, the body limit of ``read_body``, the JSON errors of the app's handlers.
+    A path of any other shape (or under a ``root_path``) goes to the app's router, which
+    has the same route and answers as it always does.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path")
+                or not scope["path"].startswith(_PREFIX)):
+            await self.app(scope, receive, send)
+            return
+        provider, slash, token = scope["path"][len(_PREFIX):].partition("/")
+        if not provider or not slash or not token or "/" in token:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = request_id_of(scope)
+        try:
+            bridge: Bridge = scope["app"].state.bridge
+            job_id = _callback_job(bridge, provider, token)
+            body = await _body(scope, receive, MAX_CALLBACK_BODY)
+            await bridge.tracker.on_callback(provider, job_id, body)
+            status, content = 200, _RECEIVED
+        except BridgeError as exc:
+            status, content = exc.status_code, json.dumps(exc.to_json()).encode()
+        except _Disconnected:
+            log_request(request_id, "POST", CALLBACK_ROUTE, 499, started)
+            return
+        except Exception as exc:
+            log_unhandled(exc, request_id, "POST", CALLBACK_ROUTE)
+            status, content = 500, json.dumps({"error": {
+                "code": "internal_error", "message": "internal error",
+                "request_id": request_id}}).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(content)).encode()),
+            (b"x-request-id", request_id.encode()),
+        ]})
+        await send({"type": "http.response.body", "body": content})
+        log_request(request_id, "POST", CALLBACK_ROUTE, status, started)
+
+
+async def _body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The request body, refusing (413) more than ``limit`` bytes without reading them all."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def media(request: Request) -> Response:
@@ -48,6 +135,6 @@ async def media(request: Request) -> Response:
 
 
 routes = [
-    Route("/callbacks/{provider}/{token}", callback, methods=["POST"]),
+    Route(CALLBACK_ROUTE, callback, methods=["POST"]),
     Route("/media/{token}", media, methods=["GET", "HEAD"]),
 ]

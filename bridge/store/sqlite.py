@@ -1,10 +1,19 @@
 """The SQLite backend: one file in WAL mode, all of the bridge's SQL.
 
-Writes go through one connection guarded by a lock, each in a ``BEGIN IMMEDIATE``
-transaction (which also serializes against other processes on the same file, e.g. a
-``bridge tick`` beside ``bridge serve``); reads use a second connection, which WAL lets run
-beside a writer. ``synchronous=NORMAL`` in WAL mode keeps every committed transaction across
-a crash of the process; only a power loss can take the last few.
+Writes go through one connection, each in a ``BEGIN IMMEDIATE`` transaction (which also
+serializes against other processes on the same file, e.g. a ``bridge tick`` beside
+``bridge serve``); reads use a second connection, which WAL lets run beside a writer.
+``synchronous=NORMAL`` in WAL mode keeps every committed transaction across a crash of the
+process; only a power loss can take the last few.
+
+Where writes run: a write transaction that waits for no lock touches only pages in memory
+(in WAL mode a commit appends to the log and does not sync it), so it runs on the event
+loop itself, batched (group commit). Handing it to a thread instead made each statement
+pass the GIL between the two threads and back: measured with bench/ingest.py, that traffic
+cost more CPU than the SQL. What may block runs in a thread: a batch that finds the file
+locked by another process waits there (``busy_timeout``), bulk works (``heavy=True``) run
+there, and so do the checkpoints that copy the log into the database and sync it, which
+SQLite would otherwise run inside a commit.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import re
 import sqlite3
 import time
@@ -45,6 +55,7 @@ from bridge.models import (
 from bridge.store.base import AttemptResult, Decide, Outgoing, Page, Stats
 
 _T = TypeVar("_T")
+log = logging.getLogger("bridge.store")
 _CURSOR = re.compile(r"s([0-9]{1,18})")
 _TERMINAL = tuple(str(status) for status in TERMINAL)
 
@@ -182,22 +193,35 @@ _JOB_INSERT = (
 )
 
 
+BUSY_TIMEOUT = 10.0  # seconds a write waits for another process's lock before it fails
+CHECKPOINT_EVERY = 64  # commits between checkpoints of the write-ahead log
+
+_Work = Callable[[sqlite3.Connection], Any]
+
+
+class _Locked(Exception):
+    """``BEGIN IMMEDIATE`` found the database locked: nothing of the batch has run."""
+
+
 class SQLiteStore:
     def __init__(self, path: str) -> None:
         self.path = path
-        self._write: aiosqlite.Connection | None = None
+        self._write: sqlite3.Connection | None = None
         self._read: aiosqlite.Connection | None = None
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._lookup: sqlite3.Connection | None = None  # one-row reads, on the loop
+        self._pending: list[tuple[_Work, asyncio.Future[Any], bool]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._commits = 0  # since the last checkpoint
+        self._checkpoint: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._write = await self._connect()
-        await self._write.execute_fetchall("PRAGMA journal_mode=WAL")
-        await self._transaction(_migrate)
+        self._write = await asyncio.to_thread(_writer, self.path)
+        await self._transaction(_migrate, heavy=True)
         self._read = await self._connect()
+        self._lookup = await asyncio.to_thread(_lookup_connection, self.path)
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -211,10 +235,16 @@ class SQLiteStore:
         if self._flusher is not None:
             await self._flusher  # every accepted write is committed before the store closes
             self._flusher = None
-        for conn in (self._read, self._write):
-            if conn is not None:
-                await conn.close()
-        self._read = self._write = None
+        if self._checkpoint is not None:
+            await self._checkpoint
+            self._checkpoint = None
+        if self._read is not None:
+            await self._read.close()
+        if self._lookup is not None:
+            self._lookup.close()
+        if self._write is not None:
+            self._write.close()  # the last connection out checkpoints and removes the log
+        self._read = self._write = self._lookup = None
 
     async def ping(self) -> bool:
         try:
@@ -229,48 +259,78 @@ class SQLiteStore:
             raise RuntimeError("store is not open")
         return self._read
 
-    async def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` atomically on the writer's own thread; return once it is committed.
+    async def _transaction(
+        self, work: Callable[[sqlite3.Connection], _T], *, heavy: bool = False
+    ) -> _T:
+        """Run ``work`` atomically; return once it is committed.
 
-        Group commit: works that arrive while a commit is under way wait for it and then go
-        together, each inside a savepoint of one ``BEGIN IMMEDIATE`` transaction. A work that
-        raises undoes only its own savepoint (and its caller gets the exception); its
+        Group commit: works that arrive while a batch is being written wait for it and then
+        go together, each inside a savepoint of one ``BEGIN IMMEDIATE`` transaction. A work
+        that raises undoes only its own savepoint (and its caller gets the exception); its
         neighbours commit. Under load one commit serves many callers; alone, a work is
-        committed at once. ``Connection._execute`` is aiosqlite's own way to run a function on
-        that thread: one hop per batch instead of one per statement.
+        committed at once. ``heavy``: a bulk work (many rows), written in a thread so that
+        the loop does not wait for it.
         """
         if self._write is None:
             raise RuntimeError("store is not open")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((work, future))
+        self._pending.append((work, future, heavy))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(self._write), name="store.commit")
         result: _T = await future
         return result
 
-    async def _flush(self, write: aiosqlite.Connection) -> None:
+    async def _flush(self, write: sqlite3.Connection) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
+            works = [work for work, _, _ in batch]
             try:
-                outcomes = await write._execute(  # type: ignore[no-untyped-call]
-                    _commit_batch, write._conn, [work for work, _ in batch]
-                )
+                if any(heavy for _, _, heavy in batch):
+                    outcomes = await asyncio.to_thread(_commit_waiting, write, works)
+                else:
+                    try:
+                        outcomes = _commit(write, works)
+                    except _Locked:
+                        outcomes = await asyncio.to_thread(_commit_waiting, write, works)
             except BaseException as exc:  # the commit itself failed: nothing was written
-                for _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
-            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+            for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
                 if ok:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
+            self._commits += 1
+            if self._commits >= CHECKPOINT_EVERY and self._read is not None and (
+                    self._checkpoint is None or self._checkpoint.done()):
+                self._commits = 0
+                self._checkpoint = asyncio.create_task(self._checkpoint_log(self._read),
+                                                       name="store.checkpoint")
+
+    async def _checkpoint_log(self, read: aiosqlite.Connection) -> None:
+        """Copy the write-ahead log into the database, on the reader's thread. PASSIVE:
+        it neither waits for nor blocks readers and writers (what it cannot copy now, the
+        next one does)."""
+        try:
+            await read.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+        except (aiosqlite.Error, ValueError) as exc:
+            log.warning("checkpoint of the write-ahead log failed: %s", exc)
 
     async def _fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
+        """A one-row lookup by key: a few pages read, on the loop. WAL readers wait for no
+        writer; in the rare moment the log itself is busy, the read waits in a thread."""
+        if self._lookup is not None:
+            try:
+                return _one(self._lookup, sql, params)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    raise
         rows = await self._reader.execute_fetchall(sql, params)
         return next(iter(rows), None)
 
@@ -389,11 +449,9 @@ class SQLiteStore:
     ) -> tuple[Job, Event | None] | None:
         def work(conn: sqlite3.Connection) -> tuple[Job, Event | None] | None:
             row = _one(conn, "SELECT * FROM jobs WHERE id = ?", (job_id,))
-            if row is None:
+            if row is None or row["status"] in _TERMINAL:
                 return None
             current = _job(row)
-            if current.status in TERMINAL:
-                return None
             change = decide(current)
             if change is None:
                 if release_lease:
@@ -403,13 +461,15 @@ class SQLiteStore:
             event = None
             if change.event_type is not None:
                 job = job.evolve(sequence=current.sequence + 1)
+                data = job.to_json()
+                data["sequence"] = job.sequence
                 event = Event(
                     id=new_id("evt"),
                     tenant=job.tenant,
                     type=change.event_type,
                     job_id=job.id,
                     created_at=job.updated_at,
-                    data={**job.to_json(), "sequence": job.sequence},
+                    data=data,
                 )
                 _insert_event(conn, event)
                 _fan_out(conn, event, job, job.updated_at.timestamp())
@@ -634,7 +694,7 @@ class SQLiteStore:
                 _insert_delivery(conn, _event(row), endpoint.id, None, stamp, again=True)
             return min(len(rows), RECOVER_LIMIT), len(rows) > RECOVER_LIMIT
 
-        return await self._transaction(work)
+        return await self._transaction(work, heavy=True)
 
     # -- deliveries ----------------------------------------------------------------------
     async def claim_due_deliveries(
@@ -742,7 +802,7 @@ class SQLiteStore:
                     counts["disabled"] += 1
             return counts
 
-        return await self._transaction(work)
+        return await self._transaction(work, heavy=True)
 
     async def stats(self, now: datetime) -> Stats:
         jobs = await self._fetchall(
@@ -774,26 +834,92 @@ def _scalar(conn: sqlite3.Connection, sql: str, params: Any = ()) -> Any:
     return row[0]
 
 
+def _writer(path: str) -> sqlite3.Connection:
+    """The write connection. It is used by one caller at a time (the store's flusher), on
+    the loop or in a thread it waits for, so it may cross threads."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA wal_autocheckpoint=0")  # the store checkpoints, off the loop
+    conn.execute("PRAGMA busy_timeout=0")  # on the loop a lock is never waited for
+    return conn
+
+
+def _lookup_connection(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA query_only=ON")
+    return conn  # busy_timeout 0: a busy read goes to the reader's thread instead
+
+
+def _commit(conn: sqlite3.Connection, works: list[_Work]) -> list[tuple[bool, Any]]:
+    """Run the works in one transaction and commit them together; a work that raises is
+    undone alone (its neighbours commit). ``_Locked`` when another connection holds the
+    write lock (nothing was committed).
+
+    The works run back to back first; only if one raises is the transaction rolled back
+    and the batch run again with a savepoint around each work. A work only reads and
+    writes the database (and decides from what it read), so running it again is safe, and
+    the savepoints' two statements a work are spent only on the rare batch that needs them.
+    """
+    outcomes = _commit_batch(conn, works, savepoints=False)
+    if outcomes is None:
+        outcomes = _commit_batch(conn, works, savepoints=True)
+        assert outcomes is not None
+    return outcomes
+
+
 def _commit_batch(
-    conn: sqlite3.Connection, works: list[Callable[[sqlite3.Connection], Any]]
-) -> list[tuple[bool, Any]]:
-    """Run each work in its own savepoint of one transaction; commit them together."""
-    outcomes: list[tuple[bool, Any]] = []
-    conn.execute("BEGIN IMMEDIATE")
+    conn: sqlite3.Connection, works: list[_Work], *, savepoints: bool
+) -> list[tuple[bool, Any]] | None:
+    """One transaction of ``works``. Without ``savepoints``, ``None`` (and nothing
+    written) when a work raised."""
     try:
-        for work in works:
-            conn.execute("SAVEPOINT work")
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+            raise _Locked from None
+        raise
+    try:
+        if savepoints:
+            outcomes = [_in_savepoint(conn, work) for work in works]
+        else:
             try:
-                outcomes.append((True, work(conn)))
-            except Exception as exc:
-                conn.execute("ROLLBACK TO work")
-                outcomes.append((False, exc))
-            conn.execute("RELEASE work")
+                outcomes = [(True, work(conn)) for work in works]
+            except Exception:
+                conn.execute("ROLLBACK")
+                return None
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
     return outcomes
+
+
+def _in_savepoint(conn: sqlite3.Connection, work: _Work) -> tuple[bool, Any]:
+    conn.execute("SAVEPOINT work")
+    try:
+        outcome = (True, work(conn))
+    except Exception as exc:
+        conn.execute("ROLLBACK TO work")
+        outcome = (False, exc)
+    conn.execute("RELEASE work")
+    return outcome
+
+
+def _commit_waiting(conn: sqlite3.Connection, works: list[_Work]) -> list[tuple[bool, Any]]:
+    """``_commit_batch`` in a thread, waiting up to ``BUSY_TIMEOUT`` for the write lock."""
+    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+    try:
+        return _commit(conn, works)
+    except _Locked:
+        raise sqlite3.OperationalError("database is locked") from None
+    finally:
+        conn.execute("PRAGMA busy_timeout=0")
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -811,8 +937,11 @@ def _statements(script: str) -> list[str]:
     return [part.strip() for part in script.split(";") if part.strip()]
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps makes one a call
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def _loads(value: str | None) -> Any:
