@@ -282,6 +282,9 @@ class SQLiteStore:
 
     async def _flush(self, write: sqlite3.Connection) -> None:
         while self._pending:
+            # One more turn of the loop first: the requests it is reading now join this
+            # commit instead of paying for one of their own (at rest the turn is free).
+            await asyncio.sleep(0)
             batch, self._pending = self._pending, []
             works = [work for work, _, _ in batch]
             try:
@@ -997,27 +1000,33 @@ def _job_params(job: Job) -> dict[str, Any]:
     return {column: encode(job) for column, encode in _JOB_ENCODERS.items()}
 
 
+_STATUSES = {str(status): status for status in JobStatus}
+_TRACKINGS = {str(tracking): tracking for tracking in Tracking}
+
+
 def _job(row: sqlite3.Row) -> Job:
-    error = _loads(row["error"])
+    # Read for every state change: plain lookups, and no JSON parser for empty values.
+    error = row["error"]
+    provider_data = row["provider_data"]
     return Job(
         id=row["id"],
         tenant=row["tenant"],
         provider=row["provider"],
         model=row["model"],
-        status=JobStatus(row["status"]),
-        tracking=Tracking(row["tracking"]),
-        request=_loads(row["request"]),
+        status=_STATUSES[row["status"]],
+        tracking=_TRACKINGS[row["tracking"]],
+        request=json.loads(row["request"]),
         created_at=_dt(row["created_at"]) or utcnow(),
         updated_at=_dt(row["updated_at"]) or utcnow(),
         provider_job_id=row["provider_job_id"],
         progress=row["progress"],
         result=_loads(row["result"]),
-        error=JobError.from_json(error) if error else None,
+        error=JobError.from_json(json.loads(error)) if error else None,
         cost=_loads(row["cost"]),
         metadata=_loads(row["metadata"]),
         completed_at=_dt(row["completed_at"]),
         sequence=row["sequence"],
-        provider_data=_loads(row["provider_data"]) or {},
+        provider_data=json.loads(provider_data) if provider_data not in (None, "{}") else {},
         submit_started_at=_dt(row["submit_started_at"]),
         submitted_at=_dt(row["submitted_at"]),
         check_count=row["check_count"],
