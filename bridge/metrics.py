@@ -18,7 +18,9 @@ Read at scrape time (true across processes sharing the database):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -41,7 +43,12 @@ DELIVERY_SECONDS = Histogram(
 
 def count_provider_request(provider: str, status: int | None) -> None:
     """Count one request to ``provider``: its HTTP status, or ``None`` for no answer."""
-    PROVIDER_REQUESTS.labels(provider, provider_outcome(status)).inc()
+    _provider_requests(provider, provider_outcome(status)).inc()
+
+
+@functools.lru_cache(maxsize=256)
+def _provider_requests(provider: str, outcome: str) -> Any:
+    return PROVIDER_REQUESTS.labels(provider, outcome)  # a label lookup is a lock and a hash
 
 
 def provider_outcome(status: int | None) -> str:

@@ -82,9 +82,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 limit=self._limits.max_connections or 0,
                 keepalive_timeout=self._limits.keepalive_expiry or 5.0,
             )
-            # Bodies are passed on undecoded: httpx decodes them by Content-Encoding.
+            # Bodies are passed on undecoded: httpx decodes them by Content-Encoding. No
+            # cookie jar: provider APIs authenticate by key, and a jar is consulted on every
+            # request.
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                                  skip_auto_headers=("User-Agent",))
+                                                  skip_auto_headers=("User-Agent",),
+                                                  cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -114,6 +117,7 @@ class ProviderClient(httpx.AsyncClient):
         self._aiohttp = AiohttpTransport(limits)
         super().__init__(transport=self._aiohttp, timeout=timeout,
                          headers={"User-Agent": USER_AGENT})
+        self._aiohttp_timeout = (self.timeout, _client_timeout(self.timeout))
 
     async def fetch(
         self,
@@ -134,10 +138,12 @@ class ProviderClient(httpx.AsyncClient):
         if json_body is not None:
             data = json.dumps(json_body, separators=(",", ":")).encode()
             merged["content-type"] = "application/json"
+        if self._aiohttp_timeout[0] is not self.timeout:  # the client's timeout was replaced
+            self._aiohttp_timeout = (self.timeout, _client_timeout(self.timeout))
         with httpx_errors():
             async with self._aiohttp.session.request(
                 method, url, headers=merged, params=params, data=data, allow_redirects=False,
-                timeout=_client_timeout(self.timeout),
+                timeout=self._aiohttp_timeout[1],
             ) as answer:
                 answered = await answer.read()
         return httpx.Response(answer.status, headers=answer.raw_headers, content=answered)
