@@ -54,6 +54,8 @@ CONCURRENCY = 64  # attempts in flight, all targets
 PER_TARGET = 8  # attempts in flight to one endpoint (or one job's webhook_url)
 IDLE_WAIT = 1.0  # seconds between looks for due retries when nothing wakes the worker
 USER_AGENT = "bridge-webhooks/0.1"
+_ATTEMPT_TIMEOUT = aiohttp.ClientTimeout(total=TIMEOUT)
+_SUCCEEDED, _FAILED = DELIVERIES.labels("succeeded"), DELIVERIES.labels("failed")
 # Headers bridge sets on every delivery; an endpoint's own headers never replace them.
 RESERVED_HEADERS = frozenset({
     "webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length",
@@ -283,7 +285,8 @@ class Deliverer:
                 await self.guard.addresses(host)
             async with self.session.post(
                 outgoing.url, data=outgoing.body, headers=headers, allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=within),
+                timeout=_ATTEMPT_TIMEOUT if within == TIMEOUT else aiohttp.ClientTimeout(
+                    total=within),
             ) as response:
                 status = response.status
                 head = await response.content.read(EXCERPT_BYTES)
@@ -307,7 +310,7 @@ class Deliverer:
             if 300 <= status < 400:
                 error += " (redirects are not followed)"
         at = self.clock()
-        DELIVERIES.labels("succeeded" if ok else "failed").inc()
+        (_SUCCEEDED if ok else _FAILED).inc()
         DELIVERY_SECONDS.observe(duration_ms / 1000)
         # Ids and outcome only: the URL may carry a credential, the body is the user's.
         if log.isEnabledFor(logging.INFO):
