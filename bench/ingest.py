@@ -1,7 +1,7 @@
 """apixo callbacks per second through the bridge's receiver, beside a bare Starlette endpoint.
 
-    python bench/ingest.py [--duration 5] [--warmup 1] [--concurrency 32] [--jobs 64]
-                           [--client aiohttp|httpx] [--modes off,on] [--no-fail]
+    python bench/ingest.py [--duration 5] [--rounds 5] [--warmup 1] [--concurrency 32]
+                           [--jobs 30000] [--client aiohttp|httpx] [--modes off,on] [--no-fail]
 
 Processes (everything on 127.0.0.1, nothing else touched):
 
@@ -19,9 +19,12 @@ Per mode, what a real apixo callback does, once per job: N tasks are created at 
 (async mode, finishing at once) and N running apixo jobs naming them are stored in the bridge's
 fresh database with ``SQLiteStore.create_job`` before the server starts. Their callback URLs
 are signed here with ``bridge.signing.Signer`` and the ``BRIDGE_SECRET_KEY`` given to the
-server. Then, at a fixed concurrency, for ``--warmup`` + ``--duration`` seconds each: first
-``POST /bare``, then ``POST /callbacks/apixo/{token}``, each job's URL exactly once, with the
-apixo success envelope apixo sends when a task ends (/bare gets a body of the same size). Each
+server. Then, at a fixed concurrency, ``--duration`` seconds each (after ``--warmup``
+unmeasured seconds at the start of each): ``POST /bare`` and
+``POST /callbacks/apixo/{token}``, taking turns in ``--rounds`` slices (bare, bridge, bare,
+bridge, ...) so that a change in the machine's speed weighs on both alike, each job's URL
+exactly once, with the apixo success envelope apixo sends when a task ends (/bare gets a
+body of the same size). Each
 callback takes the job to ``succeeded``: a job row update and a ``job.succeeded`` event in one
 transaction (and, confirming, a status call to the simulator first). That it did is checked
 afterwards (status calls counted by the simulator, succeeded jobs and event rows read from the
@@ -29,7 +32,8 @@ SQLite file). Each ratio compares two numbers from the same server run.
 
 A request counts when it completes inside the measured window; any non-2xx answer or
 transport error is an error. The CPU columns are cores used over the row (warm-up included):
-the server process (its event-loop thread and its other threads: aiosqlite's), the
+the server process (its event-loop thread, where the store also writes, and its other
+threads: the store's reader and checkpoints), the
 simulator, this load generator, and everything else on the machine (a busy "other" column
 means a noisy run). The servers listen on ``bridge.serving.bind()`` sockets.
 
@@ -66,8 +70,8 @@ PATH_DONE = {
     "off": "token verify (itsdangerous HMAC) + body read (<= 1 MiB) + parse_callback + 1 write "
            "transaction (SELECT job, UPDATE job, INSERT event, free the provider slot)",
     "on": "token verify (itsdangerous HMAC) + body read (<= 1 MiB) + 1 job read + 1 provider "
-          "status call (httpx GET statusTask on the simulator) + 1 write transaction (SELECT "
-          "job, UPDATE job, INSERT event, free the provider slot)",
+          "status call (GET statusTask on the simulator, by the provider client) + 1 write "
+          "transaction (SELECT job, UPDATE job, INSERT event, free the provider slot)",
 }
 
 
