@@ -54,13 +54,17 @@ CONCURRENCY = 64  # attempts in flight, all targets
 PER_TARGET = 8  # attempts in flight to one endpoint (or one job's webhook_url)
 IDLE_WAIT = 1.0  # seconds between looks for due retries when nothing wakes the worker
 USER_AGENT = "bridge-webhooks/0.1"
-_ATTEMPT_TIMEOUT = aiohttp.ClientTimeout(total=TIMEOUT)
 _SUCCEEDED, _FAILED = DELIVERIES.labels("succeeded"), DELIVERIES.labels("failed")
 # Headers bridge sets on every delivery; an endpoint's own headers never replace them.
 RESERVED_HEADERS = frozenset({
     "webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length",
     "host", "user-agent", "transfer-encoding", "connection",
 })
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(total: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -285,8 +289,7 @@ class Deliverer:
                 await self.guard.addresses(host)
             async with self.session.post(
                 outgoing.url, data=outgoing.body, headers=headers, allow_redirects=False,
-                timeout=_ATTEMPT_TIMEOUT if within == TIMEOUT else aiohttp.ClientTimeout(
-                    total=within),
+                timeout=_timeout(within),
             ) as response:
                 status = response.status
                 head = await response.content.read(EXCERPT_BYTES)
