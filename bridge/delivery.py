@@ -284,7 +284,7 @@ class Deliverer:
         started = time.perf_counter()
         try:
             host = self.guard.check_form(outgoing.url)
-            if is_address(host):
+            if not self.guard.allow_private and is_address(host):
                 # aiohttp connects to a literal address without asking the resolver.
                 await self.guard.addresses(host)
             async with self.session.post(
