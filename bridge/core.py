@@ -118,7 +118,7 @@ class Bridge:
         )
         guard = Guard(allow_private=settings.allow_private_targets)
         deliverer = Deliverer(store, guard, settings.retry_schedule)
-        tracker.listeners.append(lambda event: deliverer.wake())
+        store.outbox_listeners.append(deliverer.wake)
         return cls(settings, store, providers, Catalog(providers), tracker, signer, media,
                    client, owns_http, guard, deliverer)
 

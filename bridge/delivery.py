@@ -239,7 +239,10 @@ class Deliverer:
         if outgoing.delivery.id in self._sending:
             return False  # an earlier claim of it is still being attempted here
         target = outgoing.delivery.endpoint_id or outgoing.url
-        gate, users = self._gates.setdefault(target, (asyncio.Semaphore(self.per_target), [0]))
+        entry = self._gates.get(target)
+        if entry is None:
+            entry = self._gates[target] = (asyncio.Semaphore(self.per_target), [0])
+        gate, users = entry
         users[0] += 1
         self._sending.add(outgoing.delivery.id)
         try:

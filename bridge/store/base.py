@@ -96,6 +96,9 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    # Called after each commit of this store that added deliveries to the outbox.
+    outbox_listeners: list[Callable[[], None]]
+
     async def ping(self) -> bool:
         """Whether the database answers and its schema is current."""
         ...

@@ -49,7 +49,6 @@ from bridge.models import (
     Tenant,
     Tracking,
     new_id,
-    rfc3339,
     utcnow,
 )
 from bridge.store.base import AttemptResult, Decide, Outgoing, Page, Stats
@@ -206,12 +205,16 @@ class _Locked(Exception):
 class SQLiteStore:
     def __init__(self, path: str) -> None:
         self.path = path
-        self._write: sqlite3.Connection | None = None
+        self._write: _WriteConnection | None = None
         self._read: aiosqlite.Connection | None = None
         self._lookup: sqlite3.Connection | None = None  # one-row reads, on the loop
         self._pending: list[tuple[_Work, asyncio.Future[Any], bool]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._commits = 0  # since the last checkpoint
+        self._deliveries_seen = 0
+        # Called after each commit that added deliveries (the deliverer's wake-up): events
+        # that go to no endpoint wake nobody.
+        self.outbox_listeners: list[Callable[[], None]] = []
         self._checkpoint: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -280,7 +283,7 @@ class SQLiteStore:
         result: _T = await future
         return result
 
-    async def _flush(self, write: sqlite3.Connection) -> None:
+    async def _flush(self, write: _WriteConnection) -> None:
         while self._pending:
             # One more turn of the loop first: the requests it is reading now join this
             # commit instead of paying for one of their own (at rest the turn is free).
@@ -309,6 +312,10 @@ class SQLiteStore:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
+            if write.deliveries_added != self._deliveries_seen:
+                self._deliveries_seen = write.deliveries_added
+                for listener in self.outbox_listeners:
+                    listener()
             self._commits += 1
             if self._commits >= CHECKPOINT_EVERY and self._read is not None and (
                     self._checkpoint is None or self._checkpoint.done()):
@@ -837,10 +844,17 @@ def _scalar(conn: sqlite3.Connection, sql: str, params: Any = ()) -> Any:
     return row[0]
 
 
-def _writer(path: str) -> sqlite3.Connection:
+class _WriteConnection(sqlite3.Connection):
+    """The write connection, counting the deliveries its works add to the outbox."""
+
+    deliveries_added = 0
+
+
+def _writer(path: str) -> _WriteConnection:
     """The write connection. It is used by one caller at a time (the store's flusher), on
     the loop or in a thread it waits for, so it may cross threads."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           factory=_WriteConnection)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
     conn.execute("PRAGMA journal_mode=WAL")
@@ -957,6 +971,11 @@ def _ts(value: datetime | None) -> float | None:
 
 def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _rfc3339_stamp(stamp: float) -> str:
+    """``rfc3339`` of a stored time, in whole seconds, without a datetime in between."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
 def _json_or_null(value: Any) -> str | None:
@@ -1155,6 +1174,8 @@ def _insert_delivery(
         next_attempt_at=datetime.fromtimestamp(stamp, UTC),
     )
     conn.execute(_DELIVERY_INSERT, _delivery_params(delivery))
+    if isinstance(conn, _WriteConnection):
+        conn.deliveries_added += 1
     return delivery
 
 
@@ -1210,9 +1231,9 @@ def _outgoing(
         # The stored event's own JSON text goes out as is: the bytes signed are the bytes
         # sent, and the body is the same on every attempt.
         body = (
-            '{"id":' + json.dumps(event["id"]) + ',"type":' + json.dumps(event["type"])
-            + ',"timestamp":' + json.dumps(rfc3339(_dt(event["created_at"])))
-            + ',"data":' + event["data"] + "}"
+            '{"id":' + _dumps(event["id"]) + ',"type":' + _dumps(event["type"])
+            + ',"timestamp":"' + _rfc3339_stamp(event["created_at"])
+            + '","data":' + event["data"] + "}"
         ).encode()
         out.append(Outgoing(delivery, url, headers, secrets, body, lease_until))
     return out
@@ -1310,6 +1331,9 @@ def _delivery_params(delivery: Delivery) -> dict[str, Any]:
     }
 
 
+_DELIVERY_STATUSES = {str(status): status for status in DeliveryStatus}
+
+
 def _delivery(row: sqlite3.Row) -> Delivery:
     return Delivery(
         id=row["id"],
@@ -1321,7 +1345,7 @@ def _delivery(row: sqlite3.Row) -> Delivery:
         job_id=row["job_id"],
         sequence=row["sequence"],
         attempt=row["attempt"],
-        status=DeliveryStatus(row["status"]),
+        status=_DELIVERY_STATUSES[row["status"]],
         created_at=_dt(row["created_at"]) or utcnow(),
         next_attempt_at=_dt(row["next_attempt_at"]),
         response_status=row["response_status"],
