@@ -188,3 +188,22 @@ async def test_a_job_webhook_answering_410_gets_nothing_more_of_the_job(
     await store.update_job(job.id, lambda j: Change(
         j.evolve(status=JobStatus.SUCCEEDED, updated_at=utcnow()), "job.succeeded"))
     assert await claim(store, utcnow() + timedelta(seconds=5)) == []
+
+
+async def test_the_outbox_listeners_hear_of_commits_that_added_deliveries_only(
+    store: SQLiteStore,
+) -> None:
+    heard: list[int] = []
+    store.outbox_listeners.append(lambda: heard.append(1))
+    first = event("job.succeeded", 1)
+    await store.add_event(first)  # no endpoint: nothing to deliver
+    await store.replay_event(first, None, utcnow())  # the tenant has no endpoints yet
+    assert heard == []
+    made = await endpoint(store)
+    await store.replay_event(first, None, utcnow())  # fans out to the new endpoint
+    assert heard == [1]
+    await store.add_event(event("job.failed", 2), endpoint_id=made.id)
+    assert heard == [1, 1]
+    outgoing = (await claim(store))[0]
+    await store.finish_delivery(outgoing, succeeded(utcnow()))
+    assert heard == [1, 1]  # a recorded attempt adds nothing to send now
