@@ -783,3 +783,65 @@ async def test_the_write_ahead_log_is_copied_into_the_database_as_it_grows(
     assert size() >= before + CHECKPOINT_EVERY * 4000
     assert read_db(db_path, "SELECT COUNT(*) FROM meta WHERE key LIKE 'filler-%'") == [
         (CHECKPOINT_EVERY + 1,)]
+
+
+async def test_a_flusher_cancelled_while_a_batch_waits_in_a_thread_lets_it_finish(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    first, second = await add(store), await add(store)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        waiting = asyncio.create_task(
+            store.update_job(first.id, touch("job.submitted", status=JobStatus.SUBMITTED)))
+        await asyncio.sleep(0.1)  # the batch is in its thread, waiting for the lock
+        flusher = store._flusher
+        assert flusher is not None and not flusher.done()
+        flusher.cancel()
+        # Meanwhile no second batch may start on the connection the thread holds.
+        late = asyncio.create_task(
+            store.update_job(second.id, touch("job.submitted", status=JobStatus.SUBMITTED)))
+        await asyncio.sleep(0.1)
+        assert not flusher.done() and not late.done()
+        other.execute("ROLLBACK")
+        result = await asyncio.wait_for(waiting, timeout=5)
+    finally:
+        other.close()
+    assert result is not None and result[0].status == JobStatus.SUBMITTED  # it committed
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(late, timeout=5)  # never begun: never written
+    assert (await store.get_job(second.id)).status == JobStatus.QUEUED  # type: ignore[union-attr]
+    # The store goes on working.
+    await store.update_job(second.id, touch("job.running", status=JobStatus.RUNNING))
+    assert (await store.get_job(second.id)).status == JobStatus.RUNNING  # type: ignore[union-attr]
+
+
+async def test_a_flusher_cancelled_before_it_writes_leaves_no_caller_waiting(
+    store: SQLiteStore,
+) -> None:
+    job = await add(store)
+    write = asyncio.create_task(
+        store.update_job(job.id, touch("job.submitted", status=JobStatus.SUBMITTED)))
+    await asyncio.sleep(0)  # queued; the flusher has not had its turn yet
+    assert store._flusher is not None
+    store._flusher.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(write, timeout=5)
+    assert (await store.get_job(job.id)).status == JobStatus.QUEUED  # type: ignore[union-attr]
+
+
+async def test_close_commits_every_accepted_write_and_refuses_later_ones(
+    db_path: Path,
+) -> None:
+    store = SQLiteStore(str(db_path))
+    await store.open()
+    await store.ensure_tenant("acme", lambda: "whsec_acme")
+    jobs = [make_job() for _ in range(20)]
+    writes = [asyncio.create_task(store.create_job(job, idempotency_window=DAY))
+              for job in jobs]
+    await asyncio.sleep(0)
+    await store.close()
+    assert all(created for _, created in await asyncio.gather(*writes))
+    with pytest.raises(RuntimeError):
+        await store.create_job(make_job(), idempotency_window=DAY)
+    assert read_db(db_path, "SELECT COUNT(*) FROM jobs") == [(20,)]

@@ -216,6 +216,8 @@ class SQLiteStore:
         # that go to no endpoint wake nobody.
         self.outbox_listeners: list[Callable[[], None]] = []
         self._checkpoint: asyncio.Task[None] | None = None
+        self._checkpointer: sqlite3.Connection | None = None  # used in a thread only
+        self._closing = False
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -235,19 +237,20 @@ class SQLiteStore:
         return conn
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            await self._flusher  # every accepted write is committed before the store closes
-            self._flusher = None
+        self._closing = True  # no new writes; every accepted one is committed first
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.wait({self._flusher})
+        self._flusher = None
         if self._checkpoint is not None:
-            await self._checkpoint
+            await asyncio.wait({self._checkpoint})
             self._checkpoint = None
         if self._read is not None:
             await self._read.close()
-        if self._lookup is not None:
-            self._lookup.close()
-        if self._write is not None:
-            self._write.close()  # the last connection out checkpoints and removes the log
-        self._read = self._write = self._lookup = None
+        for conn in (self._lookup, self._checkpointer, self._write):
+            if conn is not None:
+                conn.close()  # the writer last: the last connection out removes the log
+        self._read = self._write = self._lookup = self._checkpointer = None
+        self._closing = False
 
     async def ping(self) -> bool:
         try:
@@ -268,18 +271,19 @@ class SQLiteStore:
         """Run ``work`` atomically; return once it is committed.
 
         Group commit: works that arrive while a batch is being written wait for it and then
-        go together, each inside a savepoint of one ``BEGIN IMMEDIATE`` transaction. A work
-        that raises undoes only its own savepoint (and its caller gets the exception); its
-        neighbours commit. Under load one commit serves many callers; alone, a work is
-        committed at once. ``heavy``: a bulk work (many rows), written in a thread so that
-        the loop does not wait for it.
+        go together in one ``BEGIN IMMEDIATE`` transaction. A work that raises is undone
+        alone (its caller gets the exception); its neighbours commit (see ``_commit``).
+        Under load one commit serves many callers; alone, a work is committed at once.
+        ``heavy``: a bulk work (many rows), written in a thread so that the loop does not
+        wait for it.
         """
-        if self._write is None:
+        if self._write is None or self._closing:
             raise RuntimeError("store is not open")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((work, future, heavy))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(self._write), name="store.commit")
+            self._flusher.add_done_callback(self._flusher_ended)
         result: _T = await future
         return result
 
@@ -289,48 +293,81 @@ class SQLiteStore:
             # commit instead of paying for one of their own (at rest the turn is free).
             await asyncio.sleep(0)
             batch, self._pending = self._pending, []
-            works = [work for work, _, _ in batch]
-            try:
-                if any(heavy for _, _, heavy in batch):
-                    outcomes = await asyncio.to_thread(_commit_waiting, write, works)
-                else:
-                    try:
-                        outcomes = _commit(write, works)
-                    except _Locked:
-                        outcomes = await asyncio.to_thread(_commit_waiting, write, works)
-            except BaseException as exc:  # the commit itself failed: nothing was written
-                for _, future, _ in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
-            if write.deliveries_added != self._deliveries_seen:
-                self._deliveries_seen = write.deliveries_added
-                for listener in self.outbox_listeners:
-                    listener()
-            self._commits += 1
-            if self._commits >= CHECKPOINT_EVERY and self._read is not None and (
-                    self._checkpoint is None or self._checkpoint.done()):
-                self._commits = 0
-                self._checkpoint = asyncio.create_task(self._checkpoint_log(self._read),
-                                                       name="store.checkpoint")
+            await self._write_batch(write, batch)
 
-    async def _checkpoint_log(self, read: aiosqlite.Connection) -> None:
-        """Copy the write-ahead log into the database, on the reader's thread. PASSIVE:
-        it neither waits for nor blocks readers and writers (what it cannot copy now, the
-        next one does)."""
+    def _flusher_ended(self, flusher: asyncio.Task[None]) -> None:
+        """A flusher that ended with works left was cancelled (the loop is going away,
+        perhaps before it ever ran): what was never begun is never written, and its
+        callers are told so rather than left waiting."""
+        if flusher is self._flusher and self._pending:
+            waiting, self._pending = self._pending, []
+            for _, future, _ in waiting:
+                future.cancel()
+
+    async def _write_batch(
+        self, write: _WriteConnection, batch: list[tuple[_Work, asyncio.Future[Any], bool]]
+    ) -> None:
+        works = [work for work, _, _ in batch]
         try:
-            await read.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
-        except (aiosqlite.Error, ValueError) as exc:
+            if any(heavy for _, _, heavy in batch):
+                outcomes = await self._in_thread(write, batch)
+            else:
+                try:
+                    outcomes = _commit(write, works)
+                except _Locked:
+                    outcomes = await self._in_thread(write, batch)
+        except BaseException as exc:  # the commit itself failed: nothing was written
+            for _, future, _ in batch:
+                if not future.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        future.cancel()
+                    else:
+                        future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        _settle(batch, outcomes)
+        if write.deliveries_added != self._deliveries_seen:
+            self._deliveries_seen = write.deliveries_added
+            for listener in self.outbox_listeners:
+                listener()
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY and (
+                self._checkpoint is None or self._checkpoint.done()):
+            self._commits = 0
+            self._checkpoint = asyncio.create_task(self._checkpoint_log(),
+                                                   name="store.checkpoint")
+
+    async def _in_thread(
+        self, write: _WriteConnection, batch: list[tuple[_Work, asyncio.Future[Any], bool]]
+    ) -> list[tuple[bool, Any]]:
+        """``_commit_waiting`` in a thread. If this task is cancelled meanwhile, the thread
+        still has the connection: it is waited for (nothing else may use the connection
+        until it is done) and its callers get what it did, then the cancel goes on."""
+        thread = asyncio.get_running_loop().run_in_executor(
+            None, _commit_waiting, write, [work for work, _, _ in batch])
+        try:
+            return await asyncio.shield(thread)
+        except asyncio.CancelledError:
+            await asyncio.wait({thread})
+            if not thread.cancelled() and thread.exception() is None:
+                _settle(batch, thread.result())
+            raise
+
+    async def _checkpoint_log(self) -> None:
+        """Copy the write-ahead log into the database and sync it, in a thread on a
+        connection of its own. PASSIVE: it neither waits for nor blocks readers and writers
+        (what it cannot copy now, the next one does)."""
+        try:
+            await asyncio.to_thread(self._checkpoint_now)
+        except sqlite3.Error as exc:
             log.warning("checkpoint of the write-ahead log failed: %s", exc)
+
+    def _checkpoint_now(self) -> None:
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(self.path, isolation_level=None,
+                                                 check_same_thread=False)
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     async def _fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         """A one-row lookup by key: a few pages read, on the loop. WAL readers wait for no
@@ -339,7 +376,7 @@ class SQLiteStore:
             try:
                 return _one(self._lookup, sql, params)
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                if not _busy(exc):
                     raise
         rows = await self._reader.execute_fetchall(sql, params)
         return next(iter(rows), None)
@@ -817,9 +854,10 @@ class SQLiteStore:
     async def stats(self, now: datetime) -> Stats:
         jobs = await self._fetchall(
             "SELECT provider, status, COUNT(*) AS n FROM jobs GROUP BY provider, status")
-        pending = await self._fetchone(
+        # A scan of the outbox, on the reader's thread (``_fetchone`` is for lookups).
+        pending = next(iter(await self._fetchall(
             "SELECT COUNT(*) AS n, MIN(v.created_at) AS oldest FROM deliveries d "
-            "JOIN events v ON v.id = d.event_id WHERE d.status = 'pending'")
+            "JOIN events v ON v.id = d.event_id WHERE d.status = 'pending'")), None)
         depth = int(pending["n"]) if pending else 0
         oldest = pending["oldest"] if pending else None
         return Stats(
@@ -827,6 +865,7 @@ class SQLiteStore:
             outbox_depth=depth,
             oldest_pending_seconds=max(0.0, now.timestamp() - oldest) if oldest else 0.0,
         )
+
 
 def _one(conn: sqlite3.Connection, sql: str, params: Any = ()) -> sqlite3.Row | None:
     """The first row, with the statement finished (an unfinished one blocks COMMIT)."""
@@ -865,11 +904,30 @@ def _writer(path: str) -> _WriteConnection:
     return conn
 
 
+def _settle(
+    batch: list[tuple[_Work, asyncio.Future[Any], bool]], outcomes: list[tuple[bool, Any]]
+) -> None:
+    """Hand each committed work's caller its result (or its own exception)."""
+    for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or one of its extended codes (BUSY_RECOVERY, BUSY_SNAPSHOT, ...)."""
+    return (exc.sqlite_errorcode & 0xFF) == sqlite3.SQLITE_BUSY
+
+
 def _lookup_connection(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # timeout=0: a busy read goes to the reader's thread instead of holding up the loop.
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA query_only=ON")
-    return conn  # busy_timeout 0: a busy read goes to the reader's thread instead
+    return conn
 
 
 def _commit(conn: sqlite3.Connection, works: list[_Work]) -> list[tuple[bool, Any]]:
@@ -897,7 +955,7 @@ def _commit_batch(
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+        if _busy(exc):
             raise _Locked from None
         raise
     try:
@@ -909,11 +967,11 @@ def _commit_batch(
             except Exception:
                 conn.execute("ROLLBACK")
                 return None
+        conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return outcomes
 
 
