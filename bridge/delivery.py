@@ -192,8 +192,11 @@ class Deliverer:
                 started = 0
             if started and len(self._running) < self.concurrency:
                 continue  # there may be more due
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # comes as the wake does, and stop() would wait for a loop that goes on.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), IDLE_WAIT)
+                async with asyncio.timeout(IDLE_WAIT):
+                    await self._wake.wait()
 
     async def _claim_and_start(self, room: int) -> int:
         if room <= 0:

@@ -126,8 +126,11 @@ class Tracker:
                     task.add_done_callback(self._work.discard)
             if claimed == 0:
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+                # comes as the wake does, and stop() would wait for a loop that goes on.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=IDLE_WAIT)
+                    async with asyncio.timeout(IDLE_WAIT):
+                        await self._wake.wait()
                 # Wakes that come in a burst (a job finishing per callback) share one claim.
                 await asyncio.sleep(WAKE_COALESCE)
 

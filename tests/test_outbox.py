@@ -3,6 +3,7 @@ retries after a replay, recover. A real database file; the store's own API only.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -207,3 +208,23 @@ async def test_the_outbox_listeners_hear_of_commits_that_added_deliveries_only(
     outgoing = (await claim(store))[0]
     await store.finish_delivery(outgoing, succeeded(utcnow()))
     assert heard == [1, 1]  # a recorded attempt adds nothing to send now
+
+
+async def test_the_deliverer_stops_even_when_woken_as_it_is_stopped(
+    store: SQLiteStore,
+) -> None:
+    from bridge.delivery import Deliverer
+    from bridge.targets import Guard
+
+    for _ in range(200):
+        deliverer = Deliverer(store, Guard(allow_private=True), (1.0,))
+        await deliverer.start()
+        await asyncio.sleep(0.002)  # it is waiting for a wake now
+        deliverer.wake()  # the wake and the cancel land in the same turn of the loop
+        stopping = asyncio.create_task(deliverer.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=3)
+        if not done:  # its loop went on past the cancel: end it, then fail
+            assert deliverer._task is not None
+            deliverer._task.cancel()
+            await stopping
+            pytest.fail("the deliverer did not stop")

@@ -353,3 +353,27 @@ async def test_after_a_restart_every_unfinished_job_is_followed_again(
             assert done["status"] == "succeeded", done
     for name in ("airforce", "infrai", "apixo", "venice"):
         assert sims.apps[name].state.submissions == 1
+
+
+async def test_the_tracker_stops_even_when_woken_as_it_is_stopped(tmp_path: Path) -> None:
+    from bridge.store.sqlite import SQLiteStore
+    from bridge.tracking import Tracker
+
+    store = SQLiteStore(str(tmp_path / "bridge.db"))
+    await store.open()
+    try:
+        for _ in range(100):
+            tracker = Tracker(store, {}, Signer("k" * 32), public_url="http://127.0.0.1:1",
+                              media_link=lambda name: ("", None))
+            await tracker.start()
+            await asyncio.sleep(0.03)  # past the claim: it is waiting for a wake now
+            tracker.wake()  # the wake and the cancel land in the same turn of the loop
+            stopping = asyncio.create_task(tracker.stop())
+            done, _ = await asyncio.wait({stopping}, timeout=3)
+            if not done:  # its loop went on past the cancel: end it, then fail
+                assert tracker._loop_task is not None
+                tracker._loop_task.cancel()
+                await stopping
+                pytest.fail("the tracker did not stop")
+    finally:
+        await store.close()
