@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 
 import aiohttp
 
-from bridge.metrics import DELIVERIES, DELIVERY_SECONDS
+from bridge.metrics import DELIVERY_SECONDS, count_delivery
 from bridge.models import utcnow
 from bridge.providers.http import parse_retry_after
 from bridge.store import Store
@@ -54,7 +54,6 @@ CONCURRENCY = 64  # attempts in flight, all targets
 PER_TARGET = 8  # attempts in flight to one endpoint (or one job's webhook_url)
 IDLE_WAIT = 1.0  # seconds between looks for due retries when nothing wakes the worker
 USER_AGENT = "bridge-webhooks/0.1"
-_SUCCEEDED, _FAILED = DELIVERIES.labels("succeeded"), DELIVERIES.labels("failed")
 # Headers bridge sets on every delivery; an endpoint's own headers never replace them.
 RESERVED_HEADERS = frozenset({
     "webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length",
@@ -319,7 +318,7 @@ class Deliverer:
             if 300 <= status < 400:
                 error += " (redirects are not followed)"
         at = self.clock()
-        (_SUCCEEDED if ok else _FAILED).inc()
+        count_delivery(ok)
         DELIVERY_SECONDS.observe(duration_ms / 1000)
         # Ids and outcome only: the URL may carry a credential, the body is the user's.
         if log.isEnabledFor(logging.INFO):

@@ -102,14 +102,10 @@ def log_unhandled(exc: BaseException, request_id: str, method: str, route: str) 
         "request_id": request_id, "method": method, "route": route})
 
 
-def new_request_id() -> str:
-    return new_id("req")
-
-
 def request_id_of(scope: Scope) -> str:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             text = bytes(value).decode("latin-1")
             if 1 <= len(text) <= 100 and all(c.isalnum() or c in "-_.:" for c in text):
                 return text
-    return new_request_id()
+    return new_id("req")

@@ -46,9 +46,20 @@ def count_provider_request(provider: str, status: int | None) -> None:
     _provider_requests(provider, provider_outcome(status)).inc()
 
 
+def count_delivery(ok: bool) -> None:
+    """Count one delivery attempt by its outcome."""
+    _deliveries("succeeded" if ok else "failed").inc()
+
+
+# A label lookup is a lock and a hash; these run for every request and every attempt.
 @functools.lru_cache(maxsize=256)
 def _provider_requests(provider: str, outcome: str) -> Any:
-    return PROVIDER_REQUESTS.labels(provider, outcome)  # a label lookup is a lock and a hash
+    return PROVIDER_REQUESTS.labels(provider, outcome)
+
+
+@functools.lru_cache(maxsize=4)
+def _deliveries(outcome: str) -> Any:
+    return DELIVERIES.labels(outcome)
 
 
 def provider_outcome(status: int | None) -> str:

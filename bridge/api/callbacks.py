@@ -7,14 +7,14 @@ import json
 import os
 import time
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bridge.api.common import get_bridge, read_body
+from bridge.api.common import get_bridge, read_body, receive_body
 from bridge.core import Bridge
-from bridge.errors import BridgeError, Forbidden, NotFound, PayloadTooLarge, Unauthorized
+from bridge.errors import BridgeError, Forbidden, NotFound, Unauthorized
 from bridge.logs import log_request, log_unhandled, request_id_of
 from bridge.signing import TokenExpired, TokenInvalid
 
@@ -41,10 +41,6 @@ async def callback(request: Request) -> JSONResponse:
     return JSONResponse({"received": True})
 
 
-class _Disconnected(Exception):
-    """The provider hung up before its body arrived: it will call again."""
-
-
 class CallbackIngress:
     """ASGI middleware, the app's outermost, that answers ``POST /callbacks/{provider}/{token}``
     itself and hands every other request on.
@@ -53,7 +49,7 @@ class CallbackIngress:
     and Starlette's middleware stack, router and request objects cost a callback more CPU
     than its own token check and body parsing (bench/ingest.py). This does for the one
     route what those do: the request id (``X-Request-Id``) and access line of
-    ``RequestLog``, the body limit of ``read_body``, the JSON errors of the app's handlers.
+    ``RequestLog``, the body limit of ``receive_body``, the JSON errors of the app's handlers.
     A path of any other shape (or under a ``root_path``) goes to the app's router, which
     has the same route and answers as it always does.
     """
@@ -75,12 +71,12 @@ class CallbackIngress:
         try:
             bridge: Bridge = scope["app"].state.bridge
             job_id = _callback_job(bridge, provider, token)
-            body = await _body(scope, receive, MAX_CALLBACK_BODY)
+            body = await receive_body(scope, receive, MAX_CALLBACK_BODY)
             await bridge.tracker.on_callback(provider, job_id, body)
             status, content = 200, _RECEIVED
         except BridgeError as exc:
             status, content = exc.status_code, json.dumps(exc.to_json()).encode()
-        except _Disconnected:
+        except ClientDisconnect:  # the provider hung up first: it will call again
             log_request(request_id, "POST", CALLBACK_ROUTE, 499, started)
             return
         except Exception as exc:
@@ -95,26 +91,6 @@ class CallbackIngress:
         ]})
         await send({"type": "http.response.body", "body": content})
         log_request(request_id, "POST", CALLBACK_ROUTE, status, started)
-
-
-async def _body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The request body, refusing (413) more than ``limit`` bytes without reading them all."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def media(request: Request) -> Response:

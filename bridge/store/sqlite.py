@@ -49,6 +49,7 @@ from bridge.models import (
     Tenant,
     Tracking,
     new_id,
+    rfc3339,
     utcnow,
 )
 from bridge.store.base import AttemptResult, Decide, Outgoing, Page, Stats
@@ -211,7 +212,6 @@ class SQLiteStore:
         self._pending: list[tuple[_Work, asyncio.Future[Any], bool]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._commits = 0  # since the last checkpoint
-        self._deliveries_seen = 0
         # Called after each commit that added deliveries (the deliverer's wake-up): events
         # that go to no endpoint wake nobody.
         self.outbox_listeners: list[Callable[[], None]] = []
@@ -310,12 +310,12 @@ class SQLiteStore:
         works = [work for work, _, _ in batch]
         try:
             if any(heavy for _, _, heavy in batch):
-                outcomes = await self._in_thread(write, batch)
+                outcomes = await self._in_thread(write, batch, works)
             else:
                 try:
                     outcomes = _commit(write, works)
                 except _Locked:
-                    outcomes = await self._in_thread(write, batch)
+                    outcomes = await self._in_thread(write, batch, works)
         except BaseException as exc:  # the commit itself failed: nothing was written
             for _, future, _ in batch:
                 if not future.done():
@@ -327,8 +327,8 @@ class SQLiteStore:
                 raise
             return
         _settle(batch, outcomes)
-        if write.deliveries_added != self._deliveries_seen:
-            self._deliveries_seen = write.deliveries_added
+        if write.deliveries_added:
+            write.deliveries_added = 0
             for listener in self.outbox_listeners:
                 listener()
         self._commits += 1
@@ -339,13 +339,13 @@ class SQLiteStore:
                                                    name="store.checkpoint")
 
     async def _in_thread(
-        self, write: _WriteConnection, batch: list[tuple[_Work, asyncio.Future[Any], bool]]
+        self, write: _WriteConnection, batch: list[tuple[_Work, asyncio.Future[Any], bool]],
+        works: list[_Work],
     ) -> list[tuple[bool, Any]]:
         """``_commit_waiting`` in a thread. If this task is cancelled meanwhile, the thread
         still has the connection: it is waited for (nothing else may use the connection
         until it is done) and its callers get what it did, then the cancel goes on."""
-        thread = asyncio.get_running_loop().run_in_executor(
-            None, _commit_waiting, write, [work for work, _, _ in batch])
+        thread = asyncio.get_running_loop().run_in_executor(None, _commit_waiting, write, works)
         try:
             return await asyncio.shield(thread)
         except asyncio.CancelledError:
@@ -884,7 +884,8 @@ def _scalar(conn: sqlite3.Connection, sql: str, params: Any = ()) -> Any:
 
 
 class _WriteConnection(sqlite3.Connection):
-    """The write connection, counting the deliveries its works add to the outbox."""
+    """The write connection, counting the deliveries its works add to the outbox since the
+    store last told its outbox listeners."""
 
     deliveries_added = 0
 
@@ -1029,11 +1030,6 @@ def _ts(value: datetime | None) -> float | None:
 
 def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
-
-
-def _rfc3339_stamp(stamp: float) -> str:
-    """``rfc3339`` of a stored time, in whole seconds, without a datetime in between."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
 def _json_or_null(value: Any) -> str | None:
@@ -1290,8 +1286,8 @@ def _outgoing(
         # sent, and the body is the same on every attempt.
         body = (
             '{"id":' + _dumps(event["id"]) + ',"type":' + _dumps(event["type"])
-            + ',"timestamp":"' + _rfc3339_stamp(event["created_at"])
-            + '","data":' + event["data"] + "}"
+            + ',"timestamp":' + _dumps(rfc3339(_dt(event["created_at"])))
+            + ',"data":' + event["data"] + "}"
         ).encode()
         out.append(Outgoing(delivery, url, headers, secrets, body, lease_until))
     return out
