@@ -7,6 +7,8 @@ import contextlib
 import os
 import random
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -763,6 +765,36 @@ async def test_a_lookup_sees_every_committed_write(store: SQLiteStore) -> None:
         await store.update_job(job.id, touch(f"job.{status}", status=status))
         stored = await store.get_job(job.id)
         assert stored is not None and stored.status == status
+
+
+async def test_a_lookup_while_a_batch_waits_in_a_thread_does_not_wait_for_it(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    # Lookups use the write connection between batches; while a thread has it (waiting
+    # for another process's lock), they must neither block the loop on it nor see the
+    # batch's uncommitted work.
+    job = await add(store)
+    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    release = threading.Timer(3.0, other.execute, ("ROLLBACK",))
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        write = asyncio.create_task(
+            store.update_job(job.id, touch("job.submitted", status=JobStatus.SUBMITTED)))
+        await asyncio.sleep(0.1)  # the batch is in its thread, waiting for the lock
+        release.start()  # unblocks a loop that waits for the connection, so a failure shows
+        started = time.monotonic()
+        seen = await asyncio.wait_for(store.get_job(job.id), timeout=10)
+        assert time.monotonic() - started < 1.0
+        assert seen is not None and seen.status == job.status
+        assert not write.done()
+        result = await asyncio.wait_for(write, timeout=10)
+    finally:
+        release.cancel()
+        release.join()
+        other.close()
+    assert result is not None and result[0].status == JobStatus.SUBMITTED
+    stored = await store.get_job(job.id)
+    assert stored is not None and stored.status == JobStatus.SUBMITTED
 
 
 async def test_the_write_ahead_log_is_copied_into_the_database_as_it_grows(

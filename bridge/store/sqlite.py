@@ -187,6 +187,10 @@ _JOB_COLUMNS = (
     "submit_started_at", "submitted_at", "next_check_at", "check_count", "error_streak",
     "progress_event_at",
 )
+# Every job read names its columns in this order, and ``_job`` unpacks them by position: a
+# name lookup in a ``sqlite3.Row`` scans the column names, 27 times a row.
+_JOB_READ = f"{', '.join(_JOB_COLUMNS)}, lease_until"
+_JOB_SELECT = f"SELECT {_JOB_READ} FROM jobs"
 _JOB_INSERT = (
     f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) "
     f"VALUES ({', '.join(':' + c for c in _JOB_COLUMNS)})"
@@ -208,7 +212,7 @@ class SQLiteStore:
         self.path = path
         self._write: _WriteConnection | None = None
         self._read: aiosqlite.Connection | None = None
-        self._lookup: sqlite3.Connection | None = None  # one-row reads, on the loop
+        self._writer_away = False  # a thread has the write connection (see _fetchone)
         self._pending: list[tuple[_Work, asyncio.Future[Any], bool]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._commits = 0  # since the last checkpoint
@@ -226,7 +230,6 @@ class SQLiteStore:
         self._write = await asyncio.to_thread(_writer, self.path)
         await self._transaction(_migrate, heavy=True)
         self._read = await self._connect()
-        self._lookup = await asyncio.to_thread(_lookup_connection, self.path)
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -246,10 +249,10 @@ class SQLiteStore:
             self._checkpoint = None
         if self._read is not None:
             await self._read.close()
-        for conn in (self._lookup, self._checkpointer, self._write):
+        for conn in (self._checkpointer, self._write):
             if conn is not None:
                 conn.close()  # the writer last: the last connection out removes the log
-        self._read = self._write = self._lookup = self._checkpointer = None
+        self._read = self._write = self._checkpointer = None
         self._closing = False
 
     async def ping(self) -> bool:
@@ -346,6 +349,8 @@ class SQLiteStore:
         still has the connection: it is waited for (nothing else may use the connection
         until it is done) and its callers get what it did, then the cancel goes on."""
         thread = asyncio.get_running_loop().run_in_executor(None, _commit_waiting, write, works)
+        self._writer_away = True
+        thread.add_done_callback(self._writer_back)
         try:
             return await asyncio.shield(thread)
         except asyncio.CancelledError:
@@ -353,6 +358,9 @@ class SQLiteStore:
             if not thread.cancelled() and thread.exception() is None:
                 _settle(batch, thread.result())
             raise
+
+    def _writer_back(self, _: object) -> None:
+        self._writer_away = False
 
     async def _checkpoint_log(self) -> None:
         """Copy the write-ahead log into the database and sync it, in a thread on a
@@ -370,11 +378,15 @@ class SQLiteStore:
         self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     async def _fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
-        """A one-row lookup by key: a few pages read, on the loop. WAL readers wait for no
-        writer; in the rare moment the log itself is busy, the read waits in a thread."""
-        if self._lookup is not None:
+        """A one-row lookup by key: a few pages read, on the loop, on the write connection
+        between its batches. Its page cache stays warm across its own commits, where any
+        other connection's is dropped at the first read after each of them. WAL readers
+        wait for no writer; when a thread has the write connection, or in the rare moment
+        the log itself is busy, the read is made in the reader's thread."""
+        write = self._write
+        if write is not None and not self._writer_away and not write.in_transaction:
             try:
-                return _one(self._lookup, sql, params)
+                return _one(write, sql, params)
             except sqlite3.OperationalError as exc:
                 if not _busy(exc):
                     raise
@@ -385,7 +397,8 @@ class SQLiteStore:
         return list(await self._reader.execute_fetchall(sql, params))
 
     async def _newest_first(
-        self, table: str, tenant: str, equal: dict[str, Any], limit: int, cursor: str | None
+        self, table: str, tenant: str, equal: dict[str, Any], limit: int, cursor: str | None,
+        columns: str = "*",
     ) -> list[sqlite3.Row]:
         """One page of a tenant's rows, newest first: ``equal`` filters (``None``: no
         filter), one row more than ``limit`` to tell whether another page follows."""
@@ -399,7 +412,8 @@ class SQLiteStore:
             where.append("seq < ?")
             params.append(decode_cursor(cursor))
         return await self._fetchall(
-            f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
+            f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)} ORDER BY seq DESC "
+            "LIMIT ?",
             (*params, limit + 1),
         )
 
@@ -453,7 +467,7 @@ class SQLiteStore:
             if job.idempotency_key is not None:
                 row = _one(
                     conn,
-                    "SELECT * FROM jobs WHERE tenant = ? AND idempotency_key = ?",
+                    f"{_JOB_SELECT} WHERE tenant = ? AND idempotency_key = ?",
                     (job.tenant, job.idempotency_key),
                 )
                 if row is not None:
@@ -470,10 +484,10 @@ class SQLiteStore:
 
     async def get_job(self, job_id: str, tenant: str | None = None) -> Job | None:
         if tenant is None:
-            row = await self._fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
+            row = await self._fetchone(f"{_JOB_SELECT} WHERE id = ?", (job_id,))
         else:
             row = await self._fetchone(
-                "SELECT * FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant)
+                f"{_JOB_SELECT} WHERE id = ? AND tenant = ?", (job_id, tenant)
             )
         return _job(row) if row else None
 
@@ -487,7 +501,8 @@ class SQLiteStore:
         cursor: str | None,
     ) -> Page[Job]:
         rows = await self._newest_first(
-            "jobs", tenant, {"status": status, "provider": provider}, limit, cursor
+            "jobs", tenant, {"status": status, "provider": provider}, limit, cursor,
+            columns=f"{_JOB_READ}, seq",
         )
         return _page(rows, limit, _job)
 
@@ -495,7 +510,7 @@ class SQLiteStore:
         self, job_id: str, decide: Decide, *, release_lease: bool = False
     ) -> tuple[Job, Event | None] | None:
         def work(conn: sqlite3.Connection) -> tuple[Job, Event | None] | None:
-            row = _one(conn, "SELECT * FROM jobs WHERE id = ?", (job_id,))
+            row = _one(conn, f"{_JOB_SELECT} WHERE id = ?", (job_id,))
             if row is None or row["status"] in _TERMINAL:
                 return None
             current = _job(row)
@@ -554,7 +569,7 @@ class SQLiteStore:
                 "  SELECT id FROM jobs WHERE next_check_at <= ?"
                 "  AND (lease_until IS NULL OR lease_until < ?)"
                 "  ORDER BY next_check_at LIMIT ?"
-                ") RETURNING *",
+                f") RETURNING {_JOB_READ}",
                 (stamp + lease, stamp, stamp, limit),
             ).fetchall()
 
@@ -596,7 +611,7 @@ class SQLiteStore:
 
     async def unfinished_jobs(self) -> list[Job]:
         rows = await self._fetchall(
-            "SELECT * FROM jobs WHERE status NOT IN (?, ?, ?, ?) ORDER BY seq", _TERMINAL
+            f"{_JOB_SELECT} WHERE status NOT IN (?, ?, ?, ?) ORDER BY seq", _TERMINAL
         )
         return [_job(row) for row in rows]
 
@@ -652,7 +667,7 @@ class SQLiteStore:
                 return [_insert_delivery(conn, event, endpoint_id, None, stamp, again=True)]
             job = None
             if event.job_id is not None:
-                row = _one(conn, "SELECT * FROM jobs WHERE id = ?", (event.job_id,))
+                row = _one(conn, f"{_JOB_SELECT} WHERE id = ?", (event.job_id,))
                 job = _job(row) if row is not None else None
             return _fan_out(conn, event, job, stamp, again=True)
 
@@ -923,14 +938,6 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return (exc.sqlite_errorcode & 0xFF) == sqlite3.SQLITE_BUSY
 
 
-def _lookup_connection(path: str) -> sqlite3.Connection:
-    # timeout=0: a busy read goes to the reader's thread instead of holding up the loop.
-    conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA query_only=ON")
-    return conn
-
-
 def _commit(conn: sqlite3.Connection, works: list[_Work]) -> list[tuple[bool, Any]]:
     """Run the works in one transaction and commit them together; a work that raises is
     undone alone (its neighbours commit). ``_Locked`` when another connection holds the
@@ -1032,6 +1039,10 @@ def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
+def _at(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
 def _json_or_null(value: Any) -> str | None:
     return None if value is None else _dumps(value)
 
@@ -1078,37 +1089,40 @@ _TRACKINGS = {str(tracking): tracking for tracking in Tracking}
 
 
 def _job(row: sqlite3.Row) -> Job:
-    # Read for every state change: plain lookups, and no JSON parser for empty values.
-    error = row["error"]
-    provider_data = row["provider_data"]
+    """A job from a row of ``_JOB_SELECT`` (its columns by position, in ``_JOB_COLUMNS``
+    order). Read for every state change: no JSON parser for empty values."""
+    (id_, tenant, provider, model, status, tracking, provider_job_id, progress, request,
+     result, error, cost, metadata, provider_data, webhook_url, webhook_events,
+     idempotency_key, sequence, created_at, updated_at, completed_at, submit_started_at,
+     submitted_at, next_check_at, check_count, error_streak, progress_event_at) = row[:27]
     return Job(
-        id=row["id"],
-        tenant=row["tenant"],
-        provider=row["provider"],
-        model=row["model"],
-        status=_STATUSES[row["status"]],
-        tracking=_TRACKINGS[row["tracking"]],
-        request=json.loads(row["request"]),
-        created_at=_dt(row["created_at"]) or utcnow(),
-        updated_at=_dt(row["updated_at"]) or utcnow(),
-        provider_job_id=row["provider_job_id"],
-        progress=row["progress"],
-        result=_loads(row["result"]),
-        error=JobError.from_json(json.loads(error)) if error else None,
-        cost=_loads(row["cost"]),
-        metadata=_loads(row["metadata"]),
-        completed_at=_dt(row["completed_at"]),
-        sequence=row["sequence"],
-        provider_data=json.loads(provider_data) if provider_data not in (None, "{}") else {},
-        submit_started_at=_dt(row["submit_started_at"]),
-        submitted_at=_dt(row["submitted_at"]),
-        check_count=row["check_count"],
-        error_streak=row["error_streak"],
-        webhook_url=row["webhook_url"],
-        webhook_events=_loads(row["webhook_events"]),
-        next_check_at=_dt(row["next_check_at"]),
-        progress_event_at=_dt(row["progress_event_at"]),
-        idempotency_key=row["idempotency_key"],
+        id=id_,
+        tenant=tenant,
+        provider=provider,
+        model=model,
+        status=_STATUSES[status],
+        tracking=_TRACKINGS[tracking],
+        request=json.loads(request),
+        created_at=_at(created_at),
+        updated_at=_at(updated_at),
+        provider_job_id=provider_job_id,
+        progress=progress,
+        result=None if result is None else json.loads(result),
+        error=None if error is None else JobError.from_json(json.loads(error)),
+        cost=None if cost is None else json.loads(cost),
+        metadata=None if metadata is None else json.loads(metadata),
+        completed_at=None if completed_at is None else _at(completed_at),
+        sequence=sequence,
+        provider_data={} if provider_data in (None, "{}") else json.loads(provider_data),
+        submit_started_at=None if submit_started_at is None else _at(submit_started_at),
+        submitted_at=None if submitted_at is None else _at(submitted_at),
+        check_count=check_count,
+        error_streak=error_streak,
+        webhook_url=webhook_url,
+        webhook_events=None if webhook_events is None else json.loads(webhook_events),
+        next_check_at=None if next_check_at is None else _at(next_check_at),
+        progress_event_at=None if progress_event_at is None else _at(progress_event_at),
+        idempotency_key=idempotency_key,
     )
 
 
