@@ -3,8 +3,10 @@ provider snapshots, submissions and the bridge's own decisions move a job."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
+import warnings
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -496,3 +498,23 @@ def test_ids_are_url_safe_unique_and_sort_by_creation_time() -> None:
     assert all(re.fullmatch(r"evt_[0-9A-Za-z]{22}", value) for value in [*first, later])
     assert len(set(first)) == len(first)
     assert later > max(first)
+
+
+def test_ids_made_after_a_fork_do_not_repeat_the_parents() -> None:
+    new_id("evt")  # the parent has random digits drawn and waiting
+    reader, writer = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns when a threaded process forks
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: write the ids it makes, then leave at once
+        try:
+            os.write(writer, " ".join(new_id("evt") for _ in range(50)).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    parent = [new_id("evt") for _ in range(50)]
+    assert len(child) == 50
+    assert not {value[-13:] for value in child} & {value[-13:] for value in parent}
