@@ -48,6 +48,15 @@ async def chunks(request: Request) -> StreamingResponse:
     return StreamingResponse(body(), media_type="text/event-stream")
 
 
+async def latin(request: Request) -> Response:
+    return Response("prêt".encode("latin-1"), headers={
+        "Content-Type": 'text/plain; charset="ISO-8859-1"'})
+
+
+async def garbled(request: Request) -> Response:
+    return Response(b"bad \xff byte", media_type="text/plain")
+
+
 async def moved(request: Request) -> Response:
     return Response(status_code=302, headers={"Location": "/echo"})
 
@@ -57,6 +66,8 @@ APP = Starlette(routes=[
     Route("/gzip", gzipped),
     Route("/chunks", chunks),
     Route("/moved", moved, methods=["POST"]),
+    Route("/latin", latin),
+    Route("/garbled", garbled),
 ])
 
 
@@ -113,6 +124,19 @@ async def test_fetch_decodes_gzip_and_does_not_follow_redirects(client: Provider
         redirect = await send(client, "POST", f"{url}/moved", provider="p", submit=True)
     assert zipped.json() == {"zipped": True}
     assert redirect.status_code == 302
+
+
+async def test_fetch_decodes_text_by_its_charset_and_never_raises_for_bad_bytes(
+    client: ProviderClient,
+) -> None:
+    async with serve_in_background(APP) as url:
+        latin_answer = await send(client, "GET", f"{url}/latin", provider="p")
+        garbled_answer = await send(client, "GET", f"{url}/garbled", provider="p")
+    assert latin_answer.text == "prêt"
+    assert latin_answer.is_success
+    assert garbled_answer.text == "bad \ufffd byte"
+    with pytest.raises(ValueError):
+        garbled_answer.json()
 
 
 async def test_streams_go_through_the_same_session(client: ProviderClient) -> None:

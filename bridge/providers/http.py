@@ -10,7 +10,7 @@ import httpx
 
 from bridge.errors import ProviderError, SubmitOutcomeUnknown
 from bridge.metrics import count_provider_request
-from bridge.providers.client import ProviderClient
+from bridge.providers.client import Answer, ProviderClient
 
 # Errors raised before a single byte of the request could have reached the provider.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -27,12 +27,13 @@ async def send(
     json: Any = None,
     content: bytes | None = None,
     params: dict[str, str] | None = None,
-) -> httpx.Response:
+) -> Answer:
     """Send one request; transport failures become ``ProviderError``.
 
     With ``submit=True`` a failure after the request may have been sent raises
     ``SubmitOutcomeUnknown``: the provider may have created (and charged) the task.
     """
+    response: Answer
     try:
         if isinstance(client, ProviderClient):
             response = await client.fetch(method, url, headers=headers, json_body=json,
@@ -75,12 +76,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: Answer) -> float | None:
     """Seconds from a response's ``Retry-After`` header, if any."""
     return parse_retry_after(response.headers.get("retry-after"))
 
 
-def json_or_none(response: httpx.Response) -> Any:
+def json_or_none(response: Answer) -> Any:
     try:
         return response.json()
     except ValueError:
@@ -88,7 +89,7 @@ def json_or_none(response: httpx.Response) -> Any:
 
 
 def transient_error(
-    response: httpx.Response, provider: str, detail: str = ""
+    response: Answer, provider: str, detail: str = ""
 ) -> ProviderError | None:
     """The retryable error a 429 or 5xx answer means, or ``None`` for any other status."""
     status = response.status_code
