@@ -228,3 +228,59 @@ async def test_the_deliverer_stops_even_when_woken_as_it_is_stopped(
             deliverer._task.cancel()
             await stopping
             pytest.fail("the deliverer did not stop")
+
+
+@pytest.mark.parametrize(("concurrency", "per_target", "overall"), [
+    (6, 4, 6),  # the overall bound binds: 3 endpoints could take 12
+    (16, 3, 9),  # the per-endpoint bound binds: 3 endpoints of 3
+])
+async def test_the_deliverer_keeps_its_overall_and_per_endpoint_bounds(
+    store: SQLiteStore, concurrency: int, per_target: int, overall: int,
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from bridge.delivery import Deliverer
+    from bridge.serving import serve_in_background
+    from bridge.targets import Guard
+
+    now: dict[str, int] = {}
+    most: dict[str, int] = {}
+    received: list[str] = []
+
+    async def hook(request: Request) -> PlainTextResponse:
+        path = request.url.path
+        await request.body()
+        now[path] = now.get(path, 0) + 1
+        now["all"] = now.get("all", 0) + 1
+        for key in (path, "all"):
+            most[key] = max(most.get(key, 0), now[key])
+        await asyncio.sleep(0.03)  # long enough for every slot to fill
+        now[path] -= 1
+        now["all"] -= 1
+        received.append(request.headers["webhook-id"])
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/hook/{n}", hook, methods=["POST"])])
+    async with serve_in_background(app) as url:
+        targets = [await endpoint(store, url=f"{url}/hook/{n}") for n in range(3)]
+        for number in range(60):  # each its own job: order holds nothing back
+            await store.add_event(event("job.succeeded", 1, job_id=f"job_{number}"),
+                                  endpoint_id=targets[number % 3].id)
+        deliverer = Deliverer(store, Guard(allow_private=True), (1.0,),
+                              concurrency=concurrency, per_target=per_target)
+        await deliverer.start()
+        try:
+            for _ in range(500):
+                if len(received) >= 60:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await deliverer.stop()
+    assert len(received) == len(set(received)) == 60
+    assert most.pop("all") == overall  # reached, never passed
+    assert len(most) == 3 and max(most.values()) <= per_target
+    if overall < concurrency:
+        assert set(most.values()) == {per_target}
