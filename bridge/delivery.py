@@ -52,6 +52,7 @@ JITTER = 0.2
 DISABLE_AFTER = 5 * 86400.0  # seconds of nothing but failed deliveries
 CONCURRENCY = 64  # attempts in flight, all targets
 PER_TARGET = 8  # attempts in flight to one endpoint (or one job's webhook_url)
+SLOW = 1.0  # seconds: an endpoint answering this slowly gets no deliveries claimed ahead
 IDLE_WAIT = 1.0  # seconds between looks for due retries when nothing wakes the worker
 USER_AGENT = "bridge-webhooks/0.1"
 # Headers bridge sets on every delivery; an endpoint's own headers never replace them.
@@ -114,6 +115,17 @@ def next_attempt(
     return now + timedelta(seconds=delay)
 
 
+class _Target:
+    """An endpoint (or a job's webhook_url) with deliveries claimed here."""
+
+    __slots__ = ("gate", "slow", "users")
+
+    def __init__(self, per_target: int) -> None:
+        self.gate = asyncio.Semaphore(per_target)  # its attempts in flight
+        self.users = 0  # its deliveries claimed here: in flight or waiting
+        self.slow = False  # its last attempt took SLOW seconds or more
+
+
 class Deliverer:
     def __init__(
         self,
@@ -136,9 +148,10 @@ class Deliverer:
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._gates: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}  # target -> gate, users
+        self._targets: dict[str, _Target] = {}  # those with deliveries claimed here
         self._sending: set[str] = set()  # ids of the deliveries being attempted here
         self._running: set[asyncio.Task[bool]] = set()
+        self._slots = asyncio.Semaphore(concurrency)  # attempts in flight, all targets
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
@@ -179,8 +192,10 @@ class Deliverer:
     async def _run(self) -> None:
         while True:
             self._wake.clear()
-            room = self.concurrency - len(self._running)
-            if self._running and room < max(1, self.concurrency // 4):
+            # Up to two rounds claimed: the attempts in flight and the next ones, ready to
+            # start as slots free, so that no slot waits for a claim.
+            room = 2 * self.concurrency - len(self._running)
+            if self._running and room < max(1, self.concurrency // 2):
                 # Claim in batches, not one row per finished attempt: wait for more room.
                 await self._wake.wait()
                 continue
@@ -210,10 +225,15 @@ class Deliverer:
         return len(claimed)
 
     def _full_endpoints(self) -> frozenset[str]:
-        """Endpoints with as many attempts in flight as they may have: claiming more for them
-        now would only park slots that other endpoints could use."""
-        return frozenset(target for target, (_, users) in self._gates.items()
-                         if target.startswith("ep_") and users[0] >= self.per_target)
+        """Endpoints with as many deliveries claimed as they may have: claiming more for them
+        now would only park slots that other endpoints could use. A quick endpoint may have
+        a second round claimed behind the one in flight, so that a slot it frees is used at
+        once instead of after a claim; a slow one (see ``SLOW``) may not, since what waits
+        behind it would wait past ``START_WITHIN`` and only be claimed again later."""
+        return frozenset(
+            name for name, target in self._targets.items()
+            if name.startswith("ep_")
+            and target.users >= (self.per_target if target.slow else 2 * self.per_target))
 
     def _finished(self, task: asyncio.Task[bool]) -> None:
         self._running.discard(task)
@@ -240,15 +260,14 @@ class Deliverer:
         """Attempt and record one claimed delivery; ``False`` if it was left for later."""
         if outgoing.delivery.id in self._sending:
             return False  # an earlier claim of it is still being attempted here
-        target = outgoing.delivery.endpoint_id or outgoing.url
-        entry = self._gates.get(target)
-        if entry is None:
-            entry = self._gates[target] = (asyncio.Semaphore(self.per_target), [0])
-        gate, users = entry
-        users[0] += 1
+        name = outgoing.delivery.endpoint_id or outgoing.url
+        target = self._targets.get(name)
+        if target is None:
+            target = self._targets[name] = _Target(self.per_target)
+        target.users += 1
         self._sending.add(outgoing.delivery.id)
         try:
-            async with gate:
+            async with target.gate, self._slots:
                 if time.monotonic() - claimed_at > START_WITHIN:
                     # Too long behind the target's other attempts: sending now could outlast
                     # the lease and race a second claim. Let the lease lapse; it comes back.
@@ -257,8 +276,11 @@ class Deliverer:
                 if deadline is not None:
                     within = max(1.0, min(TIMEOUT, deadline - time.monotonic()))
                 result = await self.attempt(outgoing, within)
-                # Recorded only while the lease is still this claim's (the store checks).
-                await self.store.finish_delivery(outgoing, result)
+                target.slow = result.duration_ms >= SLOW * 1000
+            # Recorded only while the lease is still this claim's (the store checks). The
+            # slots are free again already: they bound requests in flight, and the record
+            # waits for the next group commit.
+            await self.store.finish_delivery(outgoing, result)
         except asyncio.CancelledError:
             raise
         except Exception:  # the lease runs out and the attempt is made again
@@ -266,9 +288,9 @@ class Deliverer:
             return False
         finally:
             self._sending.discard(outgoing.delivery.id)
-            users[0] -= 1
-            if not users[0]:
-                del self._gates[target]
+            target.users -= 1
+            if not target.users:
+                del self._targets[name]
         for listener in self.listeners:
             listener(outgoing, result)
         return True
