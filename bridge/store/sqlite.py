@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import re
@@ -731,7 +732,8 @@ class SQLiteStore:
             before = " AND seq < ?"
             params.append(decode_cursor(cursor))
         rows = await self._fetchall(
-            f"SELECT * FROM deliveries WHERE endpoint_id = ?{before} ORDER BY seq DESC LIMIT ?",
+            f"SELECT {_DELIVERY_READ} FROM deliveries WHERE endpoint_id = ?{before} "
+            "ORDER BY seq DESC LIMIT ?",
             (*params, limit + 1),
         )
         return _page(rows, limit, _delivery)
@@ -781,7 +783,7 @@ class SQLiteStore:
                 "    AND e.channel = d.channel AND e.job_id = d.job_id"
                 "    AND (e.sequence < d.sequence OR (e.sequence = d.sequence AND e.seq < d.seq)))"
                 "  ORDER BY d.next_attempt_at LIMIT ?"
-                ") RETURNING *",
+                f") RETURNING {_DELIVERY_READ}",
                 (until, stamp, stamp, *sorted(skip_endpoints), limit),
             ).fetchall()
             deliveries = [_delivery(row) for row in sorted(
@@ -1043,6 +1045,15 @@ def _at(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
+@functools.lru_cache(maxsize=256)
+def _second(stamp: int) -> str:
+    """A whole second as RFC 3339 (``rfc3339`` of it), made once for the many event bodies
+    of the same second."""
+    text = rfc3339(datetime.fromtimestamp(stamp, UTC))
+    assert text is not None
+    return text
+
+
 def _json_or_null(value: Any) -> str | None:
     return None if value is None else _dumps(value)
 
@@ -1276,8 +1287,8 @@ def _outgoing(
                     {d.event_id for d in deliveries})
     tenants = {row["id"]: row["signing_secret"] for row in _by_id(
         conn, "id, signing_secret", "tenants", {d.tenant for d in deliveries}).values()}
-    endpoints = {key: _endpoint(row) for key, row in _by_id(
-        conn, "*", "endpoints", {d.endpoint_id for d in deliveries if d.endpoint_id}).items()}
+    endpoints = _by_id(conn, "id, url, headers, secret, previous_secret, previous_secret_until",
+                       "endpoints", {d.endpoint_id for d in deliveries if d.endpoint_id})
     out = []
     for delivery in deliveries:
         event = events.get(delivery.event_id)
@@ -1291,17 +1302,18 @@ def _outgoing(
             endpoint = endpoints.get(delivery.endpoint_id)
             if endpoint is None:
                 continue
-            url, headers = endpoint.url, endpoint.headers
-            secrets = [endpoint.secret or tenant_secret]
-            until = endpoint.previous_secret_until
-            if endpoint.previous_secret and until is not None and until.timestamp() > stamp:
-                secrets.append(endpoint.previous_secret)
+            _, url, stored_headers, secret, previous, until = endpoint
+            if stored_headers not in (None, "{}"):
+                headers = json.loads(stored_headers)
+            secrets = [secret or tenant_secret]
+            if previous and until is not None and until > stamp:
+                secrets.append(previous)
         # The stored event's own JSON text goes out as is: the bytes signed are the bytes
         # sent, and the body is the same on every attempt.
+        _, event_type, created_at, data = event
         body = (
-            '{"id":' + _dumps(event["id"]) + ',"type":' + _dumps(event["type"])
-            + ',"timestamp":' + _dumps(rfc3339(_dt(event["created_at"])))
-            + ',"data":' + event["data"] + "}"
+            '{"id":' + _dumps(delivery.event_id) + ',"type":' + _dumps(event_type)
+            + ',"timestamp":"' + _second(int(created_at)) + '","data":' + data + "}"
         ).encode()
         out.append(Outgoing(delivery, url, headers, secrets, body, lease_until))
     return out
@@ -1370,6 +1382,8 @@ _DELIVERY_COLUMNS = (
     "sequence", "attempt", "first_attempt", "status", "next_attempt_at", "response_status",
     "duration_ms", "error", "response_excerpt", "created_at",
 )
+# Delivery reads name these columns in this order (``_delivery`` unpacks them by position).
+_DELIVERY_READ = f"{', '.join(_DELIVERY_COLUMNS)}, seq"
 _DELIVERY_INSERT = (
     f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) "
     f"VALUES ({', '.join(':' + c for c in _DELIVERY_COLUMNS)})"
@@ -1403,25 +1417,30 @@ _DELIVERY_STATUSES = {str(status): status for status in DeliveryStatus}
 
 
 def _delivery(row: sqlite3.Row) -> Delivery:
+    """A delivery from a row of ``_DELIVERY_READ`` columns, by position."""
+    (id_, tenant, event_id, event_type, endpoint_id, url, _, job_id, sequence, attempt,
+     first_attempt, status, next_attempt_at, response_status, duration_ms, error,
+     response_excerpt, created_at) = row[:18]
     return Delivery(
-        id=row["id"],
-        tenant=row["tenant"],
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        endpoint_id=row["endpoint_id"],
-        url=row["url"],
-        job_id=row["job_id"],
-        sequence=row["sequence"],
-        attempt=row["attempt"],
-        status=_DELIVERY_STATUSES[row["status"]],
-        created_at=_dt(row["created_at"]) or utcnow(),
-        next_attempt_at=_dt(row["next_attempt_at"]),
-        response_status=row["response_status"],
-        duration_ms=row["duration_ms"],
-        error=row["error"],
-        response_excerpt=row["response_excerpt"],
-        first_attempt=row["first_attempt"],
+        id=id_,
+        tenant=tenant,
+        event_id=event_id,
+        event_type=event_type,
+        endpoint_id=endpoint_id,
+        url=url,
+        job_id=job_id,
+        sequence=sequence,
+        attempt=attempt,
+        status=_DELIVERY_STATUSES[status],
+        created_at=_at(created_at),
+        next_attempt_at=None if next_attempt_at is None else _at(next_attempt_at),
+        response_status=response_status,
+        duration_ms=duration_ms,
+        error=error,
+        response_excerpt=response_excerpt,
+        first_attempt=first_attempt,
     )
+
 
 def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
