@@ -1,22 +1,27 @@
 """Webhook deliveries per second from the outbox, beside raw senders posting the same bodies.
 
-    python bench/delivery.py [--duration 5] [--concurrency 32] [--endpoints 4] [--no-fail]
+    python bench/delivery.py [--duration 5] [--rounds 5] [--warmup 0.5] [--concurrency 32]
+                             [--endpoints 4] [--no-fail]
 
 Everything on 127.0.0.1. A receiver process answers every POST ``200 ok`` from a minimal
 asyncio HTTP/1.1 server (it reads the body, keeps the connection alive), fast enough that the
-sender, not the receiver, sets the pace. Then, in this process, for ``--duration`` seconds
-each (after an unmeasured warm-up):
+sender, not the receiver, sets the pace. Then, in this process, ``--duration`` seconds per
+row, measured in ``--rounds`` slices that take turns (aiohttp, bridge, aiohttp, bridge, ...),
+so that a change in the machine's speed weighs on both alike; each slice starts with an
+unmeasured ``--warmup``:
 
 * ``aiohttp``: 32 tasks post the body over one ``aiohttp.ClientSession``;
-* ``httpx``: the same over one ``httpx.AsyncClient`` (default pool);
 * ``bridge``: ``bridge.delivery.Deliverer`` empties a real outbox: a fresh SQLite file whose
   ``--endpoints`` endpoints (8 attempts in flight each: 32 in all) have enough pending
   deliveries stored beforehand; every delivery is claimed with a lease, read with its event,
   signed (Standard Webhooks), posted through the SSRF-guarded resolver, and its attempt is
-  recorded (status, duration, excerpt) in the store, as in the service.
+  recorded (status, duration, excerpt) in the store, as in the service. The deliverer is
+  started for each slice and stopped after it;
+* ``httpx``: the same as aiohttp over one ``httpx.AsyncClient`` (default pool), one slice
+  after the others (it is far slower; it is shown for the choice of client only).
 
-The same body (the event JSON the bridge stores, ~1.2 KB) goes out in every row. A row's rate
-counts what completed inside the measured window (bridge: attempts recorded as succeeded).
+The same body (the event JSON the bridge stores, under 1 KB) goes out in every row. A row's rate
+counts what completed inside the measured windows (bridge: attempts recorded as succeeded).
 The ratio compares the bridge with raw aiohttp from the same run. Exits 1 when the target
 (>= 0.6x) is missed or any request failed, unless ``--no-fail``.
 """
@@ -37,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from bridge.delivery import Deliverer
     from bridge.store.sqlite import SQLiteStore
 
 TARGET = 0.6  # bridge rate / raw aiohttp rate
@@ -154,43 +160,29 @@ async def prepare_outbox(workdir: str, receiver: str, endpoints: int, count: int
     return store
 
 
-async def bridge_row(receiver: str, endpoints: int, concurrency: int, warmup: float,
-                     duration: float, data: dict[str, object]) -> tuple[Row, bytes]:
-    from bridge.delivery import Deliverer
-    from bridge.store.base import AttemptResult, Outgoing
-    from bridge.targets import Guard
+async def bridge_slice(deliverer: Deliverer, counts: dict[str, int], warmup: float,
+                       duration: float) -> Row:
+    """Run the deliverer for one slice; count the attempts recorded in its window."""
+    await deliverer.start()
+    try:
+        await asyncio.sleep(warmup)
+        before = dict(counts)
+        counts["measuring"] = 1
+        started, cpu = time.monotonic(), time.process_time()
+        await asyncio.sleep(duration)
+        counts["measuring"] = 0
+        seconds, cpu = time.monotonic() - started, time.process_time() - cpu
+    finally:
+        await deliverer.stop()
+    return Row("bridge", counts["done"] - before["done"], counts["errors"] - before["errors"],
+               seconds, cpu / seconds)
 
-    # Enough for the whole row at ten times the raw aiohttp rate seen here.
-    count = int((warmup + duration) * 12000)
-    with tempfile.TemporaryDirectory(prefix="bridge-bench-delivery-") as workdir:
-        store = await prepare_outbox(workdir, receiver, endpoints, count, data)
-        counts = {"done": 0, "errors": 0}
-        measuring = False
-        sample: list[bytes] = []
 
-        def record(outgoing: Outgoing, result: AttemptResult) -> None:
-            if not sample:
-                sample.append(outgoing.body)
-            if measuring:
-                counts["done" if result.ok else "errors"] += 1
-
-        deliverer = Deliverer(store, Guard(allow_private=True), (5.0, 300.0),
-                              concurrency=concurrency, per_target=concurrency // endpoints,
-                              listeners=[record])
-        await deliverer.start()
-        try:
-            await asyncio.sleep(warmup)
-            measuring, started, cpu = True, time.monotonic(), time.process_time()
-            await asyncio.sleep(duration)
-            measuring = False
-            seconds, cpu = time.monotonic() - started, time.process_time() - cpu
-        finally:
-            await deliverer.stop()
-            await store.close()
-        left = count - counts["done"]
-        if left <= 0:
-            raise RuntimeError("the outbox ran dry during the row; store more deliveries")
-    return Row("bridge", counts["done"], counts["errors"], seconds, cpu / seconds), sample[0]
+def merge(rows: list[Row]) -> Row:
+    """One row of several slices: counts and times added, CPU weighted by time."""
+    seconds = sum(row.seconds for row in rows)
+    return Row(rows[0].label, sum(row.done for row in rows), sum(row.errors for row in rows),
+               seconds, sum(row.cpu * row.seconds for row in rows) / seconds)
 
 
 def job_data() -> dict[str, object]:
@@ -216,37 +208,74 @@ async def main_async(args: argparse.Namespace) -> int:
     import aiohttp
     import httpx
 
+    from bridge.delivery import Deliverer
+    from bridge.store.base import AttemptResult, Outgoing
+    from bridge.targets import Guard
+
     proc = await asyncio.create_subprocess_exec(
         sys.executable, SCRIPT, "--serve-receiver", stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE)
+    slice_ = args.duration / args.rounds
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
         assert line.startswith(READY), line
         receiver = line[len(READY):]
         data = job_data()
-        bridge, body = await bridge_row(receiver, args.endpoints, args.concurrency,
-                                        args.warmup, args.duration, data)
         headers = {"content-type": "application/json", "webhook-id": "evt_x",
                    "webhook-timestamp": str(int(time.time())),
                    "webhook-signature": "v1," + "A" * 44}
-        connector = aiohttp.TCPConnector(limit=args.concurrency)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            async def post_aiohttp() -> int:
-                async with session.post(f"{receiver}/hook/raw", data=body,
-                                        headers=headers) as answer:
-                    await answer.read()
-                    return answer.status
+        # Enough for every bridge slice at ten times the raw aiohttp rate seen here.
+        count = int(args.rounds * (args.warmup + slice_) * 12000)
+        with tempfile.TemporaryDirectory(prefix="bridge-bench-delivery-") as workdir:
+            store = await prepare_outbox(workdir, receiver, args.endpoints, count, data)
+            counts = {"done": 0, "errors": 0, "measuring": 0}
+            sample: list[bytes] = []
+            sampled = asyncio.Event()
 
-            raw = await raw_row("aiohttp", post_aiohttp, args.concurrency, args.warmup,
-                                args.duration)
+            def record(outgoing: Outgoing, result: AttemptResult) -> None:
+                if not sample:
+                    sample.append(outgoing.body)
+                    sampled.set()
+                if counts["measuring"]:
+                    counts["done" if result.ok else "errors"] += 1
+
+            deliverer = Deliverer(store, Guard(allow_private=True), (5.0, 300.0),
+                                  concurrency=args.concurrency,
+                                  per_target=args.concurrency // args.endpoints,
+                                  listeners=[record])
+            # The body the deliverer sends, for the raw rows: one attempt before timing.
+            await deliverer.start()
+            await asyncio.wait_for(sampled.wait(), timeout=30)
+            await deliverer.stop()
+            body = sample[0]
+            raws: list[Row] = []
+            bridges: list[Row] = []
+            try:
+                connector = aiohttp.TCPConnector(limit=args.concurrency)
+                async with aiohttp.ClientSession(connector=connector) as session:
+                    async def post_aiohttp() -> int:
+                        async with session.post(f"{receiver}/hook/raw", data=body,
+                                                headers=headers) as answer:
+                            await answer.read()
+                            return answer.status
+
+                    for _ in range(args.rounds):
+                        raws.append(await raw_row("aiohttp", post_aiohttp, args.concurrency,
+                                                  args.warmup, slice_))
+                        bridges.append(await bridge_slice(deliverer, counts, args.warmup,
+                                                          slice_))
+            finally:
+                await store.close()
+            if count - counts["done"] <= 0:
+                raise RuntimeError("the outbox ran dry during the row; store more deliveries")
+        raw, bridge = merge(raws), merge(bridges)
         async with httpx.AsyncClient() as client:
             async def post_httpx() -> int:
                 return (await client.post(f"{receiver}/hook/raw", content=body,
                                           headers=headers)).status_code
 
-            hx = await raw_row("httpx", post_httpx, args.concurrency, args.warmup,
-                               args.duration)
+            hx = await raw_row("httpx", post_httpx, args.concurrency, args.warmup, slice_)
     finally:
         if proc.stdin is not None:
             proc.stdin.close()
@@ -256,9 +285,9 @@ async def main_async(args: argparse.Namespace) -> int:
             proc.kill()
 
     rows = [raw, hx, bridge]
-    print(f"concurrency {args.concurrency}, body {len(body)} bytes, warm-up {args.warmup:g} s, "
-          f"measured {args.duration:g} s per row; receiver in its own process; "
-          f"{os.cpu_count()} CPUs\n")
+    print(f"concurrency {args.concurrency}, body {len(body)} bytes, measured {args.duration:g} s "
+          f"per row in {args.rounds} interleaved slices (warm-up {args.warmup:g} s each; httpx: "
+          f"one slice); receiver in its own process; {os.cpu_count()} CPUs\n")
     print(f"{'sender':<10}{'per s':>9}{'sent':>9}{'errors':>8}{'x aiohttp':>11}{'CPU':>7}")
     for row in rows:
         print(f"{row.label:<10}{row.rate:>9.0f}{row.done:>9}{row.errors:>8}"
@@ -279,7 +308,8 @@ async def main_async(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--endpoints", type=int, default=4)
     parser.add_argument("--no-fail", action="store_true")
