@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import functools
 import hashlib
@@ -92,6 +93,10 @@ def signed_headers(
     }
 
 
+def _target_name(outgoing: Outgoing) -> str:
+    return outgoing.delivery.endpoint_id or outgoing.url
+
+
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 
 
@@ -116,17 +121,27 @@ def next_attempt(
 
 
 class _Target:
-    """An endpoint (or a job's webhook_url) with deliveries claimed here."""
+    """An endpoint (or a job's own webhook_url) with deliveries claimed here."""
 
-    __slots__ = ("gate", "slow", "users")
+    __slots__ = ("claimed", "in_flight", "slow")
 
-    def __init__(self, per_target: int) -> None:
-        self.gate = asyncio.Semaphore(per_target)  # its attempts in flight
-        self.users = 0  # its deliveries claimed here: in flight or waiting
+    def __init__(self) -> None:
+        self.claimed = 0  # its deliveries claimed here and not yet recorded
+        self.in_flight = 0  # its attempts being made
         self.slow = False  # its last attempt took SLOW seconds or more
 
 
 class Deliverer:
+    """Claims due deliveries, sends them and records what came of each.
+
+    Claimed deliveries wait in ``_ready`` (claim order) until a slot and their target have
+    room. Up to ``concurrency`` sender tasks take them from there, one after another while
+    any can go, so that a freed slot starts the next attempt at once. A sender hands each
+    outcome to the recorder and goes on; the recorder writes the outcomes that came in
+    meanwhile in one store call. ``_run`` claims more whenever half of its two rounds
+    (``2 * concurrency`` claimed here) are recorded.
+    """
+
     def __init__(
         self,
         store: Store,
@@ -149,9 +164,17 @@ class Deliverer:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._targets: dict[str, _Target] = {}  # those with deliveries claimed here
-        self._sending: set[str] = set()  # ids of the deliveries being attempted here
-        self._running: set[asyncio.Task[bool]] = set()
-        self._slots = asyncio.Semaphore(concurrency)  # attempts in flight, all targets
+        self._ready: collections.deque[tuple[Outgoing, float]] = collections.deque()
+        self._claimed = 0  # claimed here and not yet recorded (or given back)
+        self._sending: set[str] = set()  # ids of the deliveries claimed here
+        self._senders: set[asyncio.Task[None]] = set()
+        self._records: list[tuple[Outgoing, AttemptResult]] = []
+        self._recorder: asyncio.Task[None] | None = None
+        self._settled = asyncio.Event()  # set whenever nothing claimed here is unsettled
+        self._settled.set()
+        self._deadline: float | None = None  # run_once's, in time.monotonic()
+        self._attempted = 0  # attempts recorded or given to the recorder, for run_once
+        self._claim_at_least = max(1, concurrency // 2)  # rows a claim is worth making for
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
@@ -172,15 +195,23 @@ class Deliverer:
             self._task = asyncio.create_task(self._run(), name="deliverer")
 
     async def stop(self) -> None:
+        """Stop claiming and sending; record what was already sent. Deliveries claimed
+        and not sent, or cut off mid-attempt, come back when their lease lapses."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for task in list(self._running):
+        senders = list(self._senders)
+        for task in senders:
             task.cancel()
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        if senders:
+            await asyncio.gather(*senders, return_exceptions=True)
+        while self._ready:
+            self._release(self._ready.popleft()[0])
+        if self._recorder is not None:
+            await asyncio.gather(self._recorder, return_exceptions=True)
+            self._recorder = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -188,23 +219,23 @@ class Deliverer:
     def wake(self) -> None:
         self._wake.set()
 
-    # -- the loop ------------------------------------------------------------------------
+    # -- claiming ------------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
             self._wake.clear()
             # Up to two rounds claimed: the attempts in flight and the next ones, ready to
             # start as slots free, so that no slot waits for a claim.
-            room = 2 * self.concurrency - len(self._running)
-            if self._running and room < max(1, self.concurrency // 2):
+            room = 2 * self.concurrency - self._claimed
+            if self._claimed and room < self._claim_at_least:
                 # Claim in batches, not one row per finished attempt: wait for more room.
                 await self._wake.wait()
                 continue
             try:
-                started = await self._claim_and_start(room)
+                claimed = await self._claim(room)
             except Exception:
                 log.exception("claiming due deliveries failed; trying again shortly")
-                started = 0
-            if started and len(self._running) < self.concurrency:
+                claimed = 0
+            if claimed and self._claimed < self.concurrency:
                 continue  # there may be more due
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
             # comes as the wake does, and stop() would wait for a loop that goes on.
@@ -212,17 +243,31 @@ class Deliverer:
                 async with asyncio.timeout(IDLE_WAIT):
                     await self._wake.wait()
 
-    async def _claim_and_start(self, room: int) -> int:
+    async def _claim(self, room: int, *, skip_full: bool = True) -> int:
         if room <= 0:
             return 0
-        claimed = await self.store.claim_due_deliveries(self.clock(), room, LEASE,
-                                                        skip_endpoints=self._full_endpoints())
+        claimed = await self.store.claim_due_deliveries(
+            self.clock(), room, LEASE,
+            skip_endpoints=self._full_endpoints() if skip_full else frozenset())
         claimed_at = time.monotonic()
+        taken = 0
         for outgoing in claimed:
-            task = asyncio.create_task(self._deliver(outgoing, claimed_at))
-            self._running.add(task)
-            task.add_done_callback(self._finished)
-        return len(claimed)
+            delivery_id = outgoing.delivery.id
+            if delivery_id in self._sending:
+                continue  # an earlier claim of it is still being attempted here
+            self._sending.add(delivery_id)
+            name = _target_name(outgoing)
+            target = self._targets.get(name)
+            if target is None:
+                target = self._targets[name] = _Target()
+            target.claimed += 1
+            self._claimed += 1
+            self._ready.append((outgoing, claimed_at))
+            taken += 1
+        if taken:
+            self._settled.clear()
+            self._fill()
+        return taken
 
     def _full_endpoints(self) -> frozenset[str]:
         """Endpoints with as many deliveries claimed as they may have: claiming more for them
@@ -233,67 +278,109 @@ class Deliverer:
         return frozenset(
             name for name, target in self._targets.items()
             if name.startswith("ep_")
-            and target.users >= (self.per_target if target.slow else 2 * self.per_target))
-
-    def _finished(self, task: asyncio.Task[bool]) -> None:
-        self._running.discard(task)
-        self.wake()  # room for more; and the target's next event of this job may be due
+            and target.claimed >= (self.per_target if target.slow else 2 * self.per_target))
 
     async def run_once(self, limit: int, deadline: float | None = None) -> int:
         """One bounded round (tick mode): claim up to ``limit`` due deliveries, send them
-        (``concurrency`` at a time) and record the outcomes; answer how many were attempted.
-        With ``deadline`` (``time.monotonic()``), no attempt outlasts it: one cut short is
-        recorded as a failed attempt (no answer in time) and retried on the schedule."""
-        claimed = await self.store.claim_due_deliveries(self.clock(), limit, LEASE)
-        claimed_at = time.monotonic()
-        gate = asyncio.Semaphore(self.concurrency)
-
-        async def one(outgoing: Outgoing) -> bool:
-            async with gate:
-                return await self._deliver(outgoing, claimed_at, deadline)
-
-        return sum(await asyncio.gather(*(one(outgoing) for outgoing in claimed)))
-
-    async def _deliver(
-        self, outgoing: Outgoing, claimed_at: float, deadline: float | None = None
-    ) -> bool:
-        """Attempt and record one claimed delivery; ``False`` if it was left for later."""
-        if outgoing.delivery.id in self._sending:
-            return False  # an earlier claim of it is still being attempted here
-        name = outgoing.delivery.endpoint_id or outgoing.url
-        target = self._targets.get(name)
-        if target is None:
-            target = self._targets[name] = _Target(self.per_target)
-        target.users += 1
-        self._sending.add(outgoing.delivery.id)
+        (``concurrency`` at a time, ``per_target`` to one target) and record the outcomes;
+        answer how many were attempted. With ``deadline`` (``time.monotonic()``), no
+        attempt outlasts it: one cut short is recorded as a failed attempt (no answer in
+        time) and retried on the schedule."""
+        self._deadline, self._attempted = deadline, 0
         try:
-            async with target.gate, self._slots:
-                if time.monotonic() - claimed_at > START_WITHIN:
-                    # Too long behind the target's other attempts: sending now could outlast
-                    # the lease and race a second claim. Let the lease lapse; it comes back.
-                    return False
-                within = TIMEOUT
-                if deadline is not None:
-                    within = max(1.0, min(TIMEOUT, deadline - time.monotonic()))
-                result = await self.attempt(outgoing, within)
-                target.slow = result.duration_ms >= SLOW * 1000
-            # Recorded only while the lease is still this claim's (the store checks). The
-            # slots are free again already: they bound requests in flight, and the record
-            # waits for the next group commit.
-            await self.store.finish_delivery(outgoing, result)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the lease runs out and the attempt is made again
-            log.exception("delivery %s could not be recorded", outgoing.delivery.id)
-            return False
+            await self._claim(limit, skip_full=False)
+            await self._settled.wait()
         finally:
-            self._sending.discard(outgoing.delivery.id)
-            target.users -= 1
-            if not target.users:
-                del self._targets[name]
-        for listener in self.listeners:
-            listener(outgoing, result)
-        return True
+            self._deadline = None
+        return self._attempted
+
+    # -- sending -------------------------------------------------------------------------
+    def _fill(self) -> None:
+        """Start senders while slots are free and a claimed delivery can go."""
+        while len(self._senders) < self.concurrency:
+            picked = self._pick()
+            if picked is None:
+                return
+            sender = asyncio.create_task(self._sender(picked))
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
+
+    def _pick(self) -> tuple[Outgoing, float, _Target] | None:
+        """The first claimed delivery whose target has an attempt to spare, taken out."""
+        for index, (outgoing, claimed_at) in enumerate(self._ready):
+            target = self._targets[_target_name(outgoing)]
+            if target.in_flight < self.per_target:
+                del self._ready[index]
+                target.in_flight += 1
+                return outgoing, claimed_at, target
+        return None
+
+    async def _sender(self, picked: tuple[Outgoing, float, _Target] | None) -> None:
+        while picked is not None:
+            outgoing, claimed_at, target = picked
+            result = None
+            try:
+                if time.monotonic() - claimed_at <= START_WITHIN:
+                    result = await self._attempt_within(outgoing)
+                # else: too long behind the target's other attempts: sending now could
+                # outlast the lease and race a second claim. The lease lapses; it comes back.
+            finally:
+                target.in_flight -= 1
+                if result is None:  # not sent, or cut off by stop()
+                    self._release(outgoing)
+            if result is not None:
+                target.slow = result.duration_ms >= SLOW * 1000
+                self._record(outgoing, result)
+            picked = self._pick()
+
+    async def _attempt_within(self, outgoing: Outgoing) -> AttemptResult:
+        within = TIMEOUT
+        if self._deadline is not None:
+            within = max(1.0, min(TIMEOUT, self._deadline - time.monotonic()))
+        return await self.attempt(outgoing, within)
+
+    # -- recording -----------------------------------------------------------------------
+    def _record(self, outgoing: Outgoing, result: AttemptResult) -> None:
+        self._attempted += 1
+        self._records.append((outgoing, result))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._write_records(), name="deliverer.record")
+
+    async def _write_records(self) -> None:
+        """Record the outcomes that are in, each batch in one store call, until none are
+        left. Each is recorded only while its claim's lease still holds (the store checks);
+        one that cannot be recorded is attempted again once the lease lapses."""
+        while self._records:
+            batch, self._records = self._records, []
+            try:
+                await self.store.finish_deliveries(batch)
+            except asyncio.CancelledError:
+                for outgoing, _ in batch:
+                    self._release(outgoing)
+                raise
+            except Exception:
+                log.exception("%d delivery outcomes could not be recorded", len(batch))
+                for outgoing, _ in batch:
+                    self._release(outgoing)
+                continue
+            for outgoing, result in batch:
+                self._release(outgoing)
+                for listener in self.listeners:
+                    listener(outgoing, result)
+
+    def _release(self, outgoing: Outgoing) -> None:
+        """A delivery claimed here is settled: recorded, or left for its lease to lapse."""
+        self._sending.discard(outgoing.delivery.id)
+        name = _target_name(outgoing)
+        target = self._targets[name]
+        target.claimed -= 1
+        if not target.claimed:
+            del self._targets[name]
+        self._claimed -= 1
+        if not self._claimed:
+            self._settled.set()
+        if 2 * self.concurrency - self._claimed >= self._claim_at_least:
+            self.wake()  # room for a claim; and the target's next event of this job may be due
 
     # -- one attempt ---------------------------------------------------------------------
     async def attempt(self, outgoing: Outgoing, within: float = TIMEOUT) -> AttemptResult:

@@ -248,6 +248,12 @@ class Store(Protocol):
         more of that job)."""
         ...
 
+    async def finish_deliveries(
+        self, finished: Sequence[tuple[Outgoing, AttemptResult]]
+    ) -> list[bool]:
+        """``finish_delivery`` for several attempts, in one transaction; answers in order."""
+        ...
+
     async def stats(self, now: datetime) -> Stats: ...
 
     async def sync_configured_endpoints(

@@ -793,38 +793,15 @@ class SQLiteStore:
         return await self._transaction(work)
 
     async def finish_delivery(self, outgoing: Outgoing, result: AttemptResult) -> bool:
-        delivery = outgoing.delivery
-        stamp = result.at.timestamp()
+        return (await self.finish_deliveries([(outgoing, result)]))[0]
 
-        def work(conn: sqlite3.Connection) -> bool:
-            retry_at = None if result.ok or result.gone else _ts(result.retry_at)
-            if retry_at is not None and delivery.event_type == "job.progress" and _one(
-                conn,
-                "SELECT 1 FROM deliveries WHERE channel = ? AND job_id = ? AND sequence > ?",
-                (delivery.endpoint_id or "job", delivery.job_id, delivery.sequence),
-            ):
-                retry_at = None  # superseded while it was being sent: not tried again
-            recorded = conn.execute(
-                "UPDATE deliveries SET status = ?, lease_until = NULL, next_attempt_at = ?, "
-                "response_status = ?, duration_ms = ?, error = ?, response_excerpt = ? "
-                "WHERE id = ? AND status = 'pending' AND lease_until = ?",
-                (DeliveryStatus.SUCCEEDED if result.ok else DeliveryStatus.FAILED, retry_at,
-                 result.response_status, result.duration_ms, result.error,
-                 result.response_excerpt, delivery.id, outgoing.lease_until),
-            ).rowcount
-            if not recorded:
-                return False  # deleted, failed by a disable, or claimed again meanwhile
-            if retry_at is not None:
-                conn.execute(_DELIVERY_INSERT, _delivery_params(replace(
-                    delivery, id=new_id("del"), attempt=delivery.attempt + 1,
-                    status=DeliveryStatus.PENDING, created_at=result.at,
-                    next_attempt_at=result.retry_at, response_status=None, duration_ms=None,
-                    error=None, response_excerpt=None)))
-            _after_attempt(conn, delivery, result, stamp)
-            return True
+    async def finish_deliveries(
+        self, finished: Sequence[tuple[Outgoing, AttemptResult]]
+    ) -> list[bool]:
+        def work(conn: sqlite3.Connection) -> list[bool]:
+            return [_finish(conn, outgoing, result) for outgoing, result in finished]
 
         return await self._transaction(work)
-
 
     async def sync_configured_endpoints(
         self, endpoints: Sequence[ConfiguredEndpoint], now: datetime,
@@ -1195,6 +1172,36 @@ def _fan_out(
 def _sequence(event: Event) -> int:
     value = event.data.get("sequence") if isinstance(event.data, dict) else None
     return value if isinstance(value, int) else 0
+
+
+def _finish(conn: sqlite3.Connection, outgoing: Outgoing, result: AttemptResult) -> bool:
+    """Record one attempt (see ``Store.finish_delivery``)."""
+    delivery = outgoing.delivery
+    retry_at = None if result.ok or result.gone else _ts(result.retry_at)
+    if retry_at is not None and delivery.event_type == "job.progress" and _one(
+        conn,
+        "SELECT 1 FROM deliveries WHERE channel = ? AND job_id = ? AND sequence > ?",
+        (delivery.endpoint_id or "job", delivery.job_id, delivery.sequence),
+    ):
+        retry_at = None  # superseded while it was being sent: not tried again
+    recorded = conn.execute(
+        "UPDATE deliveries SET status = ?, lease_until = NULL, next_attempt_at = ?, "
+        "response_status = ?, duration_ms = ?, error = ?, response_excerpt = ? "
+        "WHERE id = ? AND status = 'pending' AND lease_until = ?",
+        (DeliveryStatus.SUCCEEDED if result.ok else DeliveryStatus.FAILED, retry_at,
+         result.response_status, result.duration_ms, result.error,
+         result.response_excerpt, delivery.id, outgoing.lease_until),
+    ).rowcount
+    if not recorded:
+        return False  # deleted, failed by a disable, or claimed again meanwhile
+    if retry_at is not None:
+        conn.execute(_DELIVERY_INSERT, _delivery_params(replace(
+            delivery, id=new_id("del"), attempt=delivery.attempt + 1,
+            status=DeliveryStatus.PENDING, created_at=result.at,
+            next_attempt_at=result.retry_at, response_status=None, duration_ms=None,
+            error=None, response_excerpt=None)))
+    _after_attempt(conn, delivery, result, result.at.timestamp())
+    return True
 
 
 def _after_attempt(
