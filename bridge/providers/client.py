@@ -6,7 +6,9 @@ aiohttp session: streamed requests through :class:`AiohttpTransport` under httpx
 machinery, and every buffered request (``bridge.providers.http.send``) straight to aiohttp
 by :meth:`ProviderClient.fetch`, skipping httpx's per-request URL merging, cookie jar, auth
 and redirect layers (measured on a provider status call: about half the CPU of
-``httpx.AsyncClient.request`` over the same aiohttp transport; see bench/ingest.py).
+``httpx.AsyncClient.request`` over the same aiohttp transport; see bench/ingest.py), and
+answering a :class:`WholeAnswer` rather than an ``httpx.Response``. Adapters read either
+through the :class:`Answer` protocol.
 
 Transport failures become httpx exceptions chosen so that "never pay twice" holds: only a
 failure before any byte of the request could have left (the connection could not be made,
