@@ -296,12 +296,11 @@ class Deliverer:
 
     # -- sending -------------------------------------------------------------------------
     def _fill(self) -> None:
-        """Start senders while slots are free and a claimed delivery can go."""
-        while len(self._senders) < self.concurrency:
-            picked = self._pick()
-            if picked is None:
-                return
-            sender = asyncio.create_task(self._sender(picked))
+        """Start senders for the claimed deliveries, while slots are free. Each takes its
+        first delivery itself when it runs (one cancelled before it runs takes none), and
+        one that finds none it may send (their targets are at their limit) ends."""
+        for _ in range(min(self.concurrency - len(self._senders), len(self._ready))):
+            sender = asyncio.create_task(self._sender())
             self._senders.add(sender)
             sender.add_done_callback(self._senders.discard)
 
@@ -315,8 +314,8 @@ class Deliverer:
                 return outgoing, claimed_at, target
         return None
 
-    async def _sender(self, picked: tuple[Outgoing, float, _Target] | None) -> None:
-        while picked is not None:
+    async def _sender(self) -> None:
+        while (picked := self._pick()) is not None:
             outgoing, claimed_at, target = picked
             result = None
             try:
@@ -331,7 +330,6 @@ class Deliverer:
             if result is not None:
                 target.slow = result.duration_ms >= SLOW * 1000
                 self._record(outgoing, result)
-            picked = self._pick()
 
     async def _attempt_within(self, outgoing: Outgoing) -> AttemptResult:
         within = TIMEOUT

@@ -284,3 +284,49 @@ async def test_the_deliverer_keeps_its_overall_and_per_endpoint_bounds(
     assert len(most) == 3 and max(most.values()) <= per_target
     if overall < concurrency:
         assert set(most.values()) == {per_target}
+
+
+async def test_a_deliverer_stopped_at_any_moment_keeps_no_claim_and_sends_the_rest(
+    store: SQLiteStore,
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from bridge.delivery import Deliverer
+    from bridge.serving import serve_in_background
+    from bridge.targets import Guard
+
+    received: set[str] = set()
+
+    async def hook(request: Request) -> PlainTextResponse:
+        await request.body()
+        received.add(request.headers["webhook-id"])
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+    async with serve_in_background(app) as url:
+        target = await endpoint(store, url=f"{url}/hook")
+        events = [event("job.succeeded", 1, job_id=f"job_{n}") for n in range(40)]
+        for made in events:
+            await store.add_event(made, endpoint_id=target.id)
+        deliverer = Deliverer(store, Guard(allow_private=True), (1.0,), concurrency=4,
+                              per_target=2)
+        for number in range(60):  # stopped before, during and after claims and attempts
+            if number % 3:
+                await deliverer.start()
+                await asyncio.sleep(0.001 * (number % 7))
+            else:  # the narrowest case: senders started for a claim but not yet run
+                await deliverer._claim(4)
+            await deliverer.stop()
+        # Whatever was claimed and not sent is left for its lease; a tick an hour later
+        # (every lease lapsed) sends the rest, and settles rather than waiting for claims
+        # that a stop lost track of.
+        deliverer.clock = lambda: utcnow() + timedelta(hours=1)
+        for _ in range(10):
+            if len(received) == len(events):
+                break
+            await asyncio.wait_for(deliverer.run_once(100), timeout=10)
+        await deliverer.stop()
+    assert received == {made.id for made in events}
