@@ -202,6 +202,13 @@ class Deliverer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._halt()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _halt(self) -> None:
+        """Cut off the attempts in flight, give back what waits, record what was sent."""
         senders = list(self._senders)
         for task in senders:
             task.cancel()
@@ -212,9 +219,6 @@ class Deliverer:
         if self._recorder is not None:
             await asyncio.gather(self._recorder, return_exceptions=True)
             self._recorder = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -290,6 +294,9 @@ class Deliverer:
         try:
             await self._claim(limit, skip_full=False)
             await self._settled.wait()
+        except asyncio.CancelledError:  # the tick's own time is up: no attempt outlives it
+            await self._halt()
+            raise
         finally:
             self._deadline = None
         return self._attempted
@@ -302,7 +309,7 @@ class Deliverer:
         for _ in range(min(self.concurrency - len(self._senders), len(self._ready))):
             sender = asyncio.create_task(self._sender())
             self._senders.add(sender)
-            sender.add_done_callback(self._senders.discard)
+            sender.add_done_callback(self._senders.discard)  # also if it never ran
 
     def _pick(self) -> tuple[Outgoing, float, _Target] | None:
         """The first claimed delivery whose target has an attempt to spare, taken out."""
@@ -315,21 +322,31 @@ class Deliverer:
         return None
 
     async def _sender(self) -> None:
-        while (picked := self._pick()) is not None:
-            outgoing, claimed_at, target = picked
-            result = None
-            try:
-                if time.monotonic() - claimed_at <= START_WITHIN:
-                    result = await self._attempt_within(outgoing)
-                # else: too long behind the target's other attempts: sending now could
-                # outlast the lease and race a second claim. The lease lapses; it comes back.
-            finally:
-                target.in_flight -= 1
-                if result is None:  # not sent, or cut off by stop()
-                    self._release(outgoing)
-            if result is not None:
-                target.slow = result.duration_ms >= SLOW * 1000
-                self._record(outgoing, result)
+        try:
+            while (picked := self._pick()) is not None:
+                outgoing, claimed_at, target = picked
+                result = None
+                try:
+                    if time.monotonic() - claimed_at <= START_WITHIN:
+                        result = await self._attempt_within(outgoing)
+                    # else: too long behind the target's other attempts: sending now could
+                    # outlast the lease and race a second claim. The lease lapses; it comes
+                    # back.
+                except Exception:  # the lease runs out and the attempt is made again
+                    log.exception("delivery %s could not be attempted", outgoing.delivery.id)
+                finally:
+                    target.in_flight -= 1
+                    if result is None:  # not sent, failed to, or cut off by stop()
+                        self._release(outgoing)
+                if result is not None:
+                    target.slow = result.duration_ms >= SLOW * 1000
+                    self._record(outgoing, result)
+        finally:
+            # Out of the count at once, not a turn later: a claim that comes in meanwhile
+            # starts senders for the slots this one leaves.
+            task = asyncio.current_task()
+            if task is not None:
+                self._senders.discard(task)
 
     async def _attempt_within(self, outgoing: Outgoing) -> AttemptResult:
         within = TIMEOUT
@@ -351,20 +368,26 @@ class Deliverer:
         while self._records:
             batch, self._records = self._records, []
             try:
-                await self.store.finish_deliveries(batch)
-            except asyncio.CancelledError:
+                recorded = await self.store.finish_deliveries(batch)
+            except BaseException as exc:
+                # Not even queued (the store is closing), or cancelled with the loop.
                 for outgoing, _ in batch:
                     self._release(outgoing)
-                raise
-            except Exception:
+                if not isinstance(exc, Exception):
+                    raise
                 log.exception("%d delivery outcomes could not be recorded", len(batch))
-                for outgoing, _ in batch:
-                    self._release(outgoing)
                 continue
-            for outgoing, result in batch:
+            for (outgoing, result), outcome in zip(batch, recorded, strict=True):
                 self._release(outgoing)
+                if isinstance(outcome, Exception):
+                    log.error("delivery %s could not be recorded", outgoing.delivery.id,
+                              exc_info=outcome)
+                    continue
                 for listener in self.listeners:
-                    listener(outgoing, result)
+                    try:
+                        listener(outgoing, result)
+                    except Exception:
+                        log.exception("a delivery listener failed")
 
     def _release(self, outgoing: Outgoing) -> None:
         """A delivery claimed here is settled: recorded, or left for its lease to lapse."""

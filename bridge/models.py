@@ -84,8 +84,9 @@ _random_at = _POOL
 
 
 def _reset_random_pool() -> None:
-    global _random_pool, _random_at
-    _random_pool, _random_at = "", _POOL
+    # A new lock too: another thread may have held the parent's at the fork.
+    global _random_pool, _random_at, _random_lock
+    _random_pool, _random_at, _random_lock = "", _POOL, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_reset_random_pool)

@@ -4,6 +4,7 @@ retries after a replay, recover. A real database file; the store's own API only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -330,3 +331,108 @@ async def test_a_deliverer_stopped_at_any_moment_keeps_no_claim_and_sends_the_re
             await asyncio.wait_for(deliverer.run_once(100), timeout=10)
         await deliverer.stop()
     assert received == {made.id for made in events}
+
+
+async def test_one_attempt_that_cannot_be_recorded_leaves_the_others_recorded(
+    store: SQLiteStore,
+) -> None:
+    target = await endpoint(store)
+    for number in range(2):
+        await store.add_event(event("job.succeeded", 1, job_id=f"job_{number}"),
+                              endpoint_id=target.id)
+    first, second = await claim(store)
+    broken = succeeded(utcnow())
+    broken.at = None  # type: ignore[assignment]  # recording it raises
+    outcomes = await store.finish_deliveries([(first, broken), (second, succeeded(utcnow()))])
+    assert isinstance(outcomes[0], Exception) and outcomes[1] is True
+    page = await store.endpoint_deliveries(target.id, limit=10, cursor=None)
+    assert sorted(d.status for d in page.data) == [DeliveryStatus.PENDING,
+                                                   DeliveryStatus.SUCCEEDED]
+
+
+@contextlib.asynccontextmanager
+async def hooks_receiver(delay: float = 0.0) -> AsyncIterator[tuple[str, list[str]]]:
+    """A receiver on loopback answering every POST /hook 200 after ``delay`` seconds; yields
+    its URL and the webhook-ids of the requests it received."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from bridge.serving import serve_in_background
+
+    answered: list[str] = []
+
+    async def hook(request: Request) -> PlainTextResponse:
+        await request.body()
+        answered.append(request.headers["webhook-id"])
+        await asyncio.sleep(delay)
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+    async with serve_in_background(app) as url:
+        yield f"{url}/hook", answered
+
+
+async def test_an_attempt_that_raises_holds_back_nothing_behind_it(
+    store: SQLiteStore,
+) -> None:
+    from bridge.delivery import Deliverer
+    from bridge.targets import Guard
+
+    async with hooks_receiver() as (url, answered):
+        bad = await endpoint(store, url=url, secret="whsec_not*base64")  # signing raises
+        good = await endpoint(store, url=url)
+        wanted = []
+        for number in range(3):
+            await store.add_event(event("job.succeeded", 1, job_id=f"bad_{number}"),
+                                  endpoint_id=bad.id)
+            made = event("job.succeeded", 1, job_id=f"good_{number}")
+            await store.add_event(made, endpoint_id=good.id)
+            wanted.append(made.id)
+        deliverer = Deliverer(store, Guard(allow_private=True), (1.0,), concurrency=2,
+                              per_target=1)
+        attempted = await asyncio.wait_for(deliverer.run_once(10), timeout=10)
+        await deliverer.stop()
+    assert sorted(answered) == sorted(wanted)
+    assert attempted == 3  # the bad endpoint's could not be attempted; their leases lapse
+
+
+async def test_a_listener_that_raises_does_not_stop_the_recording(
+    store: SQLiteStore,
+) -> None:
+    from bridge.delivery import Deliverer
+    from bridge.targets import Guard
+
+    def broken(outgoing: Outgoing, result: AttemptResult) -> None:
+        raise RuntimeError("a listener's own bug")
+
+    async with hooks_receiver() as (url, answered):
+        target = await endpoint(store, url=url)
+        for number in range(3):
+            await store.add_event(event("job.succeeded", 1, job_id=f"job_{number}"),
+                                  endpoint_id=target.id)
+        deliverer = Deliverer(store, Guard(allow_private=True), (1.0,), listeners=[broken])
+        assert await asyncio.wait_for(deliverer.run_once(10), timeout=10) == 3
+        await deliverer.stop()
+    page = await store.endpoint_deliveries(target.id, limit=10, cursor=None)
+    assert [d.status for d in page.data] == [DeliveryStatus.SUCCEEDED] * 3
+    assert len(answered) == 3
+
+
+async def test_a_tick_cut_short_leaves_no_attempt_running(store: SQLiteStore) -> None:
+    from bridge.delivery import Deliverer
+    from bridge.targets import Guard
+
+    async with hooks_receiver(delay=2.0) as (url, answered):
+        target = await endpoint(store, url=url)
+        for number in range(4):
+            await store.add_event(event("job.succeeded", 1, job_id=f"job_{number}"),
+                                  endpoint_id=target.id)
+        deliverer = Deliverer(store, Guard(allow_private=True), (1.0,), concurrency=1)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(deliverer.run_once(10), timeout=0.3)
+        assert not deliverer._senders  # cut off with the tick, not going on to the next
+        await asyncio.sleep(2.5)  # long enough for a sender left running to go on
+        await deliverer.stop()
+    assert len(answered) == 1  # the attempt cut off, and none after it

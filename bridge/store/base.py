@@ -250,8 +250,9 @@ class Store(Protocol):
 
     async def finish_deliveries(
         self, finished: Sequence[tuple[Outgoing, AttemptResult]]
-    ) -> list[bool]:
-        """``finish_delivery`` for several attempts, in one transaction; answers in order."""
+    ) -> list[bool | Exception]:
+        """``finish_delivery`` for several attempts at once; answers in order, with the
+        exception in place of an attempt that could not be recorded (the others are)."""
         ...
 
     async def stats(self, now: datetime) -> Stats: ...

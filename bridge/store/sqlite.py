@@ -281,6 +281,11 @@ class SQLiteStore:
         ``heavy``: a bulk work (many rows), written in a thread so that the loop does not
         wait for it.
         """
+        result: _T = await self._enqueue(work, heavy)
+        return result
+
+    def _enqueue(self, work: _Work, heavy: bool = False) -> asyncio.Future[Any]:
+        """Queue ``work`` for the next group commit; the future holds what it answers."""
         if self._write is None or self._closing:
             raise RuntimeError("store is not open")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -288,8 +293,7 @@ class SQLiteStore:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(self._write), name="store.commit")
             self._flusher.add_done_callback(self._flusher_ended)
-        result: _T = await future
-        return result
+        return future
 
     async def _flush(self, write: _WriteConnection) -> None:
         while self._pending:
@@ -793,15 +797,17 @@ class SQLiteStore:
         return await self._transaction(work)
 
     async def finish_delivery(self, outgoing: Outgoing, result: AttemptResult) -> bool:
-        return (await self.finish_deliveries([(outgoing, result)]))[0]
+        return await self._transaction(
+            functools.partial(_finish, outgoing=outgoing, result=result))
 
     async def finish_deliveries(
         self, finished: Sequence[tuple[Outgoing, AttemptResult]]
-    ) -> list[bool]:
-        def work(conn: sqlite3.Connection) -> list[bool]:
-            return [_finish(conn, outgoing, result) for outgoing, result in finished]
-
-        return await self._transaction(work)
+    ) -> list[bool | Exception]:
+        # One work each, queued together: they share commits, and one that raises is
+        # undone alone.
+        futures = [self._enqueue(functools.partial(_finish, outgoing=outgoing, result=result))
+                   for outgoing, result in finished]
+        return list(await asyncio.gather(*futures, return_exceptions=True))
 
     async def sync_configured_endpoints(
         self, endpoints: Sequence[ConfiguredEndpoint], now: datetime,
