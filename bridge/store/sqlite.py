@@ -803,8 +803,16 @@ class SQLiteStore:
     async def finish_deliveries(
         self, finished: Sequence[tuple[Outgoing, AttemptResult]]
     ) -> list[bool | Exception]:
-        # One work each, queued together: they share commits, and one that raises is
-        # undone alone.
+        def work(conn: sqlite3.Connection) -> list[bool | Exception]:
+            return [_finish(conn, outgoing, result) for outgoing, result in finished]
+
+        try:
+            return await self._transaction(work)  # one work: what nearly always happens
+        except Exception as exc:
+            if len(finished) == 1:
+                return [exc]
+        # One of them raised, and all were undone: each again on its own, so that only the
+        # one that raises fails.
         futures = [self._enqueue(functools.partial(_finish, outgoing=outgoing, result=result))
                    for outgoing, result in finished]
         return list(await asyncio.gather(*futures, return_exceptions=True))
