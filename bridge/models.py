@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -125,9 +126,21 @@ def utcnow() -> datetime:
 
 
 def rfc3339(value: datetime | None) -> str | None:
+    """``2026-12-01T18:22:15Z``: whole seconds (the fraction dropped), in UTC."""
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return rfc3339_stamp(value.timestamp())
+
+
+def rfc3339_stamp(stamp: float) -> str:
+    """``rfc3339`` of a POSIX time."""
+    return _rfc3339_second(int(stamp // 1))
+
+
+@functools.lru_cache(maxsize=1024)
+def _rfc3339_second(stamp: int) -> str:
+    # Made once a second: every event and API answer formats a few of the same seconds.
+    return datetime.fromtimestamp(stamp, UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_rfc3339(value: str) -> datetime:

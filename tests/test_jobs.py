@@ -8,14 +8,14 @@ import re
 import time
 import warnings
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from bridge.errors import InvalidRequest
 from bridge.jobs import apply_snapshot, apply_submission, check_capabilities, end_job, parse_request
-from bridge.models import Job, JobError, JobStatus, Tracking, new_id
+from bridge.models import Job, JobError, JobStatus, Tracking, new_id, rfc3339
 from bridge.providers.base import JobRequest, ModelInfo, Snapshot, Submission
 
 KNOWN = {"airforce", "infrai", "apixo", "venice"}
@@ -518,3 +518,15 @@ def test_ids_made_after_a_fork_do_not_repeat_the_parents() -> None:
     parent = [new_id("evt") for _ in range(50)]
     assert len(child) == 50
     assert not {value[-13:] for value in child} & {value[-13:] for value in parent}
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (datetime(2026, 12, 1, 18, 22, 15, 999999, tzinfo=UTC), "2026-12-01T18:22:15Z"),
+    (datetime(2026, 12, 1, 20, 0, 0, tzinfo=timezone(timedelta(hours=2))),
+     "2026-12-01T18:00:00Z"),
+    (datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC), "1969-12-31T23:59:59Z"),
+])
+def test_times_are_written_in_utc_whole_seconds(value: datetime, text: str) -> None:
+    assert rfc3339(value) == text
+    assert rfc3339(value) == text  # the second time from the cache
+    assert rfc3339(None) is None

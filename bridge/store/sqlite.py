@@ -50,7 +50,7 @@ from bridge.models import (
     Tenant,
     Tracking,
     new_id,
-    rfc3339,
+    rfc3339_stamp,
     utcnow,
 )
 from bridge.store.base import AttemptResult, Decide, Outgoing, Page, Stats
@@ -1036,15 +1036,6 @@ def _at(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-@functools.lru_cache(maxsize=256)
-def _second(stamp: int) -> str:
-    """A whole second as RFC 3339 (``rfc3339`` of it), made once for the many event bodies
-    of the same second."""
-    text = rfc3339(datetime.fromtimestamp(stamp, UTC))
-    assert text is not None
-    return text
-
-
 def _json_or_null(value: Any) -> str | None:
     return None if value is None else _dumps(value)
 
@@ -1334,7 +1325,7 @@ def _outgoing(
         _, event_type, created_at, data = event
         body = (
             '{"id":' + _dumps(delivery.event_id) + ',"type":' + _dumps(event_type)
-            + ',"timestamp":"' + _second(int(created_at)) + '","data":' + data + "}"
+            + ',"timestamp":"' + rfc3339_stamp(created_at) + '","data":' + data + "}"
         ).encode()
         out.append(Outgoing(delivery, url, headers, secrets, body, lease_until))
     return out
