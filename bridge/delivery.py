@@ -229,7 +229,7 @@ class Deliverer:
             self._wake.clear()
             # Up to two rounds claimed: the attempts in flight and the next ones, ready to
             # start as slots free, so that no slot waits for a claim.
-            room = 2 * self.concurrency - self._claimed
+            room = self._room()
             if self._claimed and room < self._claim_at_least:
                 # Claim in batches, not one row per finished attempt: wait for more room.
                 await self._wake.wait()
@@ -246,6 +246,10 @@ class Deliverer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(IDLE_WAIT):
                     await self._wake.wait()
+
+    def _room(self) -> int:
+        """Deliveries this worker may claim now: two rounds in all, less what it holds."""
+        return 2 * self.concurrency - self._claimed
 
     async def _claim(self, room: int, *, skip_full: bool = True) -> int:
         if room <= 0:
@@ -400,7 +404,7 @@ class Deliverer:
         self._claimed -= 1
         if not self._claimed:
             self._settled.set()
-        if 2 * self.concurrency - self._claimed >= self._claim_at_least:
+        if self._room() >= self._claim_at_least:
             self.wake()  # room for a claim; and the target's next event of this job may be due
 
     # -- one attempt ---------------------------------------------------------------------
