@@ -14,11 +14,13 @@ unmeasured ``--warmup``:
 * ``bridge``: ``bridge.delivery.Deliverer`` empties a real outbox: a fresh SQLite file whose
   ``--endpoints`` endpoints (8 attempts in flight each: 32 in all) have enough pending
   deliveries stored beforehand; every delivery is claimed with a lease, read with its event,
-  signed (Standard Webhooks), posted through the SSRF-guarded resolver, and its attempt is
+  signed (Standard Webhooks), posted to the address the SSRF guard answers, and its attempt is
   recorded (status, duration, excerpt) in the store, as in the service. The deliverer is
   started for each slice and stopped after it;
 * ``httpx``: the same as aiohttp over one ``httpx.AsyncClient`` (default pool), one slice
-  after the others (it is far slower; it is shown for the choice of client only).
+  after the others (it is far slower; it is shown for the choice of client only);
+* ``client``: the same over ``bridge.webhook_client.WebhookClient``, the client the bridge
+  row sends with, one slice after the others (for the choice of client).
 
 The same body (the event JSON the bridge stores, under 1 KB) goes out in every row. A row's rate
 counts what completed inside the measured windows (bridge: attempts recorded as succeeded).
@@ -211,6 +213,7 @@ async def main_async(args: argparse.Namespace) -> int:
     from bridge.delivery import Deliverer
     from bridge.store.base import AttemptResult, Outgoing
     from bridge.targets import Guard
+    from bridge.webhook_client import WebhookClient
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable, SCRIPT, "--serve-receiver", stdin=asyncio.subprocess.PIPE,
@@ -276,6 +279,18 @@ async def main_async(args: argparse.Namespace) -> int:
                                           headers=headers)).status_code
 
             hx = await raw_row("httpx", post_httpx, args.concurrency, args.warmup, slice_)
+
+        async def loopback(host: str) -> list[str]:
+            return [host]
+
+        ours = WebhookClient(loopback)
+        try:
+            async def post_ours() -> int:
+                return (await ours.post(f"{receiver}/hook/raw", headers, body)).status
+
+            own = await raw_row("client", post_ours, args.concurrency, args.warmup, slice_)
+        finally:
+            await ours.close()
     finally:
         if proc.stdin is not None:
             proc.stdin.close()
@@ -284,24 +299,27 @@ async def main_async(args: argparse.Namespace) -> int:
         if proc.returncode is None:
             proc.kill()
 
-    rows = [raw, hx, bridge]
+    rows = [raw, hx, own, bridge]
     print(f"concurrency {args.concurrency}, body {len(body)} bytes, measured {args.duration:g} s "
-          f"per row in {args.rounds} interleaved slices (warm-up {args.warmup:g} s each; httpx: "
-          f"one slice); receiver in its own process; {os.cpu_count()} CPUs\n")
-    print(f"{'sender':<10}{'per s':>9}{'sent':>9}{'errors':>8}{'x aiohttp':>11}{'CPU':>7}")
+          f"per row in {args.rounds} interleaved slices (warm-up {args.warmup:g} s each; httpx "
+          f"and client: one slice); receiver in its own process; {os.cpu_count()} CPUs\n")
+    print(f"{'sender':<10}{'per s':>9}{'sent':>9}{'errors':>8}{'x aiohttp':>11}{'CPU':>7}"
+          f"{'CPU us/req':>12}")
     for row in rows:
         print(f"{row.label:<10}{row.rate:>9.0f}{row.done:>9}{row.errors:>8}"
-              f"{row.rate / raw.rate:>10.2f}x{row.cpu:>7.2f}")
-    print("\nbridge row: each delivery claimed with a lease from SQLite, signed, posted through "
-          "the guarded resolver, its attempt recorded; raw rows: the same body, no bridge.")
+              f"{row.rate / raw.rate:>10.2f}x{row.cpu:>7.2f}{row.cpu / row.rate * 1e6:>12.0f}")
+    print("\nbridge row: each delivery claimed with a lease from SQLite, signed, posted to the "
+          "address the guard answers, its attempt recorded; other rows: the same body, no bridge.")
     ratio = bridge.rate / raw.rate
     errors = sum(row.errors for row in rows)
     ok = ratio >= TARGET and errors == 0
     print(f"\n{'PASS' if ok else 'FAIL'}  bridge {bridge.rate:.0f}/s = {ratio:.2f}x raw aiohttp "
           f"{raw.rate:.0f}/s (target >= {TARGET}x); httpx {hx.rate:.0f}/s = "
-          f"{hx.rate / raw.rate:.2f}x; errors {errors}")
+          f"{hx.rate / raw.rate:.2f}x; client {own.rate:.0f}/s = {own.rate / raw.rate:.2f}x; "
+          f"errors {errors}")
     print(json.dumps({"bridge": round(bridge.rate), "aiohttp": round(raw.rate),
-                      "httpx": round(hx.rate), "ratio": round(ratio, 3)}))
+                      "httpx": round(hx.rate), "client": round(own.rate),
+                      "ratio": round(ratio, 3)}))
     return 0 if ok or args.no_fail else 1
 
 

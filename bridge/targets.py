@@ -11,10 +11,10 @@ endpoint. The rules:
   multicast, reserved, unspecified, benchmarking, the IETF 192.0.0/24 block, and IPv6 forms
   that embed an IPv4 address (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo), since they
   can reach an internal IPv4 host through a translator.
-- The check runs when a URL is registered and again at every delivery attempt, inside the
-  HTTP client's resolver (:class:`GuardedResolver`): the addresses that passed are the only
-  ones the client may connect to, so a DNS answer that changes between check and connect
-  (DNS rebinding) has no window.
+- The check runs when a URL is registered and again at every delivery attempt, where the
+  delivery client (``bridge.webhook_client``) asks :meth:`Guard.addresses` for the addresses
+  to connect to: the addresses that passed are the only ones it may connect to, so a DNS
+  answer that changes between check and connect (DNS rebinding) has no window.
 
 ``BRIDGE_ALLOW_PRIVATE_TARGETS=1`` lifts the address rules (local development, tests).
 """
@@ -26,10 +26,7 @@ import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import urlsplit
-
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # host -> every address it resolves to (A and AAAA)
@@ -171,37 +168,3 @@ class Guard:
         host = self.check_form(url)
         if not self.allow_private:
             await self.addresses(host)
-
-
-class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver for webhook deliveries: answers only addresses the guard allows,
-    so the connection goes to the very address that was checked."""
-
-    def __init__(self, guard: Guard) -> None:
-        self._guard = guard
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results: list[ResolveResult] = []
-        for text in await self._guard.addresses(host):
-            address = ipaddress.ip_address(text.split("%")[0])
-            results.append(ResolveResult(
-                hostname=host, host=str(address), port=port,
-                family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
-                proto=0, flags=socket.AI_NUMERICHOST,
-            ))
-        return results
-
-    async def close(self) -> None:
-        return None
-
-
-def describe(exc: BaseException) -> str:
-    """A refusal's message, found inside the error aiohttp wraps it in."""
-    seen: Any = exc
-    while seen is not None:
-        if isinstance(seen, TargetRefused):
-            return f"refused: {seen}"
-        seen = getattr(seen, "os_error", None) or seen.__cause__
-    return f"{type(exc).__name__}: {exc}"

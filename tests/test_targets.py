@@ -5,11 +5,13 @@ machine."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
 
-from bridge.targets import Guard, GuardedResolver, TargetRefused, system_resolve
+from bridge.targets import Guard, TargetRefused, system_resolve
+from bridge.webhook_client import WebhookClient
 
 FAKE_DNS = {
     "metadata.google.internal": ["169.254.169.254"],
@@ -140,17 +142,30 @@ async def test_an_overlong_host_label_is_refused_not_a_crash() -> None:
         await Guard(allow_private=False).check("https://" + "a" * 80 + ".example.com/x")
 
 
-async def test_the_client_resolver_answers_only_the_checked_addresses() -> None:
-    answers = iter([["93.184.216.34"], ["127.0.0.1"], ["93.184.216.34", "::1"]])
+async def test_the_delivery_client_connects_only_to_the_checked_addresses() -> None:
+    # A DNS server that changes its answer: public when the URL is registered, loopback when
+    # the delivery is attempted (DNS rebinding).
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])
 
     async def rebinding(host: str) -> list[str]:
-        return next(answers)  # a DNS server that changes its answer each time
+        return next(answers)
 
-    resolver = GuardedResolver(Guard(allow_private=False, resolve=rebinding))
-    first = await resolver.resolve("rebind.example.com", 443)
-    assert [(r["host"], r["port"], r["hostname"]) for r in first] == [
-        ("93.184.216.34", 443, "rebind.example.com")]
-    with pytest.raises(TargetRefused):
-        await resolver.resolve("rebind.example.com", 443)
-    with pytest.raises(TargetRefused):
-        await resolver.resolve("rebind.example.com", 443)
+    connections: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    guard = Guard(allow_private=False, resolve=rebinding)
+    client = WebhookClient(guard.addresses)
+    try:
+        await guard.check(f"https://rebind.example.com:{port}/hook")  # passes: public
+        with pytest.raises(TargetRefused):
+            await client.post(f"https://rebind.example.com:{port}/hook", {}, b"{}")
+        assert connections == []  # refused before any connection was made
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
