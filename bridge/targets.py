@@ -28,6 +28,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
+from bridge.webhook_client import ascii_host
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # host -> every address it resolves to (A and AAAA)
 Resolve = Callable[[str], Awaitable[list[str]]]
@@ -117,11 +119,15 @@ def check_form(url: str, allow_private: bool) -> str:
         )
     if not parts.hostname:
         raise TargetRefused("has no host")
+    try:
+        host = ascii_host(parts.hostname)  # the name DNS and the delivery client use
+    except ValueError:
+        raise TargetRefused("the host is not a valid internationalized domain name") from None
     if parts.username is not None or parts.password is not None:
         raise TargetRefused("must not carry a user name or password")
     if port == 0:
         raise TargetRefused("port 0 is not allowed")
-    return parts.hostname
+    return host
 
 
 class Guard:

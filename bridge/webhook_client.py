@@ -6,15 +6,19 @@ is its status, its headers (for ``Retry-After``) and the first KiB of its body. 
 does exactly that and nothing else, for about a third of the CPU a general client spends per
 request (bench/delivery.py measures it beside aiohttp and httpx):
 
-- connections are kept alive per scheme, host, port and address, reused newest first, and
-  closed after ``KEEPALIVE`` seconds idle (under the 5 s that Node's server, among others,
-  keeps an idle connection);
+- connections are kept alive per scheme, host, port and address and reused newest first;
+  one idle for ``KEEPALIVE`` seconds (under the 5 s that Node's server, among others, keeps
+  an idle connection) is not used again, and is closed soon after;
 - ``https`` with the system's trust store, the host name checked against the certificate
-  and sent as SNI, while the TCP connection goes to the checked address;
+  and sent as SNI, while the TCP connection goes to the checked address; names are IDNA
+  2008 (UTS 46), as browsers have them;
 - answers framed by ``Content-Length``, by chunks or by the connection's end; interim 1xx
   answers are passed over;
-- the first ``excerpt`` bytes of the body are kept and the rest read and dropped; a body of
-  more than ``DRAIN`` bytes is not read to its end: its connection is closed instead;
+- the answer is there as soon as its head and the first of its body are (as a general
+  client's ``read(n)`` would have it): a receiver that stalls in the middle of its body
+  has still answered. The rest is read and dropped meanwhile, and the connection is reused
+  once it is done; a body of more than ``DRAIN`` bytes, or one not done in
+  ``DRAIN_SECONDS``, closes its connection instead;
 - a request sent on a kept-alive connection that the server had closed meanwhile (no byte
   of an answer came) is sent once more on a new connection.
 
@@ -27,23 +31,29 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
+import idna
+
 KEEPALIVE = 4.0  # seconds a connection may wait idle for its next request
 MAX_IDLE = 64  # idle connections kept to one address
 MAX_HEAD = 64 * 1024  # bytes of status line and headers
+MAX_INTERIM = 16  # 1xx answers before the final one
 MAX_LINE = 4096  # bytes of a chunk-size or trailer line
-DRAIN = 64 * 1024  # bytes of a body read past the excerpt to keep its connection
+DRAIN = 64 * 1024  # bytes read past the head to keep a connection (body, chunk framing)
+DRAIN_SECONDS = 5.0  # for the rest of a body after the answer was taken
 
 # host -> the addresses it may be reached at (the SSRF guard's answer)
 Resolve = Callable[[str], Awaitable[list[str]]]
 
-_FORBIDDEN_IN_HEADER = re.compile(r"[\r\n\x00]")
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN_BYTES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class ProtocolError(Exception):
@@ -64,9 +74,22 @@ class Answer:
 @dataclass(frozen=True, slots=True)
 class _Target:
     tls: bool
-    host: str  # ASCII (IDNA) form, no brackets: what is resolved and checked, and the SNI
+    host: str  # ASCII form, no brackets: what is resolved and checked
     port: int
     head: bytes  # the request line and Host header
+
+
+@functools.lru_cache(maxsize=4096)
+def ascii_host(host: str) -> str:
+    """``host`` as DNS has it: IDNA 2008 with the UTS 46 mapping for a name that is not
+    ASCII (``straße.de`` is ``xn--strae-oqa.de``, not IDNA 2003's ``strasse.de``, a
+    different domain). ``ValueError`` for a name IDNA refuses."""
+    if host.isascii():
+        return host
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        raise ValueError("the host is not a valid internationalized domain name") from None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -75,9 +98,7 @@ def _target(url: str) -> _Target:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("not an http(s) URL with a host")
     tls = parts.scheme == "https"
-    host = parts.hostname
-    if not host.isascii():
-        host = host.encode("idna").decode("ascii")
+    host = ascii_host(parts.hostname)
     port = parts.port or (443 if tls else 80)
     authority = f"[{host}]" if ":" in host else host
     if port != (443 if tls else 80):
@@ -91,8 +112,9 @@ def _target(url: str) -> _Target:
 def _head(target: _Target, headers: Mapping[str, str], length: int) -> bytes:
     lines = []
     for name, value in headers.items():
-        if _FORBIDDEN_IN_HEADER.search(name) or _FORBIDDEN_IN_HEADER.search(value):
-            raise ValueError(f"header {name!r} holds a line break or NUL")
+        if not _TOKEN.fullmatch(name) or _FORBIDDEN_IN_VALUE.search(value):
+            raise ValueError(f"header {name!r} is not a header name, or its value holds a "
+                             "line break or NUL")
         lines.append(f"{name}: {value}\r\n")
     lines.append(f"Content-Length: {length}\r\n\r\n")
     return target.head + "".join(lines).encode()
@@ -113,13 +135,16 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str], bool]:
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):  # also obsolete line folding
+        if not colon or not _TOKEN_BYTES.fullmatch(name):  # also obsolete line folding
             raise ProtocolError(f"not a header line: {line[:80]!r}")
         key = name.decode("ascii").lower()
         text = value.strip(b" \t").decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
     tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
     reusable = "close" not in tokens if version == b"HTTP/1.1" else "keep-alive" in tokens
+    if "transfer-encoding" in headers and (
+            "content-length" in headers or version == b"HTTP/1.0"):
+        reusable = False  # framing that RFC 9112 (6.1, 6.3) calls faulty: never trusted again
     return int(code), headers, reusable
 
 
@@ -132,16 +157,25 @@ class _Connection(asyncio.Protocol):
         self.reusable = True
         self.idle_since = 0.0
         self.key: tuple[bool, str, int, str] = (False, "", 0, "")  # tls, host, port, address
+        # Called once the body taken after its answer is read to its end (see ``request``).
+        self.when_drained: Callable[[_Connection], None] | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
         self._buffer = bytearray()
         self._state = _IDLE
         self._waiter: asyncio.Future[Answer] | None = None
         self._received = False  # a byte of the current answer came
+        self._interim = 0  # 1xx answers so far
         self._status = 0
         self._headers: dict[str, str] = {}
         self._remaining = 0  # bytes of the body, or of the chunk, still to come
         self._excerpt = bytearray()
         self._limit = 0  # bytes of the body to keep
-        self._dropped = 0  # bytes of the body read past the excerpt
+        self._read = 0  # bytes read after the final head
+
+    @property
+    def reading(self) -> bool:
+        """The answer was taken and the rest of its body is still being read."""
+        return self._state != _IDLE
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -149,7 +183,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None or self._waiter.done():  # a server talking out of turn
+        if self._state == _IDLE:  # nothing was asked: a server talking out of turn
             self.reusable = False
             self.close()
             return
@@ -159,10 +193,14 @@ class _Connection(asyncio.Protocol):
             self._parse()
         except (ProtocolError, ValueError) as exc:
             self._fail(exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc)))
+            return
+        if self._state != _HEAD and (self._excerpt or not self._limit):
+            self._answer()  # the head and the first of the body are in
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._waiter is None or self._waiter.done():
+        self._stop_drain_timer()
+        if self._state == _IDLE:
             return
         if self._state == _UNTIL_CLOSE:
             self._finish()
@@ -174,11 +212,13 @@ class _Connection(asyncio.Protocol):
 
     # -- one request -----------------------------------------------------------------------
     async def request(self, data: bytes, excerpt: int) -> Answer:
+        """Send ``data``; the answer once its head and the first of its body are in. The
+        rest of the body may still be read after (``reading``)."""
         assert self.transport is not None
         waiter: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
-        self._state, self._received = _HEAD, False
-        self._excerpt, self._limit, self._dropped = bytearray(), excerpt, 0
+        self._state, self._received, self._interim = _HEAD, False, 0
+        self._excerpt, self._limit, self._read = bytearray(), excerpt, 0
         self.transport.write(data)
         try:
             return await waiter
@@ -187,16 +227,30 @@ class _Connection(asyncio.Protocol):
             if not waiter.done() or waiter.cancelled() or waiter.exception() is not None:
                 self.reusable = False  # cut off, or the answer was bad: never reused
 
+    def drain_within(self, seconds: float, then: Callable[[_Connection], None]) -> None:
+        """Read the rest of the body for at most ``seconds``; then ``then(self)``, or close."""
+        self.when_drained = then
+        self._drain_timer = asyncio.get_running_loop().call_later(seconds, self.close)
+
     def close(self) -> None:
         self.closed = True
+        self._stop_drain_timer()
         if self.transport is not None:
             self.transport.abort()
+
+    def _stop_drain_timer(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
 
     # -- reading the answer ----------------------------------------------------------------
     def _parse(self) -> None:
         buffer = self._buffer
         while True:
             state = self._state
+            if state != _HEAD and self._read > DRAIN:
+                self._finish_early()
+                return
             if state == _HEAD:
                 end = buffer.find(b"\r\n\r\n")
                 if end < 0:
@@ -210,6 +264,9 @@ class _Connection(asyncio.Protocol):
                         raise ProtocolError(f"status {status} is not an HTTP status")
                     if status == 101:
                         raise ProtocolError("101 Switching Protocols to a webhook")
+                    self._interim += 1
+                    if self._interim > MAX_INTERIM:
+                        raise ProtocolError(f"more than {MAX_INTERIM} interim answers")
                     continue  # an interim answer (100 Continue, 103 Early Hints)
                 self._status, self._headers = status, headers
                 self.reusable = self.reusable and reusable
@@ -219,8 +276,6 @@ class _Connection(asyncio.Protocol):
                 self._keep(buffer, take)
                 self._remaining -= take
                 if self._remaining:
-                    if self._dropped > DRAIN:
-                        self._finish_early()
                     return
                 if state == _LENGTH:
                     self._finish()
@@ -232,6 +287,7 @@ class _Connection(asyncio.Protocol):
                 if buffer[:2] != b"\r\n":
                     raise ProtocolError("a chunk does not end with CRLF")
                 del buffer[:2]
+                self._read += 2
                 self._state = _CHUNK_SIZE
             elif state in (_CHUNK_SIZE, _TRAILERS):
                 end = buffer.find(b"\r\n")
@@ -241,6 +297,7 @@ class _Connection(asyncio.Protocol):
                     return
                 line = bytes(buffer[:end])
                 del buffer[:end + 2]
+                self._read += end + 2
                 if state == _TRAILERS:
                     if not line:
                         self._finish()
@@ -253,7 +310,7 @@ class _Connection(asyncio.Protocol):
                 self._state = _CHUNK_DATA if self._remaining else _TRAILERS
             elif state == _UNTIL_CLOSE:
                 self._keep(buffer, len(buffer))
-                if self._dropped > DRAIN:
+                if self._read > DRAIN:
                     self._finish_early()
                 return
             else:
@@ -287,26 +344,35 @@ class _Connection(asyncio.Protocol):
         room = self._limit - len(self._excerpt)
         if room > 0:
             self._excerpt += buffer[:min(room, size)]
-        if size > room:
-            self._dropped += size - max(room, 0)
+        self._read += size
         del buffer[:size]
+
+    def _answer(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(Answer(self._status, self._headers, bytes(self._excerpt)))
 
     def _finish(self) -> None:
         self._state = _IDLE
         if self._buffer:  # bytes past the answer: nothing was asked for them
             self.reusable = False
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(Answer(self._status, self._headers, bytes(self._excerpt)))
+        self._answer()
+        then, self.when_drained = self.when_drained, None
+        if then is not None:
+            self._stop_drain_timer()
+            then(self)
 
     def _finish_early(self) -> None:
-        """The excerpt is in and the rest is too long to read: answer, and close."""
+        """The rest of the body is too long to read: answer with what is in, and close."""
         self.reusable = False
-        self._finish()
+        self._answer()
+        self._state = _IDLE
+        self.when_drained = None
         self.close()
 
     def _fail(self, exc: BaseException) -> None:
         self._state = _IDLE
         self.reusable = False
+        self.when_drained = None
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc)
         self.close()
@@ -321,55 +387,62 @@ class WebhookClient:
         self._resolve = resolve
         self._ssl = ssl_context
         self._idle: dict[tuple[bool, str, int, str], list[_Connection]] = {}
-        self._busy: set[_Connection] = set()
-        self._swept = time.monotonic()
+        self._busy: set[_Connection] = set()  # carrying a request, or reading its body
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes, *,
                    excerpt: int = 1024) -> Answer:
         """POST ``body`` with ``headers`` (and ``Host``, ``Content-Length``) to ``url``;
         the answer's status, headers and first ``excerpt`` bytes of its body. Raises
-        ``ValueError`` for a header holding a line break, ``OSError`` when no address
+        ``ValueError`` for a URL or header that cannot be sent, ``OSError`` when no address
         takes the connection (and what ``resolve`` raises), ``ProtocolError`` for an answer
-        that is not HTTP, ``ConnectionResetError`` when one is cut off."""
+        that is not HTTP, ``ConnectionResetError`` when one is cut off or the client is
+        closed."""
+        if self._closed:
+            raise ConnectionResetError("the client is closed")
         target = _target(url)
         data = _head(target, headers, len(body)) + body
         addresses = await self._resolve(target.host)
         for attempt in (1, 2):
-            connection, reused = await self._connection(target, addresses)
+            connection, reused = await self._connection(target, addresses, fresh=attempt > 1)
             self._busy.add(connection)
             try:
                 answer = await connection.request(data, excerpt)
             except _Stale:
-                if reused and attempt == 1:
+                if reused and attempt == 1 and not self._closed:
                     continue  # the server had closed it while it waited: once more, anew
                 raise ConnectionResetError(
                     "the connection closed before any answer came") from None
             finally:
-                self._busy.discard(connection)
-                self._give_back(connection)
+                if connection.reading and connection.reusable and not connection.closed:
+                    connection.drain_within(DRAIN_SECONDS, self._give_back)
+                else:
+                    self._give_back(connection)
             return answer
         raise AssertionError("unreachable")
 
-    async def _connection(self, target: _Target, addresses: list[str]
+    async def _connection(self, target: _Target, addresses: list[str], *, fresh: bool
                           ) -> tuple[_Connection, bool]:
-        now = time.monotonic()
-        if now - self._swept > KEEPALIVE:
-            self._sweep(now)
-        for address in addresses:
-            idle = self._idle.get((target.tls, target.host, target.port, address))
-            while idle:
-                connection = idle.pop()
-                if not connection.closed and now - connection.idle_since < KEEPALIVE:
-                    return connection, True
-                connection.close()
+        if not fresh:
+            now = time.monotonic()
+            for address in addresses:
+                idle = self._idle.get((target.tls, target.host, target.port, address))
+                while idle:
+                    connection = idle.pop()
+                    if not connection.closed and now - connection.idle_since < KEEPALIVE:
+                        return connection, True
+                    connection.close()
         loop = asyncio.get_running_loop()
         failure: OSError | None = None
         for address in addresses:
             try:
                 _, connection = await loop.create_connection(
                     _Connection, host=address, port=target.port,
+                    flags=socket.AI_NUMERICHOST,  # an address, never a name to look up
                     ssl=self._tls() if target.tls else None,
-                    server_hostname=target.host if target.tls else None,
+                    # A name's final dot is not part of the certificate's.
+                    server_hostname=target.host.rstrip(".") if target.tls else None,
                 )
             except OSError as exc:
                 failure = exc
@@ -385,7 +458,9 @@ class WebhookClient:
         return self._ssl
 
     def _give_back(self, connection: _Connection) -> None:
-        if connection.closed or not connection.reusable:
+        """The request is done with ``connection`` (and its body read): idle, or closed."""
+        self._busy.discard(connection)
+        if self._closed or connection.closed or not connection.reusable:
             connection.close()
             return
         idle = self._idle.setdefault(connection.key, [])
@@ -394,10 +469,14 @@ class WebhookClient:
             return
         connection.idle_since = time.monotonic()
         idle.append(connection)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(KEEPALIVE, self._sweep)
 
-    def _sweep(self, now: float) -> None:
-        """Close the connections idle too long, so that none waits on forever."""
-        self._swept = now
+    def _sweep(self) -> None:
+        """Close the connections idle too long (or closed by their server), every
+        ``KEEPALIVE`` seconds while any are idle: none waits on forever."""
+        self._sweeper = None
+        now = time.monotonic()
         for key in list(self._idle):
             kept = []
             for connection in self._idle[key]:
@@ -409,13 +488,20 @@ class WebhookClient:
                 self._idle[key] = kept
             else:
                 del self._idle[key]
+        if self._idle:
+            self._sweeper = asyncio.get_running_loop().call_later(KEEPALIVE, self._sweep)
 
     async def close(self) -> None:
         """Close every connection, idle or in use (a request in flight fails)."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for idle in self._idle.values():
             for connection in idle:
                 connection.close()
         self._idle.clear()
         for connection in list(self._busy):
             connection.close()
+        self._busy.clear()
         await asyncio.sleep(0)  # let the transports' connection_lost run

@@ -169,3 +169,17 @@ async def test_the_delivery_client_connects_only_to_the_checked_addresses() -> N
         await client.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_an_international_name_is_checked_as_dns_has_it() -> None:
+    asked: list[str] = []
+
+    async def resolve(host: str) -> list[str]:
+        asked.append(host)
+        return ["93.184.216.34"]
+
+    guard = Guard(allow_private=False, resolve=resolve)
+    await guard.check("https://stra\u00dfe.de/hook")
+    assert asked == ["xn--strae-oqa.de"]  # IDNA 2008: not strasse.de, another domain
+    with pytest.raises(TargetRefused, match="internationalized"):
+        await guard.check("https://a\u200db.example/hook")

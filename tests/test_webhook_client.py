@@ -140,10 +140,14 @@ async def test_the_default_port_is_left_out_of_host() -> None:
         raise OSError("no network in tests")
 
     client = WebhookClient(resolve)
-    for url in ("https://hooks.example.com/x", "https://B\u00fccher.example/x"):
+    for url in ("https://hooks.example.com/x", "https://B\u00fccher.example/x",
+                "https://stra\u00dfe.de/x"):
         with pytest.raises(OSError):
             await client.post(url, {}, b"")
-    assert seen == ["hooks.example.com", "xn--bcher-kva.example"]  # lower case, IDNA
+    # Lower case; IDNA 2008, where IDNA 2003 would make strasse.de, another domain.
+    assert seen == ["hooks.example.com", "xn--bcher-kva.example", "xn--strae-oqa.de"]
+    with pytest.raises(ValueError, match="internationalized"):
+        await client.post("https://a\u200db.example/x", {}, b"")
     target = bridge.webhook_client._target("https://hooks.example.com:443/x")
     assert b"Host: hooks.example.com\r\n" in target.head
     target = bridge.webhook_client._target("http://[::1]:8080/x")
@@ -218,7 +222,11 @@ async def test_an_answer_sent_in_pieces(serve: Serve, client: WebhookClient) -> 
 
     server = await serve(trickle)
     answer = await post(client, server.url + "/x")
-    assert (answer.status, answer.excerpt) == (200, b"abcde")
+    # The answer is there with the first byte of its body, as a client's read(n) has it...
+    assert answer.status == 200 and answer.excerpt and b"abcde".startswith(answer.excerpt)
+    await asyncio.sleep(0.2)
+    await post(client, server.url + "/x")
+    assert server.connections == 1  # ...and the rest was read to its end, byte by byte
 
 
 async def test_an_answer_ended_by_closing_the_connection(
@@ -302,7 +310,7 @@ async def test_a_close_without_an_answer_fails_the_request(
         await post(client, server.url + "/x")
     assert len(server.requests) == 1  # a new connection is not tried again
 
-    server = await serve(raw(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"))
+    server = await serve(raw(b"HTTP/1.1 200 OK\r\nContent-Le"))
     with pytest.raises(ConnectionResetError, match="before the answer was complete"):
         await post(client, server.url + "/x")
 
@@ -400,6 +408,8 @@ async def test_https_checks_the_host_name_and_connects_to_the_given_address(serv
             assert answer.status == 200
         assert server.connections == 1
         assert server.requests[0].header("host") == f"hooks.example.test:{port}"
+        answer = await post(client, f"https://hooks.example.test.:{port}/x")  # a final dot
+        assert answer.status == 200
         with pytest.raises(ssl.SSLCertVerificationError):  # a name the certificate lacks
             await post(client, f"https://other.example.test:{port}/x")
     finally:
@@ -424,3 +434,144 @@ async def test_close_closes_idle_connections(serve: Serve) -> None:
             break
         await asyncio.sleep(0.01)
     assert server.ended == 1
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_long_body_is_answered_at_once_and_its_connection_closed(
+    serve: Serve, client: WebhookClient, framing: str,
+) -> None:
+    async def endless(request: Request, writer: asyncio.StreamWriter) -> bool:
+        if framing == "chunked":
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
+        for _ in range(5000):  # whole 1 KiB chunks, one a write
+            writer.write(b"400\r\n" + b"z" * 1024 + b"\r\n" if framing == "chunked"
+                         else b"z" * 1024)
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        return False
+
+    server = await serve(endless)
+    async with asyncio.timeout(2):
+        answer = await client.post(server.url + "/x", {}, b"")
+    assert answer.status == 200 and answer.excerpt.startswith(b"z")
+    for _ in range(300):  # past DRAIN bytes, the client hangs up
+        if server.ended:
+            break
+        await asyncio.sleep(0.01)
+    assert server.ended == 1
+
+
+async def test_a_body_that_stalls_after_its_first_bytes_has_still_answered(
+    serve: Serve, client: WebhookClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bridge.webhook_client, "DRAIN_SECONDS", 0.2)
+
+    async def stall(request: Request, writer: asyncio.StreamWriter) -> bool:
+        if request.connection == 1:
+            writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"ok":true}')
+            await writer.drain()
+            await asyncio.sleep(5)
+            return False
+        return await ok()(request, writer)
+
+    server = await serve(stall)
+    async with asyncio.timeout(1):
+        answer = await client.post(server.url + "/x", {}, b"")
+    assert (answer.status, answer.excerpt) == (200, b'{"ok":true}')
+    await asyncio.sleep(0.4)  # the rest never came: the connection was closed, not kept
+    await post(client, server.url + "/x")
+    assert server.connections == 2
+
+
+async def test_a_delivery_to_a_receiver_stalling_in_its_body_succeeds(serve: Serve) -> None:
+    from bridge.delivery import Deliverer
+    from bridge.models import Delivery, DeliveryStatus, utcnow
+    from bridge.store.base import Outgoing
+    from bridge.targets import Guard
+
+    async def stall(request: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"ok":true}')
+        await writer.drain()
+        await asyncio.sleep(5)
+        return False
+
+    server = await serve(stall)
+    deliverer = Deliverer(store=None, guard=Guard(allow_private=True),  # type: ignore[arg-type]
+                          schedule=(60.0,))
+    delivery = Delivery(id="del_1", tenant="t", event_id="evt_1", event_type="endpoint.test",
+                        endpoint_id="ep_1", url=None, job_id=None, sequence=1, attempt=1,
+                        status=DeliveryStatus.PENDING, created_at=utcnow())
+    outgoing = Outgoing(delivery=delivery, url=server.url + "/x", headers={},
+                        secrets=["whsec_" + "A" * 43 + "="], body=b"{}", lease_until=0.0)
+    try:
+        result = await deliverer.attempt(outgoing, within=1.0)
+    finally:
+        await deliverer.stop()
+    assert result.ok and result.response_status == 200
+    assert result.response_excerpt == '{"ok":true}'
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"2\r\nok\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"2\r\nok\r\n0\r\n\r\n",
+])
+async def test_faulty_framing_is_read_once_and_never_trusted_again(
+    serve: Serve, client: WebhookClient, answer: bytes,
+) -> None:
+    server = await serve(raw(answer, keep=True))
+    for _ in range(2):
+        assert (await post(client, server.url + "/x")).excerpt == b"ok"
+    assert server.connections == 2
+
+
+async def test_idle_connections_are_closed_with_no_more_traffic(
+    serve: Serve, client: WebhookClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bridge.webhook_client, "KEEPALIVE", 0.1)
+    server = await serve(ok())
+    await post(client, server.url + "/x")
+    for _ in range(100):
+        if server.ended:
+            break
+        await asyncio.sleep(0.01)
+    assert server.ended == 1
+
+
+async def test_the_second_try_takes_a_new_connection(
+    serve: Serve, client: WebhookClient,
+) -> None:
+    async def close_each_second(request: Request, writer: asyncio.StreamWriter) -> bool:
+        if sum(r.connection == request.connection for r in server.requests) == 2:
+            return False  # each kept connection hangs up on its second request
+        await asyncio.sleep(0.05)
+        return await ok()(request, writer)
+
+    server = await serve(close_each_second)
+    await asyncio.gather(post(client, server.url + "/x"), post(client, server.url + "/x"))
+    assert server.connections == 2
+    answer = await post(client, server.url + "/x")
+    assert answer.status == 200
+    assert server.connections == 3  # not the other kept one, which would hang up too
+
+
+async def test_close_fails_a_request_in_flight_and_keeps_nothing(
+    serve: Serve, client: WebhookClient,
+) -> None:
+    async def slow(request: Request, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(0.3)
+        return await ok()(request, writer)
+
+    server = await serve(slow)
+    await post(client, server.url + "/x")  # one kept connection
+    task = asyncio.create_task(client.post(server.url + "/x", {}, b""))
+    await asyncio.sleep(0.05)  # in flight on the kept connection
+    await client.close()
+    with pytest.raises(ConnectionResetError):
+        await task
+    assert server.connections == 1  # not sent again on a new one
+    with pytest.raises(ConnectionResetError, match="closed"):
+        await client.post(server.url + "/x", {}, b"")
