@@ -19,7 +19,7 @@ unmeasured ``--warmup``:
   started for each slice and stopped after it;
 * ``httpx``: the same as aiohttp over one ``httpx.AsyncClient`` (default pool), one slice
   after the others (it is far slower; it is shown for the choice of client only);
-* ``client``: the same over ``bridge.webhook_client.WebhookClient``, the client the bridge
+* ``client``: the same over ``bridge.http1.Client``, the client the bridge
   row sends with, one slice after the others (for the choice of client).
 
 The same body (the event JSON the bridge stores, under 1 KB) goes out in every row. A row's rate
@@ -211,9 +211,9 @@ async def main_async(args: argparse.Namespace) -> int:
     import httpx
 
     from bridge.delivery import Deliverer
+    from bridge.http1 import Client
     from bridge.store.base import AttemptResult, Outgoing
     from bridge.targets import Guard
-    from bridge.webhook_client import WebhookClient
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable, SCRIPT, "--serve-receiver", stdin=asyncio.subprocess.PIPE,
@@ -283,10 +283,11 @@ async def main_async(args: argparse.Namespace) -> int:
         async def loopback(host: str) -> list[str]:
             return [host]
 
-        ours = WebhookClient(loopback)
+        ours = Client(loopback)
         try:
             async def post_ours() -> int:
-                return (await ours.post(f"{receiver}/hook/raw", headers, body)).status
+                return (await ours.request("POST", f"{receiver}/hook/raw", headers, body,
+                                           excerpt=1024)).status
 
             own = await raw_row("client", post_ours, args.concurrency, args.warmup, slice_)
         finally:

@@ -10,7 +10,7 @@ the endpoint at once; an endpoint whose deliveries have all failed for five days
 disabled. Each target gets a job's events in order (the store hands out the next one only
 when the one before is settled).
 
-The HTTP client is ``bridge.webhook_client``, chosen by measurement (bench/delivery.py): at 32
+The HTTP client is ``bridge.http1``, chosen by measurement (bench/delivery.py): at 32
 concurrent deliveries aiohttp sends many times what httpx's pooled client does, and this
 client, which does only what a delivery needs, spends a third of aiohttp's CPU per request.
 It asks the SSRF guard (``bridge.targets``) for the addresses of each attempt's host: the
@@ -33,13 +33,13 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from bridge.http1 import Client
 from bridge.metrics import DELIVERY_SECONDS, count_delivery
 from bridge.models import utcnow
 from bridge.providers.http import parse_retry_after
 from bridge.store import Store
 from bridge.store.base import AttemptResult, Outgoing
 from bridge.targets import Guard, TargetRefused
-from bridge.webhook_client import WebhookClient
 
 log = logging.getLogger("bridge.delivery")
 
@@ -156,7 +156,7 @@ class Deliverer:
         self.per_target = per_target
         self.clock = clock
         self.listeners = listeners if listeners is not None else []
-        self._client: WebhookClient | None = None
+        self._client: Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._targets: dict[str, _Target] = {}  # those with deliveries claimed here
@@ -174,9 +174,9 @@ class Deliverer:
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
-    def client(self) -> WebhookClient:
+    def client(self) -> Client:
         if self._client is None:
-            self._client = WebhookClient(self.guard.addresses)
+            self._client = Client(self.guard.addresses)
         return self._client
 
     async def start(self) -> None:
@@ -413,10 +413,10 @@ class Deliverer:
         try:
             self.guard.check_form(outgoing.url)
             async with asyncio.timeout(within):
-                answer = await self.client.post(outgoing.url, headers, outgoing.body,
-                                                excerpt=EXCERPT_BYTES)
+                answer = await self.client.request("POST", outgoing.url, headers,
+                                                   outgoing.body, excerpt=EXCERPT_BYTES)
             status = answer.status
-            excerpt = answer.excerpt.decode("utf-8", "replace") or None
+            excerpt = answer.body.decode("utf-8", "replace") or None
             if status in (429, 503):
                 retry_after = parse_retry_after(answer.headers.get("retry-after"), now)
         except TargetRefused as exc:

@@ -12,7 +12,7 @@ endpoint. The rules:
   that embed an IPv4 address (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo), since they
   can reach an internal IPv4 host through a translator.
 - The check runs when a URL is registered and again at every delivery attempt, where the
-  delivery client (``bridge.webhook_client``) asks :meth:`Guard.addresses` for the addresses
+  delivery client (``bridge.http1``) asks :meth:`Guard.addresses` for the addresses
   to connect to: the addresses that passed are the only ones it may connect to, so a DNS
   answer that changes between check and connect (DNS rebinding) has no window.
 
@@ -28,7 +28,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from bridge.webhook_client import ascii_host
+from bridge.http1 import ascii_host
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # host -> every address it resolves to (A and AAAA)

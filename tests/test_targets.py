@@ -10,8 +10,8 @@ import socket
 
 import pytest
 
+from bridge.http1 import Client
 from bridge.targets import Guard, TargetRefused, system_resolve
-from bridge.webhook_client import WebhookClient
 
 FAKE_DNS = {
     "metadata.google.internal": ["169.254.169.254"],
@@ -159,11 +159,11 @@ async def test_the_delivery_client_connects_only_to_the_checked_addresses() -> N
     server = await asyncio.start_server(accept, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     guard = Guard(allow_private=False, resolve=rebinding)
-    client = WebhookClient(guard.addresses)
+    client = Client(guard.addresses)
     try:
         await guard.check(f"https://rebind.example.com:{port}/hook")  # passes: public
         with pytest.raises(TargetRefused):
-            await client.post(f"https://rebind.example.com:{port}/hook", {}, b"{}")
+            await client.request("POST", f"https://rebind.example.com:{port}/hook", {}, b"{}")
         assert connections == []  # refused before any connection was made
     finally:
         await client.close()

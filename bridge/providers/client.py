@@ -1,26 +1,31 @@
-"""The HTTP client the adapters share in the running service: httpx's API, aiohttp's speed.
+"""The HTTP client the adapters share in the running service: httpx's API, a lean client's
+speed.
 
 Adapters are written against ``httpx.AsyncClient`` (the tests hand them clients over
-``httpx.ASGITransport``). In the service, :class:`ProviderClient` carries the bytes on one
-aiohttp session: streamed requests through :class:`AiohttpTransport` under httpx's usual
-machinery, and every buffered request (``bridge.providers.http.send``) straight to aiohttp
-by :meth:`ProviderClient.fetch`, skipping httpx's per-request URL merging, cookie jar, auth
-and redirect layers (measured on a provider status call: about half the CPU of
-``httpx.AsyncClient.request`` over the same aiohttp transport; see bench/ingest.py), and
-answering a :class:`WholeAnswer` rather than an ``httpx.Response``. Adapters read either
-through the :class:`Answer` protocol.
+``httpx.ASGITransport``). In the service, :class:`ProviderClient` sends every buffered
+request (``bridge.providers.http.send``: submissions, status calls, cancels) by
+:meth:`ProviderClient.fetch` over ``bridge.http1``, the client webhooks go out by, skipping
+httpx's per-request URL merging, cookie jar, auth and redirect layers and answering a
+:class:`WholeAnswer` rather than an ``httpx.Response`` (a provider status call costs about a
+third of the CPU it did over aiohttp; see bench/ingest.py, confirming). Adapters read either
+through the :class:`Answer` protocol. Streamed requests (api.airforce's SSE, Venice's video
+bytes) go through httpx's usual machinery on one aiohttp session
+(:class:`AiohttpTransport`).
 
 Transport failures become httpx exceptions chosen so that "never pay twice" holds: only a
 failure before any byte of the request could have left (the connection could not be made,
 or no connection came free in time) is a ``ConnectError``, ``ConnectTimeout`` or
 ``PoolTimeout``; a connection lost once the request may have been sent is a ``ReadError``
-or ``RemoteProtocolError``, and a silent provider a ``ReadTimeout``.
+or ``RemoteProtocolError``, and a silent provider a ``ReadTimeout``. A POST is never sent
+twice by the client itself (``bridge.http1`` sends only an idempotent request again).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import time
+import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlencode
@@ -28,8 +33,13 @@ from urllib.parse import urlencode
 import aiohttp
 import httpx
 
+from bridge import http1
+from bridge.targets import is_address, system_resolve
+
 USER_AGENT = "bridge/0.1"
 _CHUNK = 64 * 1024
+DNS_TTL = 10.0  # seconds a provider host's addresses are kept (aiohttp's default too)
+MAX_ANSWER = 16 * 1024 * 1024  # bytes of a buffered answer, decoded
 
 
 class Answer(Protocol):
@@ -52,7 +62,7 @@ class Answer(Protocol):
 
 
 class WholeAnswer:
-    """An answer read whole by aiohttp, with its headers as aiohttp parsed them. Making an
+    """An answer read whole, with its headers as ``bridge.http1`` parsed them. Making an
     ``httpx.Response`` of it instead (headers normalised again, a byte stream, a decoder)
     cost about a tenth of a provider status call's CPU."""
 
@@ -167,14 +177,58 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await self._session.close()
 
 
+class _Addresses:
+    """A provider host's addresses, kept ``DNS_TTL`` seconds: a status call does not wait
+    for a lookup in a thread each time."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[float, list[str]]] = {}
+
+    async def __call__(self, host: str) -> list[str]:
+        if is_address(host):
+            return [host]
+        now = time.monotonic()
+        known = self._known.get(host)
+        if known is not None and known[0] > now:
+            return known[1]
+        try:
+            found = await system_resolve(host)
+        except (OSError, UnicodeError) as exc:
+            raise http1.ConnectFailed(f"{host} does not resolve") from exc
+        if len(self._known) > 256:
+            self._known.clear()
+        self._known[host] = (now + DNS_TTL, found)
+        return found
+
+
+def _decoded(answer: http1.Answer) -> bytes:
+    """The body without its Content-Encoding (gzip or deflate, which ``fetch`` accepts)."""
+    coding = answer.headers.get("content-encoding", "").strip().lower()
+    if coding in ("gzip", "x-gzip"):
+        decoder = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    elif coding == "deflate":  # zlib-wrapped as the standard says; raw deflate as some send
+        wrapped = answer.body[:1] and (answer.body[0] & 0x0F) == 8
+        decoder = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+    else:
+        return answer.body
+    try:
+        body = decoder.decompress(answer.body, MAX_ANSWER)
+    except zlib.error as exc:
+        raise http1.ProtocolError(f"a {coding} body that does not decode: {exc}") from None
+    if decoder.unconsumed_tail:
+        raise http1.ProtocolError(f"an answer over {MAX_ANSWER} bytes once decoded")
+    return body
+
+
 class ProviderClient(httpx.AsyncClient):
-    """An ``httpx.AsyncClient`` whose bytes travel by aiohttp; see the module docstring."""
+    """An ``httpx.AsyncClient`` whose buffered requests go by ``bridge.http1`` and whose
+    streams go by aiohttp; see the module docstring."""
 
     def __init__(self, *, limits: httpx.Limits, timeout: httpx.Timeout) -> None:
         self._aiohttp = AiohttpTransport(limits)
         super().__init__(transport=self._aiohttp, timeout=timeout,
                          headers={"User-Agent": USER_AGENT})
-        self._aiohttp_timeout = (self.timeout, _client_timeout(self.timeout))
+        self._http = http1.Client(_Addresses())
 
     async def fetch(
         self,
@@ -187,24 +241,41 @@ class ProviderClient(httpx.AsyncClient):
         params: Mapping[str, str] | None = None,
     ) -> WholeAnswer:
         """Send one request and read its whole answer, with the client's headers and
-        timeouts."""
+        timeouts (``connect`` to make a connection, ``read`` for the answer)."""
         merged = dict(self.headers)  # lower-case names
+        merged["accept-encoding"] = "gzip, deflate"
         if headers:
             merged.update((name.lower(), value) for name, value in headers.items())
-        data = content
+        data = content or b""
         if json_body is not None:
             data = json.dumps(json_body, separators=(",", ":")).encode()
             merged["content-type"] = "application/json"
         if params:
-            # Encoded here: aiohttp's ``params`` (yarl's query building) cost a provider
-            # status call about a fifth of its CPU.
             url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
-        if self._aiohttp_timeout[0] is not self.timeout:  # the client's timeout was replaced
-            self._aiohttp_timeout = (self.timeout, _client_timeout(self.timeout))
-        with httpx_errors():
-            async with self._aiohttp.session.request(
-                method, url, headers=merged, data=data, allow_redirects=False,
-                timeout=self._aiohttp_timeout[1], auto_decompress=True,
-            ) as answer:
-                answered = await answer.read()
-        return WholeAnswer(answer.status, answer.headers, answered)
+        self._http.connect_timeout = self.timeout.connect
+        try:
+            answer = await self._http.request(method, url, merged, data,
+                                              max_body=MAX_ANSWER,
+                                              answer_within=self.timeout.read)
+            body = _decoded(answer)
+        except http1.ConnectTimeout as exc:
+            raise httpx.ConnectTimeout(str(exc)) from exc
+        except http1.ConnectFailed as exc:  # refused, unreachable, no address, TLS
+            raise httpx.ConnectError(str(exc)) from exc
+        except ValueError as exc:  # a URL or header that cannot be sent: nothing was
+            raise httpx.UnsupportedProtocol(str(exc)) from exc
+        except TimeoutError as exc:  # sent, and no answer in time
+            raise httpx.ReadTimeout(f"no answer within {self.timeout.read:g} s") from exc
+        except http1.ProtocolError as exc:
+            raise httpx.RemoteProtocolError(str(exc)) from exc
+        except OSError as exc:  # reset or closed once the request may have been sent
+            raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+        return WholeAnswer(answer.status, answer.headers, body)
+
+    async def aclose(self) -> None:
+        await self._http.close()
+        await super().aclose()
+
+    async def __aexit__(self, *args: Any) -> None:
+        await self._http.close()
+        await super().__aexit__(*args)

@@ -1,5 +1,5 @@
-"""The webhook delivery client against scripted HTTP servers on loopback: the bytes it sends,
-the ways an answer may be framed, what it keeps of one, and when it reuses a connection."""
+"""bridge's HTTP/1.1 client against scripted HTTP servers on loopback: the bytes it sends, the
+ways an answer may be framed, what it keeps of one, and when it reuses a connection."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import pytest
 import trustme
 
-import bridge.webhook_client
-from bridge.webhook_client import Answer, ProtocolError, WebhookClient
+import bridge.http1
+from bridge.http1 import Answer, Client, ConnectFailed, ProtocolError
 
 Reply = Callable[["Request", asyncio.StreamWriter], Awaitable[bool]]  # False: close
 Serve = Callable[..., Awaitable["Server"]]
@@ -105,20 +105,20 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[WebhookClient]:
-    client = WebhookClient(loopback)
+async def client() -> AsyncIterator[Client]:
+    client = Client(loopback)
     yield client
     await client.close()
 
 
-async def post(client: WebhookClient, url: str, body: bytes = b'{"a":1}', **headers: str
+async def post(client: Client, url: str, body: bytes = b'{"a":1}', **headers: str
                ) -> Answer:
     async with asyncio.timeout(5):
-        return await client.post(url, headers, body)
+        return await client.request("POST", url, headers, body, excerpt=1024)
 
 
 async def test_the_request_is_the_bytes_a_webhook_needs(
-    serve: Serve, client: WebhookClient,
+    serve: Serve, client: Client,
 ) -> None:
     server = await serve(ok())
     body = '{"caf\u00e9":"\u2603"}'.encode()
@@ -139,23 +139,22 @@ async def test_the_default_port_is_left_out_of_host() -> None:
         seen.append(host)
         raise OSError("no network in tests")
 
-    client = WebhookClient(resolve)
+    client = Client(resolve)
     for url in ("https://hooks.example.com/x", "https://B\u00fccher.example/x",
                 "https://stra\u00dfe.de/x"):
         with pytest.raises(OSError):
-            await client.post(url, {}, b"")
+            await client.request("POST", url, {}, b"", excerpt=1024)
     # Lower case; IDNA 2008, where IDNA 2003 would make strasse.de, another domain.
     assert seen == ["hooks.example.com", "xn--bcher-kva.example", "xn--strae-oqa.de"]
     with pytest.raises(ValueError, match="internationalized"):
-        await client.post("https://a\u200db.example/x", {}, b"")
-    target = bridge.webhook_client._target("https://hooks.example.com:443/x")
-    assert b"Host: hooks.example.com\r\n" in target.head
-    target = bridge.webhook_client._target("http://[::1]:8080/x")
-    assert b"Host: [::1]:8080\r\n" in target.head
+        await client.request("POST", "https://a\u200db.example/x", {}, b"", excerpt=1024)
+    assert bridge.http1._target("https://hooks.example.com:443/x").authority == (
+        "hooks.example.com")
+    assert bridge.http1._target("http://[::1]:8080/x").authority == "[::1]:8080"
 
 
 async def test_a_header_with_a_line_break_is_refused_before_sending(
-    serve: Serve, client: WebhookClient,
+    serve: Serve, client: Client,
 ) -> None:
     server = await serve(ok())
     for name, value in (("X-A", "v\r\nX-Injected: 1"), ("X-B\n", "v"), ("X-C", "v\x00")):
@@ -164,15 +163,15 @@ async def test_a_header_with_a_line_break_is_refused_before_sending(
     assert server.connections == 0
 
 
-async def test_a_connection_is_kept_alive_and_reused(serve: Serve, client: WebhookClient) -> None:
+async def test_a_connection_is_kept_alive_and_reused(serve: Serve, client: Client) -> None:
     server = await serve(ok())
     answers = [await post(client, server.url + f"/{n}") for n in range(5)]
-    assert [(a.status, a.excerpt) for a in answers] == [(200, b"ok")] * 5
+    assert [(a.status, a.body) for a in answers] == [(200, b"ok")] * 5
     assert server.connections == 1 and len(server.requests) == 5
 
 
 async def test_concurrent_requests_take_connections_of_their_own(
-    serve: Serve, client: WebhookClient,
+    serve: Serve, client: Client,
 ) -> None:
     async def slow(request: Request, writer: asyncio.StreamWriter) -> bool:
         await asyncio.sleep(0.05)
@@ -187,29 +186,29 @@ async def test_concurrent_requests_take_connections_of_their_own(
 
 
 async def test_status_headers_and_the_first_bytes_of_a_long_body(
-    serve: Serve, client: WebhookClient,
+    serve: Serve, client: Client,
 ) -> None:
     server = await serve(ok(b"x" * 5000, b"Retry-After: 7\r\nX-Many: a\r\nX-Many: b\r\n"))
     answer = await post(client, server.url + "/x")
-    assert answer.status == 200 and answer.excerpt == b"x" * 1024
+    assert answer.status == 200 and answer.body == b"x" * 1024
     assert answer.headers["retry-after"] == "7" and answer.headers["x-many"] == "a, b"
     await post(client, server.url + "/x")
     assert server.connections == 1  # the rest of the body was read: the connection goes on
 
 
 async def test_a_chunked_answer_with_extensions_and_trailers(
-    serve: Serve, client: WebhookClient,
+    serve: Serve, client: Client,
 ) -> None:
     chunked = (b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"5;name=value\r\nhello\r\n1\r\n \r\n6\r\nworld!\r\n0\r\nX-Trailer: t\r\n\r\n")
     server = await serve(raw(chunked, keep=True))
     for _ in range(2):
         answer = await post(client, server.url + "/x")
-        assert (answer.status, answer.excerpt) == (202, b"hello world!")
+        assert (answer.status, answer.body) == (202, b"hello world!")
     assert server.connections == 1
 
 
-async def test_an_answer_sent_in_pieces(serve: Serve, client: WebhookClient) -> None:
+async def test_an_answer_sent_in_pieces(serve: Serve, client: Client) -> None:
     whole = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
              b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
 
@@ -223,24 +222,24 @@ async def test_an_answer_sent_in_pieces(serve: Serve, client: WebhookClient) -> 
     server = await serve(trickle)
     answer = await post(client, server.url + "/x")
     # The answer is there with the first byte of its body, as a client's read(n) has it...
-    assert answer.status == 200 and answer.excerpt and b"abcde".startswith(answer.excerpt)
+    assert answer.status == 200 and answer.body and b"abcde".startswith(answer.body)
     await asyncio.sleep(0.2)
     await post(client, server.url + "/x")
     assert server.connections == 1  # ...and the rest was read to its end, byte by byte
 
 
 async def test_an_answer_ended_by_closing_the_connection(
-    serve: Serve, client: WebhookClient,
+    serve: Serve, client: Client,
 ) -> None:
     server = await serve(raw(b"HTTP/1.1 500 Oops\r\nContent-Type: text/plain\r\n\r\nbroken"))
     for _ in range(2):
         answer = await post(client, server.url + "/x")
-        assert (answer.status, answer.excerpt) == (500, b"broken")
+        assert (answer.status, answer.body) == (500, b"broken")
     assert server.connections == 2  # such a connection cannot be reused
 
 
 async def test_connection_close_and_http_1_0_are_not_reused(
-    serve: Serve, client: WebhookClient,
+    serve: Serve, client: Client,
 ) -> None:
     server = await serve(ok(extra=b"Connection: close\r\n"))
     await post(client, server.url + "/x")
@@ -252,26 +251,26 @@ async def test_connection_close_and_http_1_0_are_not_reused(
     assert server.connections == 2
 
 
-async def test_interim_answers_are_passed_over(serve: Serve, client: WebhookClient) -> None:
+async def test_interim_answers_are_passed_over(serve: Serve, client: Client) -> None:
     server = await serve(raw(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n"
                              b"Link: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", keep=True))
     answer = await post(client, server.url + "/x")
-    assert (answer.status, answer.excerpt, answer.headers) == (204, b"", {})
+    assert (answer.status, answer.body, answer.headers) == (204, b"", {})
 
 
 async def test_a_body_too_long_to_drain_closes_its_connection(
-    serve: Serve, client: WebhookClient,
+    serve: Serve, client: Client,
 ) -> None:
-    size = bridge.webhook_client.DRAIN * 4
+    size = bridge.http1.DRAIN * 4
     server = await serve(ok(b"y" * size))
     answer = await post(client, server.url + "/x")
-    assert answer.excerpt == b"y" * 1024
+    assert answer.body == b"y" * 1024
     await post(client, server.url + "/x")
     assert server.connections == 2
 
 
 async def test_a_kept_connection_the_server_closed_is_not_used(
-    serve: Serve, client: WebhookClient,
+    serve: Serve, client: Client,
 ) -> None:
     # The server answers as if the connection went on, then closes it while it waits.
     server = await serve(raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", keep=False))
@@ -282,25 +281,32 @@ async def test_a_kept_connection_the_server_closed_is_not_used(
     assert server.connections == 2 and len(server.requests) == 2
 
 
-async def test_a_request_the_server_hung_up_on_is_sent_once_more(
-    serve: Serve, client: WebhookClient,
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_only_an_idempotent_request_the_server_hung_up_on_is_sent_again(
+    serve: Serve, client: Client, method: str,
 ) -> None:
     # The race of keep-alive: the server closes its idle connection just as the next request
-    # goes out on it, and no byte of an answer comes.
+    # goes out on it, and no byte of an answer comes. A GET goes again on a new connection; a
+    # POST may have been taken (a paid submission, say): it fails, and is not sent again.
     async def close_second(request: Request, writer: asyncio.StreamWriter) -> bool:
         if request.connection == 1 and len(server.requests) == 2:
             return False
         return await ok()(request, writer)
 
     server = await serve(close_second)
-    await post(client, server.url + "/x")
-    answer = await post(client, server.url + "/x")
-    assert answer.status == 200
-    assert [r.connection for r in server.requests] == [1, 1, 2]
+    await client.request(method, server.url + "/x", {}, b"")
+    if method == "GET":
+        answer = await client.request(method, server.url + "/x", {}, b"")
+        assert answer.status == 200
+        assert [r.connection for r in server.requests] == [1, 1, 2]
+    else:
+        with pytest.raises(ConnectionResetError, match="before any answer"):
+            await client.request(method, server.url + "/x", {}, b"")
+        assert [r.connection for r in server.requests] == [1, 1]
 
 
 async def test_a_close_without_an_answer_fails_the_request(
-    serve: Serve, client: WebhookClient,
+    serve: Serve, client: Client,
 ) -> None:
     async def hang_up(request: Request, writer: asyncio.StreamWriter) -> bool:
         return False
@@ -328,7 +334,7 @@ async def test_a_close_without_an_answer_fails_the_request(
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXX",
 ])
 async def test_an_answer_that_is_not_http_is_a_protocol_error(
-    serve: Serve, client: WebhookClient, answer: bytes,
+    serve: Serve, client: Client, answer: bytes,
 ) -> None:
     server = await serve(raw(answer, keep=True))
     with pytest.raises(ProtocolError):
@@ -336,14 +342,14 @@ async def test_an_answer_that_is_not_http_is_a_protocol_error(
     await post(client, (await serve(ok())).url + "/x")  # the client goes on
 
 
-async def test_an_endless_head_is_a_protocol_error(serve: Serve, client: WebhookClient) -> None:
+async def test_an_endless_head_is_a_protocol_error(serve: Serve, client: Client) -> None:
     server = await serve(raw(b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * 70_000, keep=True))
     with pytest.raises(ProtocolError, match="head over"):
         await post(client, server.url + "/x")
 
 
 async def test_a_request_cut_off_by_its_timeout_does_not_leave_its_connection(
-    serve: Serve, client: WebhookClient,
+    serve: Serve, client: Client,
 ) -> None:
     async def late(request: Request, writer: asyncio.StreamWriter) -> bool:
         if request.connection == 1:
@@ -353,15 +359,15 @@ async def test_a_request_cut_off_by_its_timeout_does_not_leave_its_connection(
     server = await serve(late)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.2):
-            await client.post(server.url + "/x", {}, b"")
+            await client.request("POST", server.url + "/x", {}, b"", excerpt=1024)
     answer = await post(client, server.url + "/x")
-    assert answer.excerpt == b"ok" and server.connections == 2
+    assert answer.body == b"ok" and server.connections == 2
 
 
 async def test_idle_connections_expire(
-    serve: Serve, client: WebhookClient, monkeypatch: pytest.MonkeyPatch,
+    serve: Serve, client: Client, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(bridge.webhook_client, "KEEPALIVE", 0.1)
+    monkeypatch.setattr(bridge.http1, "KEEPALIVE", 0.1)
     server = await serve(ok())
     await post(client, server.url + "/x")
     await asyncio.sleep(0.2)
@@ -375,7 +381,7 @@ async def test_a_refused_address_gives_way_to_the_next(serve: Serve) -> None:
     async def two(host: str) -> list[str]:
         return ["127.0.0.2", "127.0.0.1"]
 
-    client = WebhookClient(two)
+    client = Client(two)
     try:
         answer = await post(client, server.url.replace("127.0.0.1", "hooks.example.test") + "/x")
     finally:
@@ -383,13 +389,14 @@ async def test_a_refused_address_gives_way_to_the_next(serve: Serve) -> None:
     assert answer.status == 200 and server.connections == 1
 
 
-async def test_no_address_takes_the_connection(client: WebhookClient) -> None:
+async def test_no_address_takes_the_connection(client: Client) -> None:
     listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     listener.close()
     await listener.wait_closed()
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectFailed) as refused:
         await post(client, f"http://127.0.0.1:{port}/x")
+    assert isinstance(refused.value.__cause__, ConnectionRefusedError)
 
 
 async def test_https_checks_the_host_name_and_connects_to_the_given_address(serve: Serve) -> None:
@@ -401,7 +408,7 @@ async def test_https_checks_the_host_name_and_connects_to_the_given_address(serv
     authority.configure_trust(trusting)
     server = await serve(ok(), tls=server_context)
     port = server.url.rsplit(":", 1)[1]
-    client = WebhookClient(loopback, ssl_context=trusting)
+    client = Client(loopback, ssl_context=trusting)
     try:
         for _ in range(2):
             answer = await post(client, f"https://hooks.example.test:{port}/x")
@@ -410,21 +417,23 @@ async def test_https_checks_the_host_name_and_connects_to_the_given_address(serv
         assert server.requests[0].header("host") == f"hooks.example.test:{port}"
         answer = await post(client, f"https://hooks.example.test.:{port}/x")  # a final dot
         assert answer.status == 200
-        with pytest.raises(ssl.SSLCertVerificationError):  # a name the certificate lacks
+        with pytest.raises(ConnectFailed) as other:  # a name the certificate lacks
             await post(client, f"https://other.example.test:{port}/x")
+        assert isinstance(other.value.__cause__, ssl.SSLCertVerificationError)
     finally:
         await client.close()
-    untrusting = WebhookClient(loopback)  # the system's trust store: not this authority
+    untrusting = Client(loopback)  # the system's trust store: not this authority
     try:
-        with pytest.raises(ssl.SSLCertVerificationError):
+        with pytest.raises(ConnectFailed) as untrusted:
             await post(untrusting, f"https://hooks.example.test:{port}/x")
+        assert isinstance(untrusted.value.__cause__, ssl.SSLCertVerificationError)
     finally:
         await untrusting.close()
 
 
 async def test_close_closes_idle_connections(serve: Serve) -> None:
     server = await serve(ok())
-    client = WebhookClient(loopback)
+    client = Client(loopback)
     await post(client, server.url + "/x")
     await asyncio.sleep(0.05)
     assert server.ended == 0  # kept alive
@@ -438,7 +447,7 @@ async def test_close_closes_idle_connections(serve: Serve) -> None:
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 async def test_a_long_body_is_answered_at_once_and_its_connection_closed(
-    serve: Serve, client: WebhookClient, framing: str,
+    serve: Serve, client: Client, framing: str,
 ) -> None:
     async def endless(request: Request, writer: asyncio.StreamWriter) -> bool:
         if framing == "chunked":
@@ -454,8 +463,8 @@ async def test_a_long_body_is_answered_at_once_and_its_connection_closed(
 
     server = await serve(endless)
     async with asyncio.timeout(2):
-        answer = await client.post(server.url + "/x", {}, b"")
-    assert answer.status == 200 and answer.excerpt.startswith(b"z")
+        answer = await client.request("POST", server.url + "/x", {}, b"", excerpt=1024)
+    assert answer.status == 200 and answer.body.startswith(b"z")
     for _ in range(300):  # past DRAIN bytes, the client hangs up
         if server.ended:
             break
@@ -464,9 +473,9 @@ async def test_a_long_body_is_answered_at_once_and_its_connection_closed(
 
 
 async def test_a_body_that_stalls_after_its_first_bytes_has_still_answered(
-    serve: Serve, client: WebhookClient, monkeypatch: pytest.MonkeyPatch,
+    serve: Serve, client: Client, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(bridge.webhook_client, "DRAIN_SECONDS", 0.2)
+    monkeypatch.setattr(bridge.http1, "DRAIN_SECONDS", 0.2)
 
     async def stall(request: Request, writer: asyncio.StreamWriter) -> bool:
         if request.connection == 1:
@@ -478,8 +487,8 @@ async def test_a_body_that_stalls_after_its_first_bytes_has_still_answered(
 
     server = await serve(stall)
     async with asyncio.timeout(1):
-        answer = await client.post(server.url + "/x", {}, b"")
-    assert (answer.status, answer.excerpt) == (200, b'{"ok":true}')
+        answer = await client.request("POST", server.url + "/x", {}, b"", excerpt=1024)
+    assert (answer.status, answer.body) == (200, b'{"ok":true}')
     await asyncio.sleep(0.4)  # the rest never came: the connection was closed, not kept
     await post(client, server.url + "/x")
     assert server.connections == 2
@@ -520,18 +529,18 @@ async def test_a_delivery_to_a_receiver_stalling_in_its_body_succeeds(serve: Ser
     b"2\r\nok\r\n0\r\n\r\n",
 ])
 async def test_faulty_framing_is_read_once_and_never_trusted_again(
-    serve: Serve, client: WebhookClient, answer: bytes,
+    serve: Serve, client: Client, answer: bytes,
 ) -> None:
     server = await serve(raw(answer, keep=True))
     for _ in range(2):
-        assert (await post(client, server.url + "/x")).excerpt == b"ok"
+        assert (await post(client, server.url + "/x")).body == b"ok"
     assert server.connections == 2
 
 
 async def test_idle_connections_are_closed_with_no_more_traffic(
-    serve: Serve, client: WebhookClient, monkeypatch: pytest.MonkeyPatch,
+    serve: Serve, client: Client, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(bridge.webhook_client, "KEEPALIVE", 0.1)
+    monkeypatch.setattr(bridge.http1, "KEEPALIVE", 0.1)
     server = await serve(ok())
     await post(client, server.url + "/x")
     for _ in range(100):
@@ -542,7 +551,7 @@ async def test_idle_connections_are_closed_with_no_more_traffic(
 
 
 async def test_the_second_try_takes_a_new_connection(
-    serve: Serve, client: WebhookClient,
+    serve: Serve, client: Client,
 ) -> None:
     async def close_each_second(request: Request, writer: asyncio.StreamWriter) -> bool:
         if sum(r.connection == request.connection for r in server.requests) == 2:
@@ -551,15 +560,15 @@ async def test_the_second_try_takes_a_new_connection(
         return await ok()(request, writer)
 
     server = await serve(close_each_second)
-    await asyncio.gather(post(client, server.url + "/x"), post(client, server.url + "/x"))
+    await asyncio.gather(*(client.request("GET", server.url + "/x", {}) for _ in range(2)))
     assert server.connections == 2
-    answer = await post(client, server.url + "/x")
+    answer = await client.request("GET", server.url + "/x", {})
     assert answer.status == 200
     assert server.connections == 3  # not the other kept one, which would hang up too
 
 
 async def test_close_fails_a_request_in_flight_and_keeps_nothing(
-    serve: Serve, client: WebhookClient,
+    serve: Serve, client: Client,
 ) -> None:
     async def slow(request: Request, writer: asyncio.StreamWriter) -> bool:
         await asyncio.sleep(0.3)
@@ -567,11 +576,47 @@ async def test_close_fails_a_request_in_flight_and_keeps_nothing(
 
     server = await serve(slow)
     await post(client, server.url + "/x")  # one kept connection
-    task = asyncio.create_task(client.post(server.url + "/x", {}, b""))
+    task = asyncio.create_task(client.request("POST", server.url + "/x", {}, b"", excerpt=1024))
     await asyncio.sleep(0.05)  # in flight on the kept connection
     await client.close()
     with pytest.raises(ConnectionResetError):
         await task
     assert server.connections == 1  # not sent again on a new one
     with pytest.raises(ConnectionResetError, match="closed"):
-        await client.post(server.url + "/x", {}, b"")
+        await client.request("POST", server.url + "/x", {}, b"", excerpt=1024)
+
+
+async def test_a_body_is_read_whole_up_to_its_limit(serve: Serve, client: Client) -> None:
+    server = await serve(ok(b"w" * 100_000))
+    answer = await client.request("GET", server.url + "/x?q=1", {"Accept": "*/*"})
+    assert answer.status == 200 and answer.body == b"w" * 100_000
+    request = server.requests[0]
+    assert request.line == b"GET /x?q=1 HTTP/1.1" and request.header("content-length") is None
+    with pytest.raises(ProtocolError, match="over 1000 bytes"):
+        await client.request("GET", server.url + "/x", {}, max_body=1000)
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"".join(b"400\r\n" + b"c" * 1024 + b"\r\n" for _ in range(100))
+               + b"0\r\n\r\n")
+    server = await serve(raw(chunked, keep=True))
+    answer = await client.request("GET", server.url + "/x", {})
+    assert answer.body == b"c" * 102_400  # past DRAIN: a whole body has no drain limit
+
+
+async def test_a_post_without_a_body_says_its_length(serve: Serve, client: Client) -> None:
+    server = await serve(ok())
+    await client.request("POST", server.url + "/x", {})
+    await client.request("DELETE", server.url + "/x", {})
+    assert [r.header("content-length") for r in server.requests] == ["0", None]
+
+
+async def test_a_connect_timeout_is_a_failure_to_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def never(*args: object, **kwargs: object) -> None:
+        await asyncio.sleep(10)
+
+    client = Client(loopback, connect_timeout=0.1)
+    monkeypatch.setattr(asyncio.get_running_loop(), "create_connection", never)
+    try:
+        with pytest.raises(ConnectFailed, match=r"no connection within 0\.1 s"):
+            await client.request("GET", "http://127.0.0.1:9/x", {})
+    finally:
+        await client.close()

@@ -1,29 +1,32 @@
-"""The HTTP/1.1 client that carries webhook deliveries.
+"""bridge's HTTP/1.1 client: webhook deliveries and provider calls.
 
-A delivery is one POST of a small body to a URL the SSRF guard allows, to an address the guard
-answered, with no redirects, cookies, proxies or compression; what bridge keeps of the answer
-is its status, its headers (for ``Retry-After``) and the first KiB of its body. This client
-does exactly that and nothing else, for about a third of the CPU a general client spends per
-request (bench/delivery.py measures it beside aiohttp and httpx):
+Both are small requests to a known host, one at a time per connection, with no redirects,
+cookies or proxies; what comes back is a status, headers and a short body. This client does
+that and nothing else, for about a third of the CPU aiohttp spends per request
+(bench/delivery.py measures it beside aiohttp and httpx):
 
 - connections are kept alive per scheme, host, port and address and reused newest first;
   one idle for ``KEEPALIVE`` seconds (under the 5 s that Node's server, among others, keeps
   an idle connection) is not used again, and is closed soon after;
-- ``https`` with the system's trust store, the host name checked against the certificate
-  and sent as SNI, while the TCP connection goes to the checked address; names are IDNA
-  2008 (UTS 46), as browsers have them;
+- every connection goes to an address that ``resolve`` answered (for webhooks, the SSRF
+  guard: the very address that was checked), made by ``AI_NUMERICHOST``, never looked up
+  again; ``https`` with the system's trust store, the host name checked against the
+  certificate and sent as SNI; names are IDNA 2008 (UTS 46), as browsers have them;
 - answers framed by ``Content-Length``, by chunks or by the connection's end; interim 1xx
   answers are passed over;
-- the answer is there as soon as its head and the first of its body are (as a general
-  client's ``read(n)`` would have it): a receiver that stalls in the middle of its body
-  has still answered. The rest is read and dropped meanwhile, and the connection is reused
-  once it is done; a body of more than ``DRAIN`` bytes, or one not done in
-  ``DRAIN_SECONDS``, closes its connection instead;
-- a request sent on a kept-alive connection that the server had closed meanwhile (no byte
-  of an answer came) is sent once more on a new connection.
+- a body is read whole (up to ``max_body`` bytes), or, with ``excerpt``, only its first
+  bytes are awaited: the answer is there as soon as its head and the first of its body are
+  (as a general client's ``read(n)`` would have it), so a receiver that stalls in the middle
+  of its body has still answered. The rest is read and dropped meanwhile, and the connection
+  is reused once it is done; more than ``DRAIN`` bytes, or not done in ``DRAIN_SECONDS``,
+  and the connection is closed instead;
+- an idempotent request sent on a kept-alive connection that the server had closed
+  meanwhile (no byte of an answer came) is sent once more on a new connection. Any other
+  is not: a POST may have been taken (never pay twice);
+- a failure to connect is a :class:`ConnectFailed`: nothing of the request was sent.
 
-Time limits are the caller's: wrap :meth:`WebhookClient.post` in ``asyncio.timeout``; a
-request cut off there closes its connection.
+Time limits are the caller's (``connect_timeout`` aside): wrap :meth:`Client.request` in
+``asyncio.timeout``; a request cut off there closes its connection.
 """
 
 from __future__ import annotations
@@ -36,17 +39,20 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import idna
 
 KEEPALIVE = 4.0  # seconds a connection may wait idle for its next request
+MAX_BODY = 16 * 1024 * 1024  # bytes of a body read whole
 MAX_IDLE = 64  # idle connections kept to one address
 MAX_HEAD = 64 * 1024  # bytes of status line and headers
 MAX_INTERIM = 16  # 1xx answers before the final one
 MAX_LINE = 4096  # bytes of a chunk-size or trailer line
 DRAIN = 64 * 1024  # bytes read past the head to keep a connection (body, chunk framing)
 DRAIN_SECONDS = 5.0  # for the rest of a body after the answer was taken
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})  # RFC 9110 9.2.2
 
 # host -> the addresses it may be reached at (the SSRF guard's answer)
 Resolve = Callable[[str], Awaitable[list[str]]]
@@ -60,15 +66,38 @@ class ProtocolError(Exception):
     """The answer is not HTTP/1.x as the standard has it; the message says where."""
 
 
+class ConnectFailed(OSError):
+    """No connection could be made (refused, unreachable, TLS handshake, ``connect_timeout``):
+    nothing of the request was sent. The cause is chained."""
+
+
+class ConnectTimeout(ConnectFailed, TimeoutError):
+    """No connection was made within ``connect_timeout``: nothing was sent."""
+
+
 class _Stale(Exception):
     """A kept-alive connection was closed by the server before any byte of an answer."""
+
+
+class Headers(dict[str, str]):
+    """An answer's headers: lower-case names, looked up in any case; a repeated header's
+    values joined by ", "."""
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name.lower() if isinstance(name, str) else name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(name.lower(), default)
 
 
 @dataclass(slots=True)
 class Answer:
     status: int
-    headers: dict[str, str]  # lower-case names; a repeated header's values joined by ", "
-    excerpt: bytes  # the body's first bytes
+    headers: Headers
+    body: bytes  # whole, or its first ``excerpt`` bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +105,8 @@ class _Target:
     tls: bool
     host: str  # ASCII form, no brackets: what is resolved and checked
     port: int
-    head: bytes  # the request line and Host header
+    path: str  # the request target: path and query, percent-encoded
+    authority: str  # the Host header
 
 
 @functools.lru_cache(maxsize=4096)
@@ -106,25 +136,26 @@ def _target(url: str) -> _Target:
     path = quote(parts.path or "/", safe="/%!$&'()*+,;=:@-._~")
     if parts.query:
         path += "?" + quote(parts.query, safe="/?%!$&'()*+,;=:@-._~")
-    return _Target(tls, host, port, f"POST {path} HTTP/1.1\r\nHost: {authority}\r\n".encode())
+    return _Target(tls, host, port, path, authority)
 
 
-def _head(target: _Target, headers: Mapping[str, str], length: int) -> bytes:
-    lines = []
+def _head(method: str, target: _Target, headers: Mapping[str, str], length: int) -> bytes:
+    lines = [f"{method} {target.path} HTTP/1.1\r\nHost: {target.authority}\r\n"]
     for name, value in headers.items():
         if not _TOKEN.fullmatch(name) or _FORBIDDEN_IN_VALUE.search(value):
             raise ValueError(f"header {name!r} is not a header name, or its value holds a "
                              "line break or NUL")
         lines.append(f"{name}: {value}\r\n")
-    lines.append(f"Content-Length: {length}\r\n\r\n")
-    return target.head + "".join(lines).encode()
+    lines.append(f"Content-Length: {length}\r\n\r\n" if length or method not in IDEMPOTENT
+                 else "\r\n")
+    return "".join(lines).encode()
 
 
 # Where an answer being read stands.
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _IDLE = range(8)
 
 
-def _parse_head(head: bytes) -> tuple[int, dict[str, str], bool]:
+def _parse_head(head: bytes) -> tuple[int, Headers, bool]:
     """Status, headers, and whether the connection may carry another request."""
     lines = head.split(b"\r\n")
     version, _, rest = lines[0].partition(b" ")
@@ -132,7 +163,7 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str], bool]:
     if (version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit()
             or rest[3:4] not in (b"", b" ")):
         raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
-    headers: dict[str, str] = {}
+    headers = Headers()
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or not _TOKEN_BYTES.fullmatch(name):  # also obsolete line folding
@@ -166,10 +197,11 @@ class _Connection(asyncio.Protocol):
         self._received = False  # a byte of the current answer came
         self._interim = 0  # 1xx answers so far
         self._status = 0
-        self._headers: dict[str, str] = {}
+        self._headers = Headers()
         self._remaining = 0  # bytes of the body, or of the chunk, still to come
-        self._excerpt = bytearray()
-        self._limit = 0  # bytes of the body to keep
+        self._excerpt = bytearray()  # the body, or its first bytes
+        self._limit = 0  # bytes of the body to keep (whole: at most)
+        self._whole = False  # the answer waits for the whole body
         self._read = 0  # bytes read after the final head
 
     @property
@@ -194,7 +226,7 @@ class _Connection(asyncio.Protocol):
         except (ProtocolError, ValueError) as exc:
             self._fail(exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc)))
             return
-        if self._state != _HEAD and (self._excerpt or not self._limit):
+        if not self._whole and self._state != _HEAD and (self._excerpt or not self._limit):
             self._answer()  # the head and the first of the body are in
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -211,14 +243,15 @@ class _Connection(asyncio.Protocol):
                 "the connection closed before the answer was complete"))
 
     # -- one request -----------------------------------------------------------------------
-    async def request(self, data: bytes, excerpt: int) -> Answer:
-        """Send ``data``; the answer once its head and the first of its body are in. The
-        rest of the body may still be read after (``reading``)."""
+    async def exchange(self, data: bytes, limit: int, whole: bool) -> Answer:
+        """Send ``data``; the answer once its whole body is in (``whole``: at most ``limit``
+        bytes of it), or else once its head and the first of its body are (``limit``
+        bytes kept), the rest being read after (``reading``)."""
         assert self.transport is not None
         waiter: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
         self._state, self._received, self._interim = _HEAD, False, 0
-        self._excerpt, self._limit, self._read = bytearray(), excerpt, 0
+        self._excerpt, self._limit, self._whole, self._read = bytearray(), limit, whole, 0
         self.transport.write(data)
         try:
             return await waiter
@@ -248,7 +281,7 @@ class _Connection(asyncio.Protocol):
         buffer = self._buffer
         while True:
             state = self._state
-            if state != _HEAD and self._read > DRAIN:
+            if state != _HEAD and self._read > DRAIN and not self._whole:
                 self._finish_early()
                 return
             if state == _HEAD:
@@ -310,13 +343,13 @@ class _Connection(asyncio.Protocol):
                 self._state = _CHUNK_DATA if self._remaining else _TRAILERS
             elif state == _UNTIL_CLOSE:
                 self._keep(buffer, len(buffer))
-                if self._read > DRAIN:
+                if self._read > DRAIN and not self._whole:
                     self._finish_early()
                 return
             else:
                 return
 
-    def _frame(self, status: int, headers: dict[str, str]) -> None:
+    def _frame(self, status: int, headers: Headers) -> None:
         """How the body of this answer is delimited (RFC 9112 section 6.3)."""
         coding = headers.get("transfer-encoding")
         length = headers.get("content-length")
@@ -342,6 +375,8 @@ class _Connection(asyncio.Protocol):
 
     def _keep(self, buffer: bytearray, size: int) -> None:
         room = self._limit - len(self._excerpt)
+        if self._whole and size > room:
+            raise ProtocolError(f"an answer body over {self._limit} bytes")
         if room > 0:
             self._excerpt += buffer[:min(room, size)]
         self._read += size
@@ -378,39 +413,51 @@ class _Connection(asyncio.Protocol):
         self.close()
 
 
-class WebhookClient:
-    """POSTs to webhook URLs over kept-alive connections to the addresses ``resolve``
-    answers (the SSRF guard's: the connection goes to the very address that was checked).
-    ``ssl_context``: the trust for ``https`` (default: the system's)."""
+class Client:
+    """Requests over kept-alive connections to the addresses ``resolve`` answers.
+    ``ssl_context``: the trust for ``https`` (default: the system's); ``connect_timeout``:
+    seconds to make a connection (``None``: the caller's limit alone)."""
 
-    def __init__(self, resolve: Resolve, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, resolve: Resolve, *, ssl_context: ssl.SSLContext | None = None,
+                 connect_timeout: float | None = None) -> None:
         self._resolve = resolve
         self._ssl = ssl_context
+        self.connect_timeout = connect_timeout
         self._idle: dict[tuple[bool, str, int, str], list[_Connection]] = {}
         self._busy: set[_Connection] = set()  # carrying a request, or reading its body
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
 
-    async def post(self, url: str, headers: Mapping[str, str], body: bytes, *,
-                   excerpt: int = 1024) -> Answer:
-        """POST ``body`` with ``headers`` (and ``Host``, ``Content-Length``) to ``url``;
-        the answer's status, headers and first ``excerpt`` bytes of its body. Raises
-        ``ValueError`` for a URL or header that cannot be sent, ``OSError`` when no address
-        takes the connection (and what ``resolve`` raises), ``ProtocolError`` for an answer
-        that is not HTTP, ``ConnectionResetError`` when one is cut off or the client is
-        closed."""
+    async def request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b"", *,
+        excerpt: int | None = None, max_body: int = MAX_BODY,
+        answer_within: float | None = None,
+    ) -> Answer:
+        """Send ``method`` ``url`` with ``headers`` (and ``Host``, ``Content-Length``) and
+        ``body``; the answer's status, headers and body: whole (``max_body`` bytes at
+        most, or ``ProtocolError``), or with ``excerpt``, its first bytes (see the module
+        docstring). Raises ``ValueError`` for a URL or header that cannot be sent,
+        ``ConnectFailed`` when no address takes the connection (and what ``resolve``
+        raises), ``ProtocolError`` for an answer that is not HTTP, ``ConnectionResetError``
+        when one is cut off or the client is closed. ``answer_within``: seconds for the
+        answer once the request is on its way (``TimeoutError``)."""
         if self._closed:
             raise ConnectionResetError("the client is closed")
+        if method == "HEAD":
+            raise ValueError("HEAD requests are not supported")
         target = _target(url)
-        data = _head(target, headers, len(body)) + body
+        data = _head(method, target, headers, len(body)) + body
         addresses = await self._resolve(target.host)
+        limit, whole = (max_body, True) if excerpt is None else (excerpt, False)
         for attempt in (1, 2):
             connection, reused = await self._connection(target, addresses, fresh=attempt > 1)
             self._busy.add(connection)
             try:
-                answer = await connection.request(data, excerpt)
+                async with asyncio.timeout(answer_within):
+                    answer = await connection.exchange(data, limit, whole)
             except _Stale:
-                if reused and attempt == 1 and not self._closed:
+                if (reused and attempt == 1 and method in IDEMPOTENT
+                        and not self._closed):
                     continue  # the server had closed it while it waited: once more, anew
                 raise ConnectionResetError(
                     "the connection closed before any answer came") from None
@@ -433,6 +480,13 @@ class WebhookClient:
                     if not connection.closed and now - connection.idle_since < KEEPALIVE:
                         return connection, True
                     connection.close()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                return await self._connect(target, addresses), False
+        except TimeoutError:
+            raise ConnectTimeout(f"no connection within {self.connect_timeout:g} s") from None
+
+    async def _connect(self, target: _Target, addresses: list[str]) -> _Connection:
         loop = asyncio.get_running_loop()
         failure: OSError | None = None
         for address in addresses:
@@ -444,14 +498,14 @@ class WebhookClient:
                     # A name's final dot is not part of the certificate's.
                     server_hostname=target.host.rstrip(".") if target.tls else None,
                 )
-            except OSError as exc:
+            except OSError as exc:  # ssl.SSLError included
                 failure = exc
                 continue
             connection.key = (target.tls, target.host, target.port, address)
-            return connection, False
-        assert failure is not None
-        raise failure
-
+            return connection
+        if failure is None:
+            raise ConnectFailed(f"{target.host} has no address")
+        raise ConnectFailed(str(failure) or type(failure).__name__) from failure
     def _tls(self) -> ssl.SSLContext:
         if self._ssl is None:
             self._ssl = ssl.create_default_context()
