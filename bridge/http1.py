@@ -23,7 +23,11 @@ that and nothing else, for about a third of the CPU aiohttp spends per request
 - an idempotent request sent on a kept-alive connection that the server had closed
   meanwhile (no byte of an answer came) is sent once more on a new connection. Any other
   is not: a POST may have been taken (never pay twice);
-- a failure to connect is a :class:`ConnectFailed`: nothing of the request was sent.
+- a failure before the request went (no address, no connection within ``connect_timeout``
+  for the lookup and the connection together, shared out among the addresses so that a
+  silent one leaves time for the next; the client closed meanwhile) is a
+  :class:`ConnectFailed`, and a request that cannot be sent a :class:`RequestRefused`:
+  nothing of the request was sent.
 
 Time limits are the caller's (``connect_timeout`` aside): wrap :meth:`Client.request` in
 ``asyncio.timeout``; a request cut off there closes its connection.
@@ -75,6 +79,14 @@ class ConnectTimeout(ConnectFailed, TimeoutError):
     """No connection was made within ``connect_timeout``: nothing was sent."""
 
 
+class ClientClosed(ConnectFailed):
+    """The client was closed before the request went: nothing was sent."""
+
+
+class RequestRefused(ValueError):
+    """A URL, method or header that cannot be sent: nothing was sent."""
+
+
 class _Stale(Exception):
     """A kept-alive connection was closed by the server before any byte of an answer."""
 
@@ -119,17 +131,21 @@ def ascii_host(host: str) -> str:
     try:
         return idna.encode(host, uts46=True).decode("ascii")
     except idna.IDNAError:
-        raise ValueError("the host is not a valid internationalized domain name") from None
+        raise RequestRefused("the host is not a valid internationalized domain name") from None
 
 
 @functools.lru_cache(maxsize=1024)
 def _target(url: str) -> _Target:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        given_port = parts.port
+    except ValueError as exc:  # a broken IPv6 literal, a port out of range
+        raise RequestRefused(f"not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("not an http(s) URL with a host")
+        raise RequestRefused("not an http(s) URL with a host")
     tls = parts.scheme == "https"
     host = ascii_host(parts.hostname)
-    port = parts.port or (443 if tls else 80)
+    port = given_port or (443 if tls else 80)
     authority = f"[{host}]" if ":" in host else host
     if port != (443 if tls else 80):
         authority += f":{port}"
@@ -143,7 +159,7 @@ def _head(method: str, target: _Target, headers: Mapping[str, str], length: int)
     lines = [f"{method} {target.path} HTTP/1.1\r\nHost: {target.authority}\r\n"]
     for name, value in headers.items():
         if not _TOKEN.fullmatch(name) or _FORBIDDEN_IN_VALUE.search(value):
-            raise ValueError(f"header {name!r} is not a header name, or its value holds a "
+            raise RequestRefused(f"header {name!r} is not a header name, or its value holds a "
                              "line break or NUL")
         lines.append(f"{name}: {value}\r\n")
     lines.append(f"Content-Length: {length}\r\n\r\n" if length or method not in IDEMPOTENT
@@ -228,6 +244,9 @@ class _Connection(asyncio.Protocol):
             return
         if not self._whole and self._state != _HEAD and (self._excerpt or not self._limit):
             self._answer()  # the head and the first of the body are in
+
+    def eof_received(self) -> None:
+        self.closed = True  # the server is done with it: never taken from the pool again
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -436,21 +455,21 @@ class Client:
         """Send ``method`` ``url`` with ``headers`` (and ``Host``, ``Content-Length``) and
         ``body``; the answer's status, headers and body: whole (``max_body`` bytes at
         most, or ``ProtocolError``), or with ``excerpt``, its first bytes (see the module
-        docstring). Raises ``ValueError`` for a URL or header that cannot be sent,
-        ``ConnectFailed`` when no address takes the connection (and what ``resolve``
-        raises), ``ProtocolError`` for an answer that is not HTTP, ``ConnectionResetError``
-        when one is cut off or the client is closed. ``answer_within``: seconds for the
-        answer once the request is on its way (``TimeoutError``)."""
+        docstring). Raises ``RequestRefused`` for a URL or header that cannot be sent,
+        ``ConnectFailed`` when nothing was sent (no address took the connection in time, or
+        the client is closed; and what ``resolve`` raises), ``ProtocolError`` for an answer
+        that is not HTTP, ``ConnectionResetError`` when one is cut off once sent.
+        ``answer_within``: seconds for the whole answer once the request is on its way
+        (``TimeoutError``)."""
         if self._closed:
-            raise ConnectionResetError("the client is closed")
+            raise ClientClosed("the client is closed")
         if method == "HEAD":
-            raise ValueError("HEAD requests are not supported")
+            raise RequestRefused("HEAD requests are not supported")
         target = _target(url)
         data = _head(method, target, headers, len(body)) + body
-        addresses = await self._resolve(target.host)
         limit, whole = (max_body, True) if excerpt is None else (excerpt, False)
         for attempt in (1, 2):
-            connection, reused = await self._connection(target, addresses, fresh=attempt > 1)
+            connection, reused = await self._ready(target, fresh=attempt > 1)
             self._busy.add(connection)
             try:
                 async with asyncio.timeout(answer_within):
@@ -469,43 +488,76 @@ class Client:
             return answer
         raise AssertionError("unreachable")
 
-    async def _connection(self, target: _Target, addresses: list[str], *, fresh: bool
-                          ) -> tuple[_Connection, bool]:
-        if not fresh:
-            now = time.monotonic()
-            for address in addresses:
-                idle = self._idle.get((target.tls, target.host, target.port, address))
-                while idle:
-                    connection = idle.pop()
-                    if not connection.closed and now - connection.idle_since < KEEPALIVE:
-                        return connection, True
-                    connection.close()
+    async def _ready(self, target: _Target, *, fresh: bool) -> tuple[_Connection, bool]:
+        """The addresses, then a kept connection to one (unless ``fresh``) or a new one, all
+        within ``connect_timeout``; and whether it was kept. Nothing is sent before."""
+        loop = asyncio.get_running_loop()
+        deadline = None if self.connect_timeout is None else loop.time() + self.connect_timeout
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                return await self._connect(target, addresses), False
+            async with asyncio.timeout_at(deadline):
+                addresses = await self._resolve(target.host)
+                self._refuse_if_closed()  # while it looked the host up
+                connection, reused = self._kept(target, addresses) if not fresh else (None, False)
+                if connection is None:
+                    connection = await self._connect(target, addresses, deadline)
         except TimeoutError:
             raise ConnectTimeout(f"no connection within {self.connect_timeout:g} s") from None
+        try:
+            self._refuse_if_closed()  # while it connected
+        except ClientClosed:
+            connection.close()
+            raise
+        return connection, reused
 
-    async def _connect(self, target: _Target, addresses: list[str]) -> _Connection:
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise ClientClosed("the client was closed")
+
+    def _kept(self, target: _Target, addresses: list[str]) -> tuple[_Connection | None, bool]:
+        now = time.monotonic()
+        for address in addresses:
+            idle = self._idle.get((target.tls, target.host, target.port, address))
+            while idle:
+                connection = idle.pop()
+                if (not connection.closed and now - connection.idle_since < KEEPALIVE
+                        and connection.transport is not None
+                        and not connection.transport.is_closing()):
+                    return connection, True
+                connection.close()
+        return None, False
+
+    async def _connect(self, target: _Target, addresses: list[str], deadline: float | None
+                       ) -> _Connection:
         loop = asyncio.get_running_loop()
         failure: OSError | None = None
-        for address in addresses:
+        for index, address in enumerate(addresses):
+            # Each address gets its share of the time left: one that never answers (a
+            # dropped route, say) leaves time for the next.
+            share = None
+            if deadline is not None:
+                share = (deadline - loop.time()) / (len(addresses) - index)
             try:
-                _, connection = await loop.create_connection(
-                    _Connection, host=address, port=target.port,
-                    flags=socket.AI_NUMERICHOST,  # an address, never a name to look up
-                    ssl=self._tls() if target.tls else None,
-                    # A name's final dot is not part of the certificate's.
-                    server_hostname=target.host.rstrip(".") if target.tls else None,
-                )
-            except OSError as exc:  # ssl.SSLError included
+                async with asyncio.timeout(share):
+                    _, connection = await loop.create_connection(
+                        _Connection, host=address, port=target.port,
+                        flags=socket.AI_NUMERICHOST,  # an address, never a name to look up
+                        ssl=self._tls() if target.tls else None,
+                        # A name's final dot is not part of the certificate's.
+                        server_hostname=target.host.rstrip(".") if target.tls else None,
+                    )
+            except OSError as exc:  # ssl.SSLError and this address's TimeoutError included
                 failure = exc
                 continue
+            except ValueError as exc:  # a host name TLS will not take (a leading dot, say)
+                raise RequestRefused(str(exc)) from None
             connection.key = (target.tls, target.host, target.port, address)
             return connection
         if failure is None:
             raise ConnectFailed(f"{target.host} has no address")
+        if isinstance(failure, TimeoutError):
+            raise ConnectTimeout(f"no connection within {self.connect_timeout:g} s")
         raise ConnectFailed(str(failure) or type(failure).__name__) from failure
+
     def _tls(self) -> ssl.SSLContext:
         if self._ssl is None:
             self._ssl = ssl.create_default_context()

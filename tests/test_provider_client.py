@@ -1,6 +1,6 @@
-"""The service's provider client (aiohttp under httpx's API), over real loopback sockets:
-what it sends, what it answers, and how a failure is classed, sent or not sent, since that
-decides whether a submit may be retried (never pay twice)."""
+"""The service's provider client (httpx's API over bridge.http1, streams over aiohttp), over real
+loopback sockets: what it sends, what it answers, and how a failure is classed, sent or not
+sent, since that decides whether a submit may be retried (never pay twice)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+import bridge.providers.client
 from bridge.core import provider_client
 from bridge.errors import ProviderError, SubmitOutcomeUnknown
 from bridge.providers.client import ProviderClient
@@ -177,7 +179,7 @@ async def test_connection_dropped_after_the_request_means_outcome_unknown(
             await send(client, "POST", f"{url}/generate", provider="p", submit=True, json={})
         with pytest.raises(ProviderError) as status:  # not a submit: retryable
             await send(client, "GET", f"{url}/status", provider="p")
-    # The POST went once and was not repeated (aiohttp may repeat a GET, which is harmless).
+    # The POST went once and was not repeated (a GET may be, which is harmless).
     assert seen.count("POST") == 1 and "GET" in seen
     assert status.value.code == "provider_unavailable" and status.value.retryable
 
@@ -215,3 +217,137 @@ async def test_a_garbled_answer_is_outcome_unknown(client: ProviderClient) -> No
     async with raw_server(garbage) as url:
         with pytest.raises(SubmitOutcomeUnknown):
             await send(client, "POST", f"{url}/generate", provider="p", submit=True, json={})
+
+
+@pytest.mark.parametrize("url", [
+    "ftp://x/y", "http://[::1/x", "http://h:99999/x", "http:///x",
+    "https://a\u200db.example/x", "https://.example.com/x",
+])
+async def test_a_url_that_cannot_be_sent_was_not_sent(client: ProviderClient, url: str) -> None:
+    with pytest.raises(ProviderError) as caught:
+        await send(client, "POST", url, provider="p", submit=True, json={})
+    assert not isinstance(caught.value, SubmitOutcomeUnknown)
+
+
+async def test_a_hung_lookup_is_bounded_by_the_connect_timeout(
+    client: ProviderClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def hung(host: str) -> list[str]:
+        await asyncio.sleep(30)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(bridge.providers.client, "system_resolve", hung)
+    client.timeout = httpx.Timeout(5.0, connect=0.3)
+    async with asyncio.timeout(3):
+        with pytest.raises(httpx.ConnectTimeout):
+            await client.fetch("POST", "http://provider.test/x", json_body={})
+
+
+async def test_a_silent_first_address_leaves_time_for_the_next(
+    client: ProviderClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 127.0.0.2 listens with a full accept queue: it drops the SYNs it is sent.
+    silent = bind("127.0.0.2")
+    silent.listen(0)
+    port = silent.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.2", port))
+        fillers.append(filler)
+
+    async def two(host: str) -> list[str]:
+        return ["127.0.0.2", "127.0.0.1"]
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    monkeypatch.setattr(bridge.providers.client, "system_resolve", two)
+    client.timeout = httpx.Timeout(5.0, connect=1.0)
+    server = await asyncio.start_server(answer, sock=bind("127.0.0.1", port))
+    try:
+        response = await client.fetch("GET", f"http://provider.test:{port}/x")
+    finally:
+        server.close()
+        await server.wait_closed()
+        silent.close()
+        for filler in fillers:
+            filler.close()
+    assert response.status_code == 200
+
+
+async def test_a_closed_client_sends_nothing_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await read_request(reader))
+        writer.close()
+
+    async def slow(host: str) -> list[str]:
+        await gate.wait()
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(bridge.providers.client, "system_resolve", slow)
+    made = provider_client()
+    async with raw_server(record) as url:
+        port = url.rsplit(":", 1)[1]
+        waiting = asyncio.create_task(send(made, "POST", f"http://provider.test:{port}/x",
+                                           provider="p", submit=True, json={}))
+        await asyncio.sleep(0.05)  # looking its host up
+        await made.aclose()
+        gate.set()
+        with pytest.raises(ProviderError) as caught:
+            await waiting
+        assert not isinstance(caught.value, SubmitOutcomeUnknown)
+        with pytest.raises(ProviderError) as after:  # and any later one
+            await send(made, "POST", f"{url}/x", provider="p", submit=True, json={})
+        assert not isinstance(after.value, SubmitOutcomeUnknown)
+    assert seen == []
+
+
+async def test_buffered_requests_keep_to_max_connections() -> None:
+    limited = ProviderClient(limits=httpx.Limits(max_connections=10),
+                             timeout=httpx.Timeout(10.0))
+    waiting = peak = 0
+    release = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal waiting, peak
+        await read_request(reader)
+        waiting += 1
+        peak = max(peak, waiting)
+        await release.wait()
+        waiting -= 1
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async with limited, raw_server(hold) as url:
+        calls = [asyncio.create_task(limited.fetch("GET", f"{url}/{n}")) for n in range(30)]
+        await asyncio.sleep(0.5)
+        assert peak == 10
+        release.set()
+        answers = await asyncio.gather(*calls)
+    assert all(answer.status_code == 200 for answer in answers)
+
+
+async def test_a_gzip_body_cut_short_is_not_taken_whole(client: ProviderClient) -> None:
+    whole = gzip.compress(b'{"id": "' + b"t" * 2000 + b'"}', mtime=0)
+    cut = whole[:len(whole) // 2]
+
+    async def short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+                     % len(cut) + cut)
+        await writer.drain()
+        writer.close()
+
+    async with raw_server(short) as url:
+        with pytest.raises(httpx.RemoteProtocolError, match="cut short"):
+            await client.fetch("POST", f"{url}/x", json_body={})

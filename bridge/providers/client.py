@@ -22,6 +22,7 @@ twice by the client itself (``bridge.http1`` sends only an idempotent request ag
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -217,6 +218,8 @@ def _decoded(answer: http1.Answer) -> bytes:
         raise http1.ProtocolError(f"a {coding} body that does not decode: {exc}") from None
     if decoder.unconsumed_tail:
         raise http1.ProtocolError(f"an answer over {MAX_ANSWER} bytes once decoded")
+    if not decoder.eof:
+        raise http1.ProtocolError(f"a {coding} body cut short")
     return body
 
 
@@ -229,6 +232,9 @@ class ProviderClient(httpx.AsyncClient):
         super().__init__(transport=self._aiohttp, timeout=timeout,
                          headers={"User-Agent": USER_AGENT})
         self._http = http1.Client(_Addresses())
+        # At most this many buffered requests at once, as httpx's pool would allow.
+        self._slots = (asyncio.Semaphore(limits.max_connections)
+                       if limits.max_connections else None)
 
     async def fetch(
         self,
@@ -237,39 +243,51 @@ class ProviderClient(httpx.AsyncClient):
         *,
         headers: Mapping[str, str] | None = None,
         json_body: Any = None,
-        content: bytes | None = None,
+        content: bytes | str | None = None,
         params: Mapping[str, str] | None = None,
     ) -> WholeAnswer:
         """Send one request and read its whole answer, with the client's headers and
-        timeouts (``connect`` to make a connection, ``read`` for the answer)."""
+        timeouts: ``pool`` to wait for a free slot (``limits.max_connections``), ``connect``
+        for the lookup and the connection, ``read`` for the whole answer (httpx's is
+        between reads; provider answers are small)."""
         merged = dict(self.headers)  # lower-case names
         merged["accept-encoding"] = "gzip, deflate"
         if headers:
             merged.update((name.lower(), value) for name, value in headers.items())
-        data = content or b""
+        data = content.encode() if isinstance(content, str) else content or b""
         if json_body is not None:
             data = json.dumps(json_body, separators=(",", ":")).encode()
-            merged["content-type"] = "application/json"
+            merged.setdefault("content-type", "application/json")
         if params:
             url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
-        self._http.connect_timeout = self.timeout.connect
+        timeout = self.timeout
+        self._http.connect_timeout = timeout.connect
+        slots = self._slots
+        if slots is not None:
+            try:
+                async with asyncio.timeout(timeout.pool):
+                    await slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout(f"no free connection within {timeout.pool:g} s") from None
         try:
-            answer = await self._http.request(method, url, merged, data,
-                                              max_body=MAX_ANSWER,
-                                              answer_within=self.timeout.read)
+            answer = await self._http.request(method, url, merged, data, max_body=MAX_ANSWER,
+                                              answer_within=timeout.read)
             body = _decoded(answer)
+        except http1.RequestRefused as exc:  # a URL or header that cannot be sent: nothing was
+            raise httpx.UnsupportedProtocol(str(exc)) from exc
         except http1.ConnectTimeout as exc:
             raise httpx.ConnectTimeout(str(exc)) from exc
         except http1.ConnectFailed as exc:  # refused, unreachable, no address, TLS
             raise httpx.ConnectError(str(exc)) from exc
-        except ValueError as exc:  # a URL or header that cannot be sent: nothing was
-            raise httpx.UnsupportedProtocol(str(exc)) from exc
         except TimeoutError as exc:  # sent, and no answer in time
-            raise httpx.ReadTimeout(f"no answer within {self.timeout.read:g} s") from exc
-        except http1.ProtocolError as exc:
+            raise httpx.ReadTimeout(f"no answer within {timeout.read:g} s") from exc
+        except (http1.ProtocolError, ValueError) as exc:  # any other: as if it went
             raise httpx.RemoteProtocolError(str(exc)) from exc
         except OSError as exc:  # reset or closed once the request may have been sent
             raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+        finally:
+            if slots is not None:
+                slots.release()
         return WholeAnswer(answer.status, answer.headers, body)
 
     async def aclose(self) -> None:
