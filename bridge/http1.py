@@ -186,7 +186,8 @@ def _parse_head(head: bytes) -> tuple[int, Headers, bool]:
             raise ProtocolError(f"not a header line: {line[:80]!r}")
         key = name.decode("ascii").lower()
         text = value.strip(b" \t").decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        previous = dict.get(headers, key)  # the name is lower case already
+        headers[key] = text if previous is None else f"{previous}, {text}"
     tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
     reusable = "close" not in tokens if version == b"HTTP/1.1" else "keep-alive" in tokens
     if "transfer-encoding" in headers and (

@@ -261,7 +261,6 @@ class ProviderClient(httpx.AsyncClient):
         if params:
             url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
         timeout = self.timeout
-        self._http.connect_timeout = timeout.connect
         slots = self._slots
         if slots is not None:
             try:
@@ -269,6 +268,9 @@ class ProviderClient(httpx.AsyncClient):
                     await slots.acquire()
             except TimeoutError:
                 raise httpx.PoolTimeout(f"no free connection within {timeout.pool:g} s") from None
+        # Set with no wait before the request reads it: a call with another timeout that
+        # waited for a slot meanwhile cannot change it under this one.
+        self._http.connect_timeout = timeout.connect
         try:
             answer = await self._http.request(method, url, merged, data, max_body=MAX_ANSWER,
                                               answer_within=timeout.read)
