@@ -20,13 +20,13 @@ none) and are not sent. The model id is a path segment: /api/v1/generateTask/{mo
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from bridge import jsoncodec
 from bridge.errors import InvalidRequest, ProviderError, SubmitOutcomeUnknown
 from bridge.models import JobError, JobStatus, Tracking
 from bridge.providers.base import JobRequest, ModelInfo, Snapshot, Submission, TrackedJob
@@ -124,7 +124,7 @@ def parse_status(data: Any) -> Snapshot:
         result = data.get("resultJson")
         try:
             # resultJson is a JSON *string*; a decoded object is taken as well.
-            parsed: Any = json.loads(result) if isinstance(result, str) else result
+            parsed: Any = jsoncodec.loads(result) if isinstance(result, str) else result
             url = parsed["resultUrls"][0]
         except (ValueError, TypeError, KeyError, IndexError):
             url = None
@@ -286,7 +286,7 @@ class ApixoProvider:
     def parse_callback(self, body: bytes) -> tuple[str, Snapshot]:
         """A callback body is the status envelope; raises ``ValueError`` for anything else."""
         try:
-            payload = json.loads(body)
+            payload = jsoncodec.loads(body)
         except ValueError:
             raise ValueError("apixo callback: body is not JSON") from None
         if not isinstance(payload, dict) or payload.get("code") != 200:

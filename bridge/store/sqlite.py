@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import json
 import logging
 import re
 import sqlite3
@@ -34,6 +33,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from bridge import jsoncodec
 from bridge.config import ConfiguredEndpoint
 from bridge.errors import InvalidRequest
 from bridge.models import (
@@ -1013,15 +1013,11 @@ def _statements(script: str) -> list[str]:
     return [part.strip() for part in script.split(";") if part.strip()]
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps makes one a call
-
-
-def _dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+_dumps = jsoncodec.dumps
 
 
 def _loads(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
+    return None if value is None else jsoncodec.loads(value)
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -1095,18 +1091,18 @@ def _job(row: sqlite3.Row) -> Job:
         model=model,
         status=_STATUSES[status],
         tracking=_TRACKINGS[tracking],
-        request=json.loads(request),
+        request=jsoncodec.loads(request),
         created_at=_at(created_at),
         updated_at=_at(updated_at),
         provider_job_id=provider_job_id,
         progress=progress,
         result=_loads(result),
-        error=None if error is None else JobError.from_json(json.loads(error)),
+        error=None if error is None else JobError.from_json(jsoncodec.loads(error)),
         cost=_loads(cost),
         metadata=_loads(metadata),
         completed_at=_dt(completed_at),
         sequence=sequence,
-        provider_data={} if provider_data in (None, "{}") else json.loads(provider_data),
+        provider_data={} if provider_data in (None, "{}") else jsoncodec.loads(provider_data),
         submit_started_at=_dt(submit_started_at),
         submitted_at=_dt(submitted_at),
         check_count=check_count,
@@ -1316,7 +1312,7 @@ def _outgoing(
                 continue
             _, url, stored_headers, secret, previous, until = endpoint
             if stored_headers not in (None, "{}"):
-                headers = json.loads(stored_headers)
+                headers = jsoncodec.loads(stored_headers)
             secrets = [secret or tenant_secret]
             if previous and until is not None and until > stamp:
                 secrets.append(previous)

@@ -1,0 +1,92 @@
+"""Callback and media tokens: itsdangerous' tokens, and callback tokens checked as it checks
+them."""
+
+from __future__ import annotations
+
+import pytest
+from itsdangerous import URLSafeSerializer
+
+from bridge.signing import Signer, TokenExpired, TokenInvalid
+
+KEY = "signing-test-secret-key-0123456789"
+JOB = "job_0HzT1qB7w3kPp9XfRa2LmQ"
+
+
+def itsdangerous_callbacks(key: str = KEY) -> URLSafeSerializer:
+    """itsdangerous as it is, with the bridge's salt for callback tokens."""
+    return URLSafeSerializer(key, salt="bridge.callback")
+
+
+def test_a_callback_token_is_itsdangerous_own_token_for_the_provider_and_job() -> None:
+    token = Signer(KEY).callback_token("apixo", JOB)
+    assert token == itsdangerous_callbacks().dumps(["apixo", JOB])
+    assert itsdangerous_callbacks().loads(token) == ["apixo", JOB]
+
+
+def test_a_callback_token_names_its_job() -> None:
+    signer = Signer(KEY)
+    assert signer.callback_job("apixo", signer.callback_token("apixo", JOB)) == JOB
+
+
+def test_any_token_itsdangerous_makes_with_our_key_is_read_as_it_reads_it() -> None:
+    signer = Signer(KEY)
+    # A long, repetitive payload is one itsdangerous compresses (a leading "."): that form
+    # is read by itsdangerous itself.
+    long_job = "job_" + "a" * 300
+    compressed = itsdangerous_callbacks().dumps(["apixo", long_job])
+    assert compressed.startswith(".")
+    assert signer.callback_job("apixo", compressed) == long_job
+    assert signer.callback_job("apixo", itsdangerous_callbacks().dumps(["apixo", "j"])) == "j"
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),  # the signature
+    lambda t: ("B" if t[0] != "B" else "C") + t[1:],  # the payload
+    lambda t: t.replace(".", ""),  # no separator
+    lambda t: t.split(".")[0] + ".",  # no signature
+    lambda t: "." + t.split(".")[1],  # no payload
+    lambda t: t + "=",  # the signature padded: not the one encoding written
+    lambda t: t + "é",  # not ASCII
+    lambda t: "",
+    lambda t: ".",
+    lambda t: t + "." + t,
+])
+def test_an_altered_callback_token_is_refused(tamper) -> None:  # type: ignore[no-untyped-def]
+    signer = Signer(KEY)
+    with pytest.raises(TokenInvalid):
+        signer.callback_job("apixo", tamper(signer.callback_token("apixo", JOB)))
+
+
+def test_a_token_signed_with_another_key_is_refused() -> None:
+    forged = Signer("another-secret-key-entirely-000").callback_token("apixo", JOB)
+    with pytest.raises(TokenInvalid):
+        Signer(KEY).callback_job("apixo", forged)
+    forged = itsdangerous_callbacks("another-secret-key-entirely-000").dumps(["apixo", JOB])
+    with pytest.raises(TokenInvalid):
+        Signer(KEY).callback_job("apixo", forged)
+
+
+def test_a_callback_token_of_another_provider_or_shape_is_refused() -> None:
+    signer = Signer(KEY)
+    with pytest.raises(TokenInvalid):
+        signer.callback_job("venice", signer.callback_token("apixo", JOB))
+    for value in (["apixo"], ["apixo", 7], {"apixo": JOB}, "apixo", ["apixo", JOB, "x"]):
+        with pytest.raises(TokenInvalid):
+            signer.callback_job("apixo", itsdangerous_callbacks().dumps(value))
+
+
+def test_a_media_token_is_not_a_callback_token() -> None:
+    signer = Signer(KEY)
+    media = signer.media_token(f"{JOB}.mp4", 4e9)
+    with pytest.raises(TokenInvalid):
+        signer.callback_job("apixo", media)
+
+
+def test_a_media_token_names_its_file_until_it_expires() -> None:
+    signer = Signer(KEY)
+    token = signer.media_token(f"{JOB}.mp4", 2_000)
+    assert signer.media_name(token, now=1_999) == f"{JOB}.mp4"
+    with pytest.raises(TokenExpired):
+        signer.media_name(token, now=2_000)
+    with pytest.raises(TokenInvalid):
+        signer.media_name(token[:-2] + "xx", now=1_000)
