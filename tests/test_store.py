@@ -22,6 +22,7 @@ from bridge.errors import InvalidRequest
 from bridge.jobs import apply_snapshot, end_job
 from bridge.models import (
     TERMINAL,
+    Endpoint,
     Event,
     Job,
     JobError,
@@ -732,6 +733,160 @@ async def test_works_of_one_batch_commit_together_but_a_raising_one_alone(
     assert statuses == [JobStatus.SUBMITTED, JobStatus.QUEUED, JobStatus.SUBMITTED,
                         JobStatus.QUEUED]
     assert [len(await store.job_events(job.id)) for job in jobs] == [1, 0, 1, 0]
+
+
+def statements(store: SQLiteStore) -> list[str]:
+    """Every statement the store's write connection runs from now on, as SQLite sees it."""
+    seen: list[str] = []
+    store._write.set_trace_callback(seen.append)  # type: ignore[union-attr]
+    return seen
+
+
+async def hook(store: SQLiteStore, **fields: Any) -> Endpoint:
+    made = Endpoint(id=new_id("ep"), tenant="acme", url="https://hooks.example.com/x",
+                    events=None, description=None, headers={}, secret="whsec_x",
+                    created_at=utcnow(), **fields)
+    return await store.create_endpoint(made)
+
+
+async def delivered(store: SQLiteStore, job: Job, endpoint: Endpoint) -> list[str]:
+    """The event types ``endpoint`` has deliveries of, for ``job``."""
+    page = await store.endpoint_deliveries(endpoint.id, limit=100, cursor=None)
+    return sorted(d.event_type for d in page.data if d.job_id == job.id)
+
+
+async def test_job_updates_of_one_batch_share_their_reads_and_writes(
+    store: SQLiteStore,
+) -> None:
+    jobs = [await add(store, status=JobStatus.RUNNING) for _ in range(6)]
+    await hook(store)
+    seen = statements(store)
+    now = utcnow()
+    await asyncio.gather(*(
+        store.update_job(job.id, lambda current: end_job(current, JobStatus.SUCCEEDED, None, now))
+        for job in jobs
+    ))
+    # One read of the six rows, of the tenant's endpoints, one wake of waiting jobs.
+    assert sum(s.startswith("SELECT") and "FROM jobs WHERE id IN" in s for s in seen) == 1
+    assert not any("FROM jobs WHERE id = " in s for s in seen)
+    assert sum("FROM endpoints" in s for s in seen) == 1
+    assert sum("status = 'queued'" in s for s in seen) == 1
+    assert seen.count("COMMIT") == 1
+    for job in jobs:
+        stored = await store.get_job(job.id)
+        assert stored is not None and stored.status == JobStatus.SUCCEEDED
+        assert [e.type for e in await store.job_events(job.id)] == ["job.succeeded"]
+    # The events are numbered in the order of the works, as one by one.
+    page = await store.list_events("acme", type=None, job_id=None, limit=10, cursor=None)
+    assert [event.job_id for event in reversed(page.data)] == ids(jobs)
+
+
+async def test_a_job_updated_twice_in_one_batch_sees_its_first_change(
+    store: SQLiteStore,
+) -> None:
+    job, other = await add(store), await add(store)
+    results = await asyncio.gather(
+        store.update_job(job.id, touch("job.submitted", status=JobStatus.SUBMITTED)),
+        store.update_job(other.id, touch("job.submitted", status=JobStatus.SUBMITTED)),
+        store.update_job(job.id, touch("job.running", status=JobStatus.RUNNING)),
+    )
+    assert [r[0].sequence for r in results if r is not None] == [1, 1, 2]
+    stored = await store.get_job(job.id)
+    assert stored is not None and (stored.status, stored.sequence) == (JobStatus.RUNNING, 2)
+    assert [e.type for e in await store.job_events(job.id)] == ["job.submitted", "job.running"]
+
+
+async def test_a_missing_or_finished_job_in_a_batch_answers_none_beside_the_others(
+    store: SQLiteStore,
+) -> None:
+    job, done = await add(store), await add(store, status=JobStatus.SUCCEEDED)
+    results = await asyncio.gather(
+        store.update_job("job_missing", touch("job.running")),
+        store.update_job(job.id, touch("job.submitted", status=JobStatus.SUBMITTED)),
+        store.update_job(done.id, touch("job.running", status=JobStatus.RUNNING)),
+    )
+    assert results[0] is None and results[2] is None
+    assert results[1] is not None and results[1][0].status == JobStatus.SUBMITTED
+
+
+async def test_an_endpoint_added_or_disabled_amid_a_batch_counts_from_then_on(
+    store: SQLiteStore,
+) -> None:
+    jobs = [await add(store) for _ in range(4)]
+    early = await hook(store)
+    late = Endpoint(id=new_id("ep"), tenant="acme", url="https://hooks.example.com/y",
+                    events=None, description=None, headers={}, secret="whsec_y",
+                    created_at=utcnow())
+    submitted = touch("job.submitted", status=JobStatus.SUBMITTED)
+    await asyncio.gather(
+        store.update_job(jobs[0].id, submitted),
+        store.create_endpoint(late),
+        store.update_job(jobs[1].id, submitted),
+        store.update_endpoint(early.id, "acme", lambda e: replace(e, disabled=True)),
+        store.update_job(jobs[2].id, submitted),
+        store.update_job(jobs[3].id, submitted),
+    )
+    assert [await delivered(store, job, early) for job in jobs] == [
+        ["job.submitted"], ["job.submitted"], [], []]
+    assert [await delivered(store, job, late) for job in jobs] == [
+        [], ["job.submitted"], ["job.submitted"], ["job.submitted"]]
+
+
+async def test_jobs_ending_in_one_batch_wake_their_providers_waiting_jobs(
+    store: SQLiteStore,
+) -> None:
+    now = utcnow()
+    later = now + timedelta(minutes=5)
+    waiting = await add(store, next_check_at=later)
+    elsewhere = await add(store, provider="venice", next_check_at=later)
+    running = [await add(store, status=JobStatus.RUNNING, next_check_at=later)
+               for _ in range(3)]
+    await asyncio.gather(*(
+        store.update_job(job.id, lambda job: end_job(job, JobStatus.SUCCEEDED, None, now))
+        for job in running
+    ))
+    assert ids(await store.claim_due_jobs(now, 10, 60)) == [waiting.id]
+    stored = await store.get_job(elsewhere.id)
+    assert stored is not None and stored.next_check_at == later
+
+
+async def test_a_batch_whose_shared_event_write_fails_is_written_work_by_work(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = [await add(store) for _ in range(3)]
+    # The second and third events get the same id: the batch's one INSERT of its events
+    # fails, and the batch is run again work by work (new ids, the same clash), so only the
+    # third fails.
+    made = iter(["evt_1", "evt_2", "evt_2", "evt_3", "evt_4", "evt_4"])
+    monkeypatch.setattr("bridge.store.sqlite.new_id", lambda prefix: next(made))
+    outcomes = await asyncio.gather(*(
+        store.update_job(job.id, touch("job.submitted", status=JobStatus.SUBMITTED))
+        for job in jobs
+    ), return_exceptions=True)
+    assert not isinstance(outcomes[0], BaseException)
+    assert not isinstance(outcomes[1], BaseException)
+    assert isinstance(outcomes[2], sqlite3.IntegrityError)
+    assert [len(await store.job_events(job.id)) for job in jobs] == [1, 1, 0]
+
+
+async def test_a_work_raising_stop_iteration_fails_its_caller_alone(
+    store: SQLiteStore,
+) -> None:
+    # A future cannot hold a StopIteration (asyncio refuses it): it reaches the caller as
+    # a RuntimeError, and the rest of the batch is settled as usual, nobody left waiting.
+    job, other = await add(store), await add(store)
+
+    def exhausted(current: Job) -> Change:
+        return next(iter([]))
+
+    outcomes = await asyncio.wait_for(asyncio.gather(
+        store.update_job(job.id, exhausted),
+        store.update_job(other.id, touch("job.submitted", status=JobStatus.SUBMITTED)),
+        return_exceptions=True,
+    ), timeout=10)
+    assert isinstance(outcomes[0], RuntimeError)
+    assert isinstance(outcomes[0].__cause__, StopIteration)
+    assert not isinstance(outcomes[1], BaseException)
 
 
 async def test_a_write_waits_in_a_thread_while_another_process_holds_the_lock(

@@ -192,6 +192,9 @@ _JOB_COLUMNS = (
 # name lookup in a ``sqlite3.Row`` scans the column names, 27 times a row.
 _JOB_READ = f"{', '.join(_JOB_COLUMNS)}, lease_until"
 _JOB_SELECT = f"SELECT {_JOB_READ} FROM jobs"
+_JOB_BY_ID = f"{_JOB_SELECT} WHERE id = ?"
+_STATUS = _JOB_COLUMNS.index("status")  # positions in a row of _JOB_SELECT
+_LEASE_UNTIL = len(_JOB_COLUMNS)
 _JOB_INSERT = (
     f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) "
     f"VALUES ({', '.join(':' + c for c in _JOB_COLUMNS)})"
@@ -489,7 +492,7 @@ class SQLiteStore:
 
     async def get_job(self, job_id: str, tenant: str | None = None) -> Job | None:
         if tenant is None:
-            row = await self._fetchone(f"{_JOB_SELECT} WHERE id = ?", (job_id,))
+            row = await self._fetchone(_JOB_BY_ID, (job_id,))
         else:
             row = await self._fetchone(
                 f"{_JOB_SELECT} WHERE id = ? AND tenant = ?", (job_id, tenant)
@@ -515,8 +518,11 @@ class SQLiteStore:
         self, job_id: str, decide: Decide, *, release_lease: bool = False
     ) -> tuple[Job, Event | None] | None:
         def work(conn: sqlite3.Connection) -> tuple[Job, Event | None] | None:
-            row = _one(conn, f"{_JOB_SELECT} WHERE id = ?", (job_id,))
-            if row is None or row["status"] in _TERMINAL:
+            batch = conn.batch if isinstance(conn, _WriteConnection) else None
+            row = batch.rows.pop(job_id, _UNREAD) if batch is not None else _UNREAD
+            if row is _UNREAD:
+                row = _one(conn, _JOB_BY_ID, (job_id,))
+            if row is None or row[_STATUS] in _TERMINAL:
                 return None
             current = _job(row)
             change = decide(current)
@@ -526,6 +532,7 @@ class SQLiteStore:
                 return None
             job = change.job
             event = None
+            stamp = job.updated_at.timestamp()
             if change.event_type is not None:
                 job = job.evolve(sequence=current.sequence + 1)
                 data = job.to_json()
@@ -538,8 +545,11 @@ class SQLiteStore:
                     created_at=job.updated_at,
                     data=data,
                 )
-                _insert_event(conn, event)
-                _fan_out(conn, event, job, job.updated_at.timestamp())
+                if batch is not None:
+                    batch.events.append(_event_params(event))
+                else:
+                    _insert_event(conn, event)
+                _fan_out(conn, event, job, stamp)
             # Write only the columns that changed: each untouched index is a page not
             # rewritten, and a change that changes nothing costs no write at all. Job
             # fields are named as their columns; ``evolve`` shares what it leaves alone.
@@ -547,7 +557,7 @@ class SQLiteStore:
             changed = [c for c in _JOB_COLUMNS
                        if after[c] is not before[c] and after[c] != before[c]]
             values = [_JOB_ENCODERS[c](job) for c in changed]
-            if release_lease and row["lease_until"] is not None:
+            if release_lease and row[_LEASE_UNTIL] is not None:
                 changed.append("lease_until")
                 values.append(None)
             if changed:
@@ -556,13 +566,13 @@ class SQLiteStore:
             if job.status in TERMINAL:
                 # A finished job frees its slot at the provider: the provider's jobs waiting
                 # for one are due now.
-                conn.execute(
-                    "UPDATE jobs SET next_check_at = ? WHERE provider = ? AND status = 'queued' "
-                    "AND submit_started_at IS NULL AND next_check_at > ?",
-                    (job.updated_at.timestamp(), job.provider, job.updated_at.timestamp()),
-                )
+                if batch is not None:
+                    batch.freed[job.provider] = max(stamp, batch.freed.get(job.provider, 0))
+                else:
+                    _wake_waiting(conn, job.provider, stamp)
             return job, event
 
+        work.job_id = job_id  # type: ignore[attr-defined]  # a job update: see _JobBatch
         return await self._transaction(work)
 
     async def claim_due_jobs(self, now: datetime, limit: int, lease: float) -> list[Job]:
@@ -672,7 +682,7 @@ class SQLiteStore:
                 return [_insert_delivery(conn, event, endpoint_id, None, stamp, again=True)]
             job = None
             if event.job_id is not None:
-                row = _one(conn, f"{_JOB_SELECT} WHERE id = ?", (event.job_id,))
+                row = _one(conn, _JOB_BY_ID, (event.job_id,))
                 job = _job(row) if row is not None else None
             return _fan_out(conn, event, job, stamp, again=True)
 
@@ -893,9 +903,93 @@ def _scalar(conn: sqlite3.Connection, sql: str, params: Any = ()) -> Any:
 
 class _WriteConnection(sqlite3.Connection):
     """The write connection, counting the deliveries its works add to the outbox since the
-    store last told its outbox listeners."""
+    store last told its outbox listeners; ``batch`` while a run of job updates is written
+    (``_run_works``)."""
 
     deliveries_added = 0
+    batch: _JobBatch | None = None
+
+
+_UNREAD: Any = object()  # a job row not read ahead
+
+
+class _JobBatch:
+    """What a run of job updates in one transaction shares, so that each does less alone.
+
+    A burst of callbacks is a burst of ``update_job`` works, committed together; each would
+    read its job, insert its event, read its tenant's endpoints and wake its provider's
+    waiting jobs with statements of its own. Together:
+
+    * ``rows``: the jobs' rows, read ahead with one ``SELECT ... IN``; a work takes its own
+      row (once: a second update of the same job reads it again, after the first);
+    * ``events``: the events the works make, inserted with one ``executemany`` at the end;
+    * ``endpoints``: each tenant's enabled endpoints, read once;
+    * ``freed``: the providers whose jobs ended, their waiting jobs woken once at the end
+      (waking one early costs only a check: it asks for its slot again).
+
+    It holds only while job updates run back to back, all of it inside the transaction:
+    before any other work (which may write jobs, events or endpoints, or read events) it is
+    settled and ended, and a batch that fails is run again without one.
+    """
+
+    __slots__ = ("endpoints", "events", "freed", "rows")
+
+    def __init__(self, conn: sqlite3.Connection, job_ids: list[str]) -> None:
+        self.rows: dict[str, sqlite3.Row | None] = {}
+        self.events: list[tuple[Any, ...]] = []
+        self.endpoints: dict[str, list[sqlite3.Row]] = {}
+        self.freed: dict[str, float] = {}
+        wanted = list(dict.fromkeys(job_ids))
+        if len(wanted) < 2:
+            return  # one job reads its own row: the same one statement
+        for start in range(0, len(wanted), _READ_AHEAD):
+            chunk = wanted[start:start + _READ_AHEAD]
+            # Padded to a power of two with the last id: a handful of statements to
+            # prepare and keep, not one for every size of batch.
+            padded = chunk + chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
+            self.rows.update(dict.fromkeys(chunk))  # None: no such job
+            for row in conn.execute(
+                f"{_JOB_SELECT} WHERE id IN ({', '.join('?' * len(padded))})", padded
+            ):
+                self.rows[row[0]] = row
+
+    def settle(self, conn: sqlite3.Connection) -> None:
+        if self.events:
+            conn.executemany(_EVENT_INSERT, self.events)
+        for provider, stamp in self.freed.items():
+            _wake_waiting(conn, provider, stamp)
+
+
+_READ_AHEAD = 256  # job rows per read-ahead statement (SQLite's older limit is 999 values)
+
+
+def _run_works(conn: sqlite3.Connection, works: list[_Work]) -> list[tuple[bool, Any]]:
+    """Run ``works`` in order (inside a transaction), each run of job updates sharing a
+    ``_JobBatch``; raises what a work raises."""
+    outcomes: list[tuple[bool, Any]] = []
+    batch: _JobBatch | None = None
+    writer = conn if isinstance(conn, _WriteConnection) else None
+    try:
+        for index, work in enumerate(works):
+            job_id = getattr(work, "job_id", None)
+            if writer is not None and job_id is None and batch is not None:
+                batch.settle(conn)
+                batch = writer.batch = None
+            elif writer is not None and job_id is not None and batch is None:
+                run = []
+                for later in works[index:]:
+                    later_id = getattr(later, "job_id", None)
+                    if later_id is None:
+                        break
+                    run.append(later_id)
+                batch = writer.batch = _JobBatch(conn, run)
+            outcomes.append((True, work(conn)))
+        if batch is not None:
+            batch.settle(conn)
+    finally:
+        if writer is not None:
+            writer.batch = None
+    return outcomes
 
 
 def _writer(path: str) -> _WriteConnection:
@@ -922,6 +1016,12 @@ def _settle(
             continue
         if ok:
             future.set_result(value)
+        elif isinstance(value, StopIteration):
+            # A future refuses a StopIteration (TypeError), which would leave this caller
+            # and the rest of the batch waiting forever: wrapped, as generators do.
+            wrapped = RuntimeError("a store work raised StopIteration")
+            wrapped.__cause__ = value
+            future.set_exception(wrapped)
         else:
             future.set_exception(value)
 
@@ -964,7 +1064,7 @@ def _commit_batch(
             outcomes = [_in_savepoint(conn, work) for work in works]
         else:
             try:
-                outcomes = [(True, work(conn)) for work in works]
+                outcomes = _run_works(conn, works)
             except Exception:
                 conn.execute("ROLLBACK")
                 return None
@@ -1130,12 +1230,26 @@ def _event(row: sqlite3.Row) -> Event:
 RECOVER_LIMIT = 10_000  # events one recover call queues again, oldest first
 
 
+_EVENT_INSERT = (
+    "INSERT INTO events (id, tenant, job_id, type, created_at, data) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _event_params(event: Event) -> tuple[Any, ...]:
+    return (event.id, event.tenant, event.job_id, event.type, event.created_at.timestamp(),
+            _dumps(event.data))
+
+
 def _insert_event(conn: sqlite3.Connection, event: Event) -> None:
+    conn.execute(_EVENT_INSERT, _event_params(event))
+
+
+def _wake_waiting(conn: sqlite3.Connection, provider: str, stamp: float) -> None:
+    """A job of ``provider`` ended at ``stamp``: its jobs waiting for a slot are due then."""
     conn.execute(
-        "INSERT INTO events (id, tenant, job_id, type, created_at, data) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (event.id, event.tenant, event.job_id, event.type, event.created_at.timestamp(),
-         _dumps(event.data)),
+        "UPDATE jobs SET next_check_at = ? WHERE provider = ? AND status = 'queued' "
+        "AND submit_started_at IS NULL AND next_check_at > ?",
+        (stamp, provider, stamp),
     )
 
 
@@ -1147,9 +1261,16 @@ def _fan_out(
     for the job's own webhook. Each target's older ``job.progress`` still waiting for the
     same job is skipped: this event supersedes it."""
     made = []
-    for row in conn.execute(
-        "SELECT id, events FROM endpoints WHERE tenant = ? AND disabled = 0", (event.tenant,)
-    ).fetchall():
+    batch = conn.batch if isinstance(conn, _WriteConnection) else None
+    rows = batch.endpoints.get(event.tenant) if batch is not None else None
+    if rows is None:
+        rows = conn.execute(
+            "SELECT id, events FROM endpoints WHERE tenant = ? AND disabled = 0",
+            (event.tenant,),
+        ).fetchall()
+        if batch is not None:
+            batch.endpoints[event.tenant] = rows
+    for row in rows:
         events = _loads(row["events"])
         if event.type in (events if events is not None else DEFAULT_ENDPOINT_EVENTS):
             made.append(_insert_delivery(conn, event, row["id"], None, stamp, again=again))
