@@ -4,8 +4,9 @@ of the cost.
 Every state change is encoded once for its job row and once for its event; every callback
 body, stored row and token payload is decoded. With the standard library's accelerator those
 calls still go through several frames of Python each (``json.loads`` → ``decode`` →
-``raw_decode``, with a regex for whitespace on both sides; ``dumps`` → ``iterencode``),
-which on a callback cost more than the parsing itself (bench/ingest.py).
+``raw_decode``, with a regex for whitespace on both sides). Measured on a callback's
+documents: ``json.loads`` of a stored request took about 2.5 times as long as the scanner
+call alone, and orjson encodes an event's data about 9 times faster than ``json``.
 
 * ``loads`` calls the standard library's own C scanner directly. A document with anything
   around its value (whitespace, a BOM, trailing data), bytes that are not UTF-8, or a
