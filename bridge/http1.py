@@ -43,6 +43,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import EllipsisType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -452,6 +453,7 @@ class Client:
         self, method: str, url: str, headers: Mapping[str, str], body: bytes = b"", *,
         excerpt: int | None = None, max_body: int = MAX_BODY,
         answer_within: float | None = None,
+        connect_timeout: float | EllipsisType | None = ...,
     ) -> Answer:
         """Send ``method`` ``url`` with ``headers`` (and ``Host``, ``Content-Length``) and
         ``body``; the answer's status, headers and body: whole (``max_body`` bytes at
@@ -461,7 +463,7 @@ class Client:
         the client is closed; and what ``resolve`` raises), ``ProtocolError`` for an answer
         that is not HTTP, ``ConnectionResetError`` when one is cut off once sent.
         ``answer_within``: seconds for the whole answer once the request is on its way
-        (``TimeoutError``)."""
+        (``TimeoutError``); ``connect_timeout``: this request's, instead of the client's."""
         if self._closed:
             raise ClientClosed("the client is closed")
         if method == "HEAD":
@@ -470,7 +472,9 @@ class Client:
         data = _head(method, target, headers, len(body)) + body
         limit, whole = (max_body, True) if excerpt is None else (excerpt, False)
         for attempt in (1, 2):
-            connection, reused = await self._ready(target, fresh=attempt > 1)
+            connection, reused = await self._ready(
+                target, fresh=attempt > 1,
+                within=self.connect_timeout if connect_timeout is ... else connect_timeout)
             self._busy.add(connection)
             try:
                 async with asyncio.timeout(answer_within):
@@ -489,20 +493,22 @@ class Client:
             return answer
         raise AssertionError("unreachable")
 
-    async def _ready(self, target: _Target, *, fresh: bool) -> tuple[_Connection, bool]:
+    async def _ready(self, target: _Target, *, fresh: bool, within: float | None
+                     ) -> tuple[_Connection, bool]:
         """The addresses, then a kept connection to one (unless ``fresh``) or a new one, all
-        within ``connect_timeout``; and whether it was kept. Nothing is sent before."""
+        within ``within`` seconds; and whether it was kept. Nothing is sent before."""
         loop = asyncio.get_running_loop()
-        deadline = None if self.connect_timeout is None else loop.time() + self.connect_timeout
+        deadline = None if within is None else loop.time() + within
         try:
             async with asyncio.timeout_at(deadline):
                 addresses = await self._resolve(target.host)
                 self._refuse_if_closed()  # while it looked the host up
-                connection, reused = self._kept(target, addresses) if not fresh else (None, False)
+                connection = None if fresh else self._kept(target, addresses)
+                reused = connection is not None
                 if connection is None:
                     connection = await self._connect(target, addresses, deadline)
         except TimeoutError:
-            raise ConnectTimeout(f"no connection within {self.connect_timeout:g} s") from None
+            raise ConnectTimeout(f"no connection within {within:g} s") from None
         try:
             self._refuse_if_closed()  # while it connected
         except ClientClosed:
@@ -514,7 +520,7 @@ class Client:
         if self._closed:
             raise ClientClosed("the client was closed")
 
-    def _kept(self, target: _Target, addresses: list[str]) -> tuple[_Connection | None, bool]:
+    def _kept(self, target: _Target, addresses: list[str]) -> _Connection | None:
         now = time.monotonic()
         for address in addresses:
             idle = self._idle.get((target.tls, target.host, target.port, address))
@@ -523,9 +529,9 @@ class Client:
                 if (not connection.closed and now - connection.idle_since < KEEPALIVE
                         and connection.transport is not None
                         and not connection.transport.is_closing()):
-                    return connection, True
+                    return connection
                 connection.close()
-        return None, False
+        return None
 
     async def _connect(self, target: _Target, addresses: list[str], deadline: float | None
                        ) -> _Connection:
@@ -556,7 +562,7 @@ class Client:
         if failure is None:
             raise ConnectFailed(f"{target.host} has no address")
         if isinstance(failure, TimeoutError):
-            raise ConnectTimeout(f"no connection within {self.connect_timeout:g} s")
+            raise failure  # every address used its share of the time: _ready says so
         raise ConnectFailed(str(failure) or type(failure).__name__) from failure
 
     def _tls(self) -> ssl.SSLContext:

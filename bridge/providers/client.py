@@ -268,12 +268,10 @@ class ProviderClient(httpx.AsyncClient):
                     await slots.acquire()
             except TimeoutError:
                 raise httpx.PoolTimeout(f"no free connection within {timeout.pool:g} s") from None
-        # Set with no wait before the request reads it: a call with another timeout that
-        # waited for a slot meanwhile cannot change it under this one.
-        self._http.connect_timeout = timeout.connect
         try:
             answer = await self._http.request(method, url, merged, data, max_body=MAX_ANSWER,
-                                              answer_within=timeout.read)
+                                              answer_within=timeout.read,
+                                              connect_timeout=timeout.connect)
             body = _decoded(answer)
         except http1.RequestRefused as exc:  # a URL or header that cannot be sent: nothing was
             raise httpx.UnsupportedProtocol(str(exc)) from exc

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import itertools
 import logging
 import re
 import sqlite3
@@ -966,29 +967,23 @@ _READ_AHEAD = 256  # job rows per read-ahead statement (SQLite's older limit is 
 def _run_works(conn: sqlite3.Connection, works: list[_Work]) -> list[tuple[bool, Any]]:
     """Run ``works`` in order (inside a transaction), each run of job updates sharing a
     ``_JobBatch``; raises what a work raises."""
+    if not isinstance(conn, _WriteConnection):
+        return [(True, work(conn)) for work in works]
+    job_ids: list[str | None] = [getattr(work, "job_id", None) for work in works]
     outcomes: list[tuple[bool, Any]] = []
-    batch: _JobBatch | None = None
-    writer = conn if isinstance(conn, _WriteConnection) else None
     try:
-        for index, work in enumerate(works):
-            job_id = getattr(work, "job_id", None)
-            if writer is not None and job_id is None and batch is not None:
-                batch.settle(conn)
-                batch = writer.batch = None
-            elif writer is not None and job_id is not None and batch is None:
-                run = []
-                for later in works[index:]:
-                    later_id = getattr(later, "job_id", None)
-                    if later_id is None:
-                        break
-                    run.append(later_id)
-                batch = writer.batch = _JobBatch(conn, run)
+        for index, (work, job_id) in enumerate(zip(works, job_ids, strict=True)):
+            if job_id is None and conn.batch is not None:
+                conn.batch.settle(conn)
+                conn.batch = None
+            elif job_id is not None and conn.batch is None:
+                run = itertools.takewhile(lambda later: later is not None, job_ids[index:])
+                conn.batch = _JobBatch(conn, [later for later in run if later is not None])
             outcomes.append((True, work(conn)))
-        if batch is not None:
-            batch.settle(conn)
+        if conn.batch is not None:
+            conn.batch.settle(conn)
     finally:
-        if writer is not None:
-            writer.batch = None
+        conn.batch = None
     return outcomes
 
 
