@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from bridge.api import routes
 from bridge.api.callbacks import CallbackIngress
 from bridge.core import Bridge
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, Unavailable
 from bridge.logs import RequestLog, log_unhandled
 from bridge.settings import Settings
 
@@ -28,7 +28,11 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
 
 async def _bridge_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BridgeError)
-    return JSONResponse(exc.to_json(), status_code=exc.status_code)
+    headers = None
+    if isinstance(exc, Unavailable):
+        headers = {"Retry-After": str(exc.retry_after)}
+        log.warning("answered 503: %s", exc.message)
+    return JSONResponse(exc.to_json(), status_code=exc.status_code, headers=headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -75,8 +75,11 @@ def _serve(settings: Settings, host: str, port: int) -> int:
 
     # uvicorn logs through the JSON handler set up in main(); requests are logged by
     # bridge.logs.RequestLog (by route, not by path: paths can carry tokens).
+    # On SIGTERM uvicorn stops accepting, then the app's lifespan lets the work in flight
+    # finish within BRIDGE_SHUTDOWN_GRACE (bridge.core.Bridge.close).
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None,
-                access_log=False, proxy_headers=True, forwarded_allow_ips="*")
+                access_log=False, proxy_headers=True, forwarded_allow_ips="*",
+                timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)))
     return 0
 
 

@@ -26,6 +26,7 @@ from bridge.providers.client import ProviderClient
 from bridge.settings import PROVIDERS, Settings
 from bridge.signing import Signer
 from bridge.store import Store, open_store
+from bridge.supervisor import Supervisor
 from bridge.targets import Guard
 from bridge.tracking import Tracker
 
@@ -85,6 +86,7 @@ class Bridge:
     _owns_http: bool
     guard: Guard
     deliverer: Deliverer
+    supervisor: Supervisor
 
     @classmethod
     async def open(cls, settings: Settings, http: httpx.AsyncClient | None = None) -> Bridge:
@@ -121,13 +123,13 @@ class Bridge:
         deliverer = Deliverer(store, guard, settings.retry_schedule)
         store.outbox_listeners.append(deliverer.wake)
         return cls(settings, store, providers, Catalog(providers), tracker, signer, media,
-                   client, owns_http, guard, deliverer)
+                   client, owns_http, guard, deliverer, Supervisor())
 
     async def start(self) -> None:
         """Start the background workers (only with ``BRIDGE_BACKGROUND=on``)."""
         if self.settings.background:
-            await self.tracker.start()
-            await self.deliverer.start()
+            await self.tracker.start(self.supervisor)
+            await self.deliverer.start(self.supervisor)
 
     async def tick(self, budget: float = TICK_BUDGET) -> dict[str, object]:
         """One bounded round of work for serverless mode (``BRIDGE_BACKGROUND=off``): due
@@ -161,8 +163,11 @@ class Bridge:
                 "seconds": round(time.monotonic() - started, 3)}
 
     async def close(self) -> None:
-        await self.tracker.stop()
-        await self.deliverer.stop()
+        """Stop the workers, letting what is in flight finish within the shutdown grace,
+        then close the clients and the store."""
+        grace = self.settings.shutdown_grace
+        await asyncio.gather(self.tracker.stop(grace), self.deliverer.stop(grace))
+        await self.supervisor.stop()
         if self._owns_http:
             await self.http.aclose()
         await self.store.close()

@@ -39,6 +39,7 @@ from bridge.models import utcnow
 from bridge.providers.http import parse_retry_after
 from bridge.store import Store
 from bridge.store.base import AttemptResult, Outgoing
+from bridge.supervisor import Beat, Supervisor
 from bridge.targets import Guard, TargetRefused
 
 log = logging.getLogger("bridge.delivery")
@@ -179,26 +180,36 @@ class Deliverer:
             self._client = Client(self.guard.addresses)
         return self._client
 
-    async def start(self) -> None:
+    async def start(self, supervisor: Supervisor | None = None) -> None:
+        """Run the claim loop in the background, under ``supervisor`` (restarted if it
+        raises)."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="deliverer")
+            self._task = (supervisor or Supervisor()).spawn("deliverer", self._run)
 
-    async def stop(self) -> None:
-        """Stop claiming and sending; record what was already sent. Deliveries claimed
-        and not sent, or cut off mid-attempt, come back when their lease lapses."""
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop claiming; let the attempts in flight finish for up to ``grace`` seconds and
+        record them. Deliveries claimed and not begun are given back at once (their leases
+        end, so that another process sends them now); attempts cut off by the end of the
+        grace come back, with the same ``webhook-id``, when their lease lapses."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self._halt()
+        await self._halt(grace)
         if self._client is not None:
             await self._client.close()
             self._client = None
 
-    async def _halt(self) -> None:
-        """Cut off the attempts in flight, give back what waits, record what was sent."""
+    async def _halt(self, grace: float = 0.0) -> None:
+        """Give back what waits, let the attempts in flight finish for up to ``grace``
+        seconds, cut off the rest, record what was sent."""
+        waiting = [self._ready.popleft()[0] for _ in range(len(self._ready))]
+        for outgoing in waiting:
+            self._release(outgoing)
         senders = list(self._senders)
+        if senders and grace > 0:
+            await asyncio.wait(senders, timeout=grace)
         for task in senders:
             task.cancel()
         if senders:
@@ -208,12 +219,18 @@ class Deliverer:
         if self._recorder is not None:
             await asyncio.gather(self._recorder, return_exceptions=True)
             self._recorder = None
+        if waiting:
+            try:
+                await self.store.release_deliveries(waiting)
+            except Exception as exc:  # they come back when their leases lapse
+                log.warning("%d claimed deliveries could not be given back: %s",
+                            len(waiting), exc)
 
     def wake(self) -> None:
         self._wake.set()
 
     # -- claiming ------------------------------------------------------------------------
-    async def _run(self) -> None:
+    async def _run(self, beat: Beat) -> None:
         while True:
             self._wake.clear()
             # Up to two rounds claimed: the attempts in flight and the next ones, ready to
@@ -223,11 +240,8 @@ class Deliverer:
                 # Claim in batches, not one row per finished attempt: wait for more room.
                 await self._wake.wait()
                 continue
-            try:
-                claimed = await self._claim(room)
-            except Exception:
-                log.exception("claiming due deliveries failed; trying again shortly")
-                claimed = 0
+            claimed = await self._claim(room)  # if it raises, the supervisor restarts us
+            beat()
             if claimed and self._claimed < self.concurrency:
                 continue  # there may be more due
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that

@@ -6,7 +6,8 @@
     ├── Forbidden               403 (a media link that is not ours)
     ├── NotFound                404 (also for other tenants' ids)
     ├── Conflict                409
-    └── PayloadTooLarge         413
+    ├── PayloadTooLarge         413
+    └── Unavailable             503 with Retry-After (the database is locked or full)
     ProviderError               a provider answered badly or not at all; carries what the
     │                           tracker needs to decide: retry later, or fail the job
     └── SubmitOutcomeUnknown    a submission may or may not have reached the provider
@@ -67,6 +68,17 @@ class Conflict(BridgeError):
 class PayloadTooLarge(BridgeError):
     status_code = 413
     code = "payload_too_large"
+
+
+class Unavailable(BridgeError):
+    """Nothing was written; the same request may succeed after ``retry_after`` seconds."""
+
+    status_code = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ProviderError(Exception):

@@ -326,10 +326,14 @@ def _paths() -> dict[str, Schema]:
             }, errors=("404",), auth=False, params=[_path("token")])},
         "/healthz": {"get": _op("The process answers", {"200": _json(_obj(
             {"status": {"const": "ok"}}, ["status"]))}, errors=(), auth=False)},
-        "/readyz": {"get": _op("The database answers and its schema is current", {
+        "/readyz": {"get": _op(
+            "The database answers, its schema is current and every background worker runs", {
             "200": _json(_obj({"status": {"const": "ready"}}, ["status"])),
-            "503": _json(_obj({"status": {"const": "unavailable"}}, ["status"]),
-                         "Not ready.")}, errors=(), auth=False)},
+            "503": _json(_obj({
+                "status": {"const": "unavailable"},
+                "down": {"type": "object", "additionalProperties": {"type": "string"},
+                         "description": "What is down (a worker, the database) and why."}},
+                ["status", "down"]), "Not ready.")}, errors=(), auth=False)},
         "/metrics": {"get": _op("Prometheus metrics", {"200": {
             "description": "Prometheus text format.",
             "content": {"text/plain": {"schema": {"type": "string"}}}}}, errors=(),

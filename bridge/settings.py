@@ -27,6 +27,7 @@ DEFAULT_BASE_URLS = {
 }
 
 DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
+MAX_SHUTDOWN_GRACE = 300.0  # seconds; orchestrators kill long before this anyway
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -82,6 +83,7 @@ class Settings:
     allow_private_targets: bool = False
     confirm_callbacks: bool = True
     media_dir: str = "./media"
+    shutdown_grace: float = 10.0
     config: str | None = None
     configured_endpoints: tuple[ConfiguredEndpoint, ...] = ()
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
@@ -135,6 +137,7 @@ class Settings:
                 "BRIDGE_CONFIRM_CALLBACKS", get("BRIDGE_CONFIRM_CALLBACKS"), default=True
             ),
             media_dir=get("BRIDGE_MEDIA_DIR") or "./media",
+            shutdown_grace=_grace(get("BRIDGE_SHUTDOWN_GRACE")),
             config=config,
             configured_endpoints=configured,
             providers=providers,
@@ -168,6 +171,18 @@ def parse_schedule(variable: str, text: str) -> tuple[float, ...]:
     if any(delay <= 0 for delay in delays):
         raise SettingsError(f"{variable}: every delay must be greater than zero")
     return delays
+
+
+def _grace(value: str | None) -> float:
+    if value is None:
+        return Settings.shutdown_grace
+    try:
+        grace = parse_duration(value)
+    except ValueError as exc:
+        raise SettingsError(f"BRIDGE_SHUTDOWN_GRACE: {exc}; expected e.g. 10s") from None
+    if grace > MAX_SHUTDOWN_GRACE:
+        raise SettingsError(f"BRIDGE_SHUTDOWN_GRACE: at most {MAX_SHUTDOWN_GRACE:g}s")
+    return grace
 
 
 def _switch(variable: str, value: str | None, *, default: bool) -> bool:

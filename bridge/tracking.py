@@ -40,6 +40,7 @@ from bridge.providers.base import (
 )
 from bridge.signing import Signer
 from bridge.store import Change, Store
+from bridge.supervisor import Beat, Supervisor
 
 log = logging.getLogger("bridge.tracking")
 
@@ -50,6 +51,7 @@ MAX_STREAM_BREAKS = 3  # after this many breaks a job is followed by polling alo
 MAX_SUBMIT_ATTEMPTS = 12  # retryable submit failures before the job fails
 IDLE_WAIT = 0.5  # seconds between looks for due jobs when nothing wakes the loop
 WAKE_COALESCE = 0.02  # seconds a woken loop waits, so a burst of wakes makes one claim
+FAILED_RETRY = 1.0  # seconds before a job whose work failed unexpectedly is due again
 
 EventListener = Callable[[Event], None]
 
@@ -89,32 +91,42 @@ class Tracker:
         self._poll_first: set[str] = set()
         self._work: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self.supervisor = Supervisor()
 
     # -- running -------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Resume after a restart, then run the claim loop in the background."""
+    async def start(self, supervisor: Supervisor | None = None) -> None:
+        """Resume after a restart, then run the claim loop in the background, under
+        ``supervisor`` (restarted if it raises)."""
+        if supervisor is not None:
+            self.supervisor = supervisor
         now = utcnow()
         for job in await self.store.unfinished_jobs():
             if job.tracking is Tracking.STREAM and job.status is not JobStatus.QUEUED:
                 # Its stream died with the previous process: follow it again now.
                 await self.store.release_job(job.id, now)
-        self._loop_task = asyncio.create_task(self._loop(), name="bridge.tracker")
+        self._loop_task = self.supervisor.spawn("tracker", self._loop)
 
-    async def stop(self) -> None:
-        tasks = [*self._streams.values(), *self._work]
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop claiming; let the jobs being worked finish for up to ``grace`` seconds, then
+        cut off the rest (their leases lapse and another worker takes them up)."""
         if self._loop_task is not None:
-            tasks.append(self._loop_task)
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if self._work and grace > 0:
+            await asyncio.wait(list(self._work), timeout=grace)
+        tasks = [*self._streams.values(), *self._work]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._loop_task = None
 
     def wake(self) -> None:
         self._wake.set()
 
-    async def _loop(self) -> None:
+    async def _loop(self, beat: Beat) -> None:
         while True:
             free = self._concurrency - len(self._work)
             claimed = 0
@@ -124,6 +136,7 @@ class Tracker:
                     task = asyncio.create_task(self._guarded(job), name=f"job:{job.id}")
                     self._work.add(task)
                     task.add_done_callback(self._work.discard)
+                beat()
             if claimed == 0:
                 self._wake.clear()
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
@@ -146,9 +159,16 @@ class Tracker:
                 await self.process(job)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                # A bug must not stop the loop; the lease expires and the job is tried again.
-                log.exception("error while working job %s", job.id)
+            except Exception as exc:
+                # Neither a bug nor a database fault stops the loop: the job is tried again.
+                self.supervisor.failed("follower", exc)
+                await self._retry_soon(job.id)
+
+    async def _retry_soon(self, job_id: str) -> None:
+        """After a failure, make the job due again shortly; if even that cannot be
+        written, its lease lapses and the job comes back then."""
+        with contextlib.suppress(Exception):
+            await self.store.release_job(job_id, due_in(utcnow(), FAILED_RETRY))
 
     async def process(self, job: Job) -> None:
         if job.status is JobStatus.QUEUED:
@@ -385,12 +405,12 @@ class Tracker:
         task.add_done_callback(lambda _: self._streams.pop(job_id, None))
 
     async def _stream(self, job_id: str) -> None:
-        job = await self.store.get_job(job_id)
-        if job is None or job.status in TERMINAL:
-            return
-        provider = self.providers[job.provider]
-        assert isinstance(provider, StreamingProvider)
         try:
+            job = await self.store.get_job(job_id)
+            if job is None or job.status in TERMINAL:
+                return
+            provider = self.providers[job.provider]
+            assert isinstance(provider, StreamingProvider)
             async for snapshot in provider.stream(tracked(job)):
                 result = await self._apply(job_id, snapshot, hold=STREAM_HOLD)
                 if result is None or result.status in TERMINAL:
@@ -401,9 +421,13 @@ class Tracker:
             breaks = self._stream_breaks.get(job_id, 0) + 1
             self._stream_breaks[job_id] = breaks
             log.info("stream of %s broke (%s, %d so far): polling", job_id, exc.message, breaks)
-            self._poll_first.add(job_id)
+        except Exception as exc:  # a database fault, say: follow the job by polling
+            self.supervisor.failed("stream", exc)
+        self._poll_first.add(job_id)
+        # If even this cannot be written, the job comes back when its stream hold ends.
+        with contextlib.suppress(Exception):
             await self.store.release_job(job_id, utcnow())
-            self.wake()
+        self.wake()
 
     # -- callbacks -----------------------------------------------------------------------
     def callback_url(self, job: Job) -> str:

@@ -74,7 +74,8 @@ async def test_readyz_answers_503_when_the_schema_is_not_current(harness: Harnes
         version = db.execute("PRAGMA user_version").fetchone()[0]
         db.execute(f"PRAGMA user_version = {version + 1}")  # a newer bridge migrated it
     answer = await harness.client.get("/readyz")
-    assert answer.status_code == 503 and answer.json() == {"status": "unavailable"}
+    assert answer.status_code == 503 and answer.json()["status"] == "unavailable"
+    assert list(answer.json()["down"]) == ["database"]
     assert (await harness.client.get("/healthz")).status_code == 200  # still alive
 
 

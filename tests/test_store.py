@@ -33,7 +33,7 @@ from bridge.models import (
 )
 from bridge.providers.base import Snapshot
 from bridge.store import Change, Decide
-from bridge.store.sqlite import MIGRATIONS, SQLiteStore, encode_cursor
+from bridge.store.sqlite import BUSY_TIMEOUT, MIGRATIONS, SQLiteStore, encode_cursor
 
 DAY = 24 * 3600.0
 TERMINAL_EVENTS = {f"job.{status}" for status in TERMINAL}
@@ -930,7 +930,7 @@ async def test_a_lookup_while_a_batch_waits_in_a_thread_does_not_wait_for_it(
     # batch's uncommitted work.
     job = await add(store)
     other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-    release = threading.Timer(3.0, other.execute, ("ROLLBACK",))
+    release = threading.Timer(BUSY_TIMEOUT / 2, other.execute, ("ROLLBACK",))
     try:
         other.execute("BEGIN IMMEDIATE")
         write = asyncio.create_task(

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge.api.common import get_bridge, read_body, receive_body
 from bridge.core import Bridge
-from bridge.errors import BridgeError, Forbidden, NotFound, Unauthorized
+from bridge.errors import BridgeError, Forbidden, NotFound, Unauthorized, Unavailable
 from bridge.logs import log_request, log_unhandled, request_id_of
 from bridge.signing import TokenExpired, TokenInvalid
 
@@ -68,6 +68,7 @@ class CallbackIngress:
             return
         started = time.perf_counter()
         request_id = request_id_of(scope)
+        headers = [(b"x-request-id", request_id.encode())]
         try:
             bridge: Bridge = scope["app"].state.bridge
             job_id = _callback_job(bridge, provider, token)
@@ -76,6 +77,8 @@ class CallbackIngress:
             status, content = 200, _RECEIVED
         except BridgeError as exc:
             status, content = exc.status_code, json.dumps(exc.to_json()).encode()
+            if isinstance(exc, Unavailable):  # the provider may call again; most do
+                headers.append((b"retry-after", str(exc.retry_after).encode()))
         except ClientDisconnect:  # the provider hung up first: it will call again
             log_request(request_id, "POST", CALLBACK_ROUTE, 499, started)
             return
@@ -87,7 +90,7 @@ class CallbackIngress:
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(content)).encode()),
-            (b"x-request-id", request_id.encode()),
+            *headers,
         ]})
         await send({"type": "http.response.body", "body": content})
         log_request(request_id, "POST", CALLBACK_ROUTE, status, started)

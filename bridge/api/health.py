@@ -1,5 +1,5 @@
-"""``/healthz`` (the process answers), ``/readyz`` (the database answers, schema current) and
-``/metrics`` (Prometheus text)."""
+"""``/healthz`` (the process answers), ``/readyz`` (the database answers, its schema is
+current and every background worker runs) and ``/metrics`` (Prometheus text)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,13 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    if await get_bridge(request).store.ping():
-        return JSONResponse({"status": "ready"})
-    return JSONResponse({"status": "unavailable"}, status_code=503)
+    bridge = get_bridge(request)
+    down = bridge.supervisor.down()
+    if not await bridge.store.ping():
+        down["database"] = "does not answer, or its schema is not current"
+    if down:
+        return JSONResponse({"status": "unavailable", "down": down}, status_code=503)
+    return JSONResponse({"status": "ready"})
 
 
 async def openapi(request: Request) -> JSONResponse:

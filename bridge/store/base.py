@@ -255,6 +255,11 @@ class Store(Protocol):
         exception in place of an attempt that could not be recorded (the others are)."""
         ...
 
+    async def release_deliveries(self, claimed: Sequence[Outgoing]) -> None:
+        """End the leases of claimed deliveries that were not attempted (a shutdown), so
+        that any worker may send them now; one claimed again meanwhile is left alone."""
+        ...
+
     async def stats(self, now: datetime) -> Stats: ...
 
     async def sync_configured_endpoints(

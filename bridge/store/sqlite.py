@@ -36,7 +36,7 @@ import aiosqlite
 
 from bridge import jsoncodec
 from bridge.config import ConfiguredEndpoint
-from bridge.errors import InvalidRequest
+from bridge.errors import InvalidRequest, Unavailable
 from bridge.models import (
     DEFAULT_ENDPOINT_EVENTS,
     EVENT_TYPES,
@@ -202,7 +202,7 @@ _JOB_INSERT = (
 )
 
 
-BUSY_TIMEOUT = 10.0  # seconds a write waits for another process's lock before it fails
+BUSY_TIMEOUT = 3.0  # seconds a write waits for another process's lock before it fails
 CHECKPOINT_EVERY = 64  # commits between checkpoints of the write-ahead log
 
 _Work = Callable[[sqlite3.Connection], Any]
@@ -334,7 +334,7 @@ class SQLiteStore:
                     if isinstance(exc, asyncio.CancelledError):
                         future.cancel()
                     else:
-                        future.set_exception(exc)
+                        future.set_exception(_fault(exc))
             if not isinstance(exc, Exception):
                 raise
             return
@@ -828,6 +828,15 @@ class SQLiteStore:
                    for outgoing, result in finished]
         return list(await asyncio.gather(*futures, return_exceptions=True))
 
+    async def release_deliveries(self, claimed: Sequence[Outgoing]) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE deliveries SET lease_until = NULL "
+                "WHERE id = ? AND status = 'pending' AND lease_until = ?",
+                [(outgoing.delivery.id, outgoing.lease_until) for outgoing in claimed])
+
+        await self._transaction(work)
+
     async def sync_configured_endpoints(
         self, endpoints: Sequence[ConfiguredEndpoint], now: datetime,
         make_secret: Callable[[], str],
@@ -1018,12 +1027,33 @@ def _settle(
             wrapped.__cause__ = value
             future.set_exception(wrapped)
         else:
-            future.set_exception(value)
+            future.set_exception(_fault(value))
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
     """SQLITE_BUSY or one of its extended codes (BUSY_RECOVERY, BUSY_SNAPSHOT, ...)."""
     return (exc.sqlite_errorcode & 0xFF) == sqlite3.SQLITE_BUSY
+
+
+# Faults of the database rather than of a request: the same request may succeed later.
+_FAULTS = {
+    sqlite3.SQLITE_BUSY: ("the database is busy; try again shortly", 1),
+    sqlite3.SQLITE_LOCKED: ("the database is busy; try again shortly", 1),
+    sqlite3.SQLITE_FULL: ("the database or its disk is full; try again later", 30),
+    sqlite3.SQLITE_IOERR: ("the database could not be written; try again later", 30),
+}
+
+
+def _fault(exc: BaseException) -> BaseException:
+    """``Unavailable`` for a database fault (the transaction was rolled back, nothing of it
+    is kept), else ``exc`` itself."""
+    if isinstance(exc, sqlite3.OperationalError):
+        fault = _FAULTS.get(getattr(exc, "sqlite_errorcode", -1) & 0xFF)
+        if fault is not None:
+            unavailable = Unavailable(fault[0], retry_after=fault[1])
+            unavailable.__cause__ = exc
+            return unavailable
+    return exc
 
 
 def _commit(conn: sqlite3.Connection, works: list[_Work]) -> list[tuple[bool, Any]]:
@@ -1061,7 +1091,8 @@ def _commit_batch(
             try:
                 outcomes = _run_works(conn, works)
             except Exception:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite itself rolls back on some faults
+                    conn.execute("ROLLBACK")
                 return None
         conn.execute("COMMIT")
     except BaseException:
@@ -1076,6 +1107,8 @@ def _in_savepoint(conn: sqlite3.Connection, work: _Work) -> tuple[bool, Any]:
     try:
         outcome = (True, work(conn))
     except Exception as exc:
+        if not conn.in_transaction:
+            raise  # SQLite rolled the whole transaction back (a full disk): the batch fails
         conn.execute("ROLLBACK TO work")
         outcome = (False, exc)
     conn.execute("RELEASE work")
@@ -1088,7 +1121,7 @@ def _commit_waiting(conn: sqlite3.Connection, works: list[_Work]) -> list[tuple[
     try:
         return _commit(conn, works)
     except _Locked:
-        raise sqlite3.OperationalError("database is locked") from None
+        raise Unavailable(_FAULTS[sqlite3.SQLITE_BUSY][0]) from None
     finally:
         conn.execute("PRAGMA busy_timeout=0")
 
