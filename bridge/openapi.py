@@ -181,6 +181,7 @@ _ERRORS = {
     "409": "The object is in a state that does not allow this.",
     "413": "The body is too large.",
     "422": "A field is not valid; error.field names it.",
+    "503": "The database is locked or full; nothing was kept. Try again after Retry-After.",
 }
 
 
@@ -194,6 +195,9 @@ def _op(summary: str, responses: dict[str, Schema], *, errors: tuple[str, ...] =
     operation: Schema = {"summary": summary, "responses": dict(responses)}
     for code in errors:
         operation["responses"][code] = _json(_ref("Error"), _ERRORS[code])
+    if auth:  # every authenticated route reads or writes the database
+        operation["responses"]["503"] = _json(_ref("Error"), _ERRORS["503"]) | {
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
     if body is not None:
         operation["requestBody"] = {"required": body_required,
                                     "content": {"application/json": {"schema": body}}}
