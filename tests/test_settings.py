@@ -103,6 +103,8 @@ READ_CASES = [
     ("BRIDGE_ALLOW_PRIVATE_TARGETS", "1", lambda s: s.allow_private_targets, True),
     ("BRIDGE_CONFIRM_CALLBACKS", "0", lambda s: s.confirm_callbacks, False),
     ("BRIDGE_MEDIA_DIR", "/data/media", lambda s: s.media_dir, "/data/media"),
+    ("BRIDGE_SHUTDOWN_GRACE", "30s", lambda s: s.shutdown_grace, 30.0),
+    ("BRIDGE_SHUTDOWN_GRACE", "0", lambda s: s.shutdown_grace, 0.0),
     *[
         (f"BRIDGE_{name.upper()}_API_KEY", SECRETS[f"BRIDGE_{name.upper()}_API_KEY"],
          _provider(name, "api_key"), SECRETS[f"BRIDGE_{name.upper()}_API_KEY"])
@@ -180,6 +182,8 @@ INVALID = [
     ("BRIDGE_RETRY_SCHEDULE", ","),
     ("BRIDGE_RETRY_SCHEDULE", "0s"),
     ("BRIDGE_RETRY_SCHEDULE", "-5s"),
+    ("BRIDGE_SHUTDOWN_GRACE", "soon"),
+    ("BRIDGE_SHUTDOWN_GRACE", "1h"),
     ("BRIDGE_PUBLIC_URL", "ftp://x"),
     ("BRIDGE_PUBLIC_URL", "localhost:8000"),
     ("BRIDGE_PUBLIC_URL", "http://"),
