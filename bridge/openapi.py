@@ -350,10 +350,13 @@ def _paths() -> dict[str, Schema]:
             "200": _json(_obj({"status": {"const": "ready"}}, ["status"])),
             "503": _json(_obj({"status": {"const": "unavailable"}}, ["status"]),
                          "Not ready.")}, errors=(), auth=False)},
-        "/metrics": {"get": _op("Prometheus metrics", {"200": {
+        "/metrics": {"get": {**_op("Prometheus metrics (with BRIDGE_METRICS_TOKEN set, only "
+                                   "with it as a Bearer token)", {"200": {
             "description": "Prometheus text format.",
-            "content": {"text/plain": {"schema": {"type": "string"}}}}}, errors=(),
-            auth=False)},
+            "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "401": _json(_ref("Error"), "BRIDGE_METRICS_TOKEN is set and the request does not "
+                                        "carry it.")}, errors=()),
+            "security": [{}, {"metricsToken": []}]}},
         "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})},
                                      errors=(), auth=False)},
     }
@@ -440,6 +443,8 @@ def document(version: str) -> dict[str, Any]:
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "tickSecret": {"type": "http", "scheme": "bearer",
                                "description": "Authorization: Bearer <BRIDGE_TICK_SECRET>"},
+                "metricsToken": {"type": "http", "scheme": "bearer",
+                                 "description": "Authorization: Bearer <BRIDGE_METRICS_TOKEN>"},
             },
         },
         "security": [{"bearer": []}, {"apiKey": []}],
