@@ -22,6 +22,9 @@ from bridge.settings import Settings
 
 log = logging.getLogger("bridge")
 
+PRIVATE_TARGETS_WARNING = (
+    "BRIDGE_ALLOW_PRIVATE_TARGETS=1: webhooks may go over plain http and to loopback, private, "
+    "link-local and cloud metadata addresses; use it for local development only")
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                400: "invalid_request", 401: "unauthorized", 403: "forbidden"}
 
@@ -62,6 +65,8 @@ def create_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         bridge = await Bridge.open(settings, http=http)
         app.state.bridge = bridge
+        if settings.allow_private_targets:
+            log.warning(PRIVATE_TARGETS_WARNING)
         try:
             await bridge.start()
             yield

@@ -1,4 +1,4 @@
-"""The ``bridge`` command: serve, demo, keys create, tick."""
+"""The ``bridge`` command: serve, demo, keys (create, list, revoke), tick."""
 
 from __future__ import annotations
 
@@ -32,6 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create an API key and print it once")
     create.add_argument("--tenant", required=True)
+    listing = key_commands.add_parser(
+        "list", help="print the active keys, one JSON line each (prefix, never the key)")
+    listing.add_argument("--tenant", help="only this tenant's keys")
+    revoke = key_commands.add_parser("revoke", help="revoke a key at once, in every process")
+    revoke.add_argument("prefix", help="the key's prefix, as keys list shows it")
 
     commands.add_parser(
         "tick", help="do one bounded round of due submissions, polls and deliveries, then exit"
@@ -62,6 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
     if args.command == "keys":
+        tenant = getattr(args, "tenant", None)
+        if tenant is not None and not _is_tenant_name(tenant):
+            print("bridge: --tenant must be letters, digits, '-' or '_' (at most 100)",
+                  file=sys.stderr)
+            return 2
+        if args.keys_command == "list":
+            return asyncio.run(_list_keys(settings, tenant))
+        if args.keys_command == "revoke":
+            return asyncio.run(_revoke_key(settings, args.prefix))
         return asyncio.run(_create_key(settings, args.tenant))
     if args.command == "tick":
         return asyncio.run(_tick(settings))
@@ -83,19 +97,49 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     return 0
 
 
+def _is_tenant_name(tenant: str) -> bool:
+    return 0 < len(tenant) <= 100 and tenant.replace("-", "").replace("_", "").isalnum()
+
+
 async def _create_key(settings: Settings, tenant: str) -> int:
     from bridge.core import Bridge
 
-    if not tenant or len(tenant) > 100 or not tenant.replace("-", "").replace("_", "").isalnum():
-        print("bridge: --tenant must be letters, digits, '-' or '_' (at most 100)",
-              file=sys.stderr)
-        return 2
     bridge = await Bridge.open(settings)
     try:
         key = await bridge.create_api_key(tenant)
     finally:
         await bridge.close()
     print(json.dumps({"tenant": tenant, "key": key}))
+    return 0
+
+
+async def _list_keys(settings: Settings, tenant: str | None) -> int:
+    from bridge.core import Bridge
+
+    bridge = await Bridge.open(settings)
+    try:
+        keys = await bridge.store.list_api_keys(tenant)
+    finally:
+        await bridge.close()
+    for key in keys:
+        print(json.dumps(key.to_json()))
+    return 0
+
+
+async def _revoke_key(settings: Settings, prefix: str) -> int:
+    from bridge.core import Bridge
+    from bridge.models import utcnow
+
+    bridge = await Bridge.open(settings)
+    try:
+        revoked = await bridge.store.revoke_api_key(prefix, None, utcnow())
+    finally:
+        await bridge.close()
+    if revoked is None:
+        print(f"bridge: no active key has the prefix {prefix!r} (see bridge keys list)",
+              file=sys.stderr)
+        return 1
+    print(json.dumps(revoked.to_json()))
     return 0
 
 

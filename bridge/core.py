@@ -48,6 +48,12 @@ def new_api_key() -> str:
     return "brk_" + secrets.token_urlsafe(24)
 
 
+def key_prefix(key: str) -> str:
+    """The name of a key made by ``new_api_key``: ``brk_`` and 8 of its 32 random
+    characters (the other 144 bits stay secret)."""
+    return key[:12]
+
+
 def new_signing_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
@@ -104,7 +110,14 @@ class Bridge:
             log.info("endpoints from BRIDGE_CONFIG: %(created)d created, %(updated)d updated, "
                      "%(disabled)d disabled", counts)
         if settings.api_key is not None:
-            await store.add_api_key(DEFAULT_TENANT, hash_key(settings.api_key.reveal()))
+            # The key from the environment replaces the one from there before: a key taken
+            # out of BRIDGE_API_KEY stops working.
+            revoked, usable = await store.set_env_api_key(
+                DEFAULT_TENANT, hash_key(settings.api_key.reveal()))
+            for earlier in revoked:
+                log.info("revoked the earlier BRIDGE_API_KEY (%s)", earlier.prefix)
+            if not usable:
+                log.warning("BRIDGE_API_KEY was revoked and stays revoked: set a new key")
         owns_http = http is None
         client = http or provider_client()
         media = MediaStore(settings.media_dir)
@@ -180,9 +193,10 @@ class Bridge:
 
     async def create_api_key(self, tenant: str) -> str:
         await self.store.ensure_tenant(tenant, new_signing_secret)
-        key = new_api_key()
-        await self.store.add_api_key(tenant, hash_key(key))
-        return key
+        while True:  # a prefix taken already (48 random bits) makes another key
+            key = new_api_key()
+            if await self.store.add_api_key(tenant, hash_key(key), prefix=key_prefix(key)):
+                return key
 
     # -- jobs ----------------------------------------------------------------------------
     async def create_job(

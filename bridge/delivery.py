@@ -434,7 +434,7 @@ class Deliverer:
             if status in (429, 503):
                 retry_after = parse_retry_after(answer.headers.get("retry-after"), now)
         except TargetRefused as exc:
-            error = f"refused: {exc}"
+            error = f"refused: the URL {exc}"
         except TimeoutError:  # before OSError, of which it is a kind
             error = f"no answer within {within:g} s"
         except Exception as exc:  # anything else fails this attempt, never the delivery

@@ -53,7 +53,8 @@ def check_headers(value: Any) -> dict[str, str]:
         raise InvalidRequest("headers must be an object of header names to values",
                              field="headers")
     if len(value) > MAX_HEADERS:
-        raise InvalidRequest(f"at most {MAX_HEADERS} headers", field="headers")
+        raise InvalidRequest(f"headers may have at most {MAX_HEADERS} entries",
+                             field="headers")
     for name, text in value.items():
         field = f"headers.{name}"
         if not _TOKEN.fullmatch(name):

@@ -264,6 +264,36 @@ class Tenant:
     signing_secret: str
 
 
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as it is shown: by its prefix, a short name that gives nothing of the key
+    away (the key itself is kept only as its SHA-256 hash)."""
+
+    prefix: str
+    tenant: str
+    source: str  # "cli": bridge keys create; "env": BRIDGE_API_KEY; "unknown": stored before
+    created_at: datetime
+    last_used_at: datetime | None = None  # kept to the minute
+    revoked_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prefix": self.prefix,
+            "tenant": self.tenant,
+            "source": self.source,
+            "created_at": rfc3339(self.created_at),
+            "last_used_at": rfc3339(self.last_used_at),
+            "revoked_at": rfc3339(self.revoked_at),
+        }
+
+
+def hashed_key_prefix(key_hash: str) -> str:
+    """The prefix of a key whose text may not be shown, even in part (``BRIDGE_API_KEY`` is
+    chosen by a person and may be short) or is not known (stored before keys had prefixes):
+    taken from its hash, so an operator can work it out from the key."""
+    return "sha256:" + key_hash[:8]
+
+
 # Event types an endpoint gets when it names none: every one but the chatty job.progress.
 DEFAULT_ENDPOINT_EVENTS = tuple(t for t in EVENT_TYPES if t != "job.progress")
 

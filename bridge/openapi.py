@@ -162,6 +162,16 @@ SCHEMAS: dict[str, Schema] = {
     }, ["provider", "id"]),
     "Me": _obj({"tenant": STR, "signing_secret": {"type": "string", "pattern": "^whsec_"}},
                ["tenant", "signing_secret"]),
+    "ApiKey": _obj({
+        "prefix": {"type": "string", "description": "names the key; not secret",
+                   "examples": ["brk_Xq2v9LmA", "sha256:3f9a0c1e"]},
+        "tenant": STR,
+        "source": {"type": "string", "enum": ["cli", "env", "unknown"],
+                   "description": "cli: bridge keys create; env: BRIDGE_API_KEY"},
+        "created_at": TIME,
+        "last_used_at": _nullable({**TIME, "description": "kept to the minute"}),
+        "revoked_at": _nullable(TIME),
+    }, ["prefix", "tenant", "source", "created_at", "last_used_at", "revoked_at"]),
     "Hook": _obj({"id": {"type": "string", "pattern": "^ep_"}, "target_url": STR,
                   "event": EVENT_TYPE}, ["id"]),
     "Tick": _obj({"jobs": {"type": "integer"}, "deliveries": {"type": "integer"},
@@ -170,7 +180,8 @@ SCHEMAS: dict[str, Schema] = {
                  ["jobs", "deliveries", "finished", "seconds"]),
 }
 for name, item in (("JobPage", "Job"), ("EventPage", "Event"), ("EndpointPage", "Endpoint"),
-                   ("DeliveryPage", "Delivery"), ("ModelPage", "Model")):
+                   ("DeliveryPage", "Delivery"), ("ModelPage", "Model"),
+                   ("ApiKeyPage", "ApiKey")):
     SCHEMAS[name] = _obj({"data": {"type": "array", "items": _ref(item)},
                           "next_cursor": _nullable(STR)}, ["data", "next_cursor"])
 
@@ -309,6 +320,15 @@ def _paths() -> dict[str, Schema]:
             errors=("401", "404"), params=[_path("hook_id")])},
         "/v1/me": {"get": _op("Who the key belongs to, and the tenant's signing secret",
                               {"200": _json(_ref("Me"))})},
+        "/v1/me/rotate-signing-secret": {"post": _op(
+            "Make a new tenant signing secret; the old one keeps signing beside it for 24 "
+            "hours", {"200": _json(_ref("Me"))})},
+        "/v1/keys": {"get": _op("The tenant's active API keys, newest first (never the keys)",
+                                {"200": _json(_ref("ApiKeyPage"))})},
+        "/v1/keys/{prefix}": {"delete": _op(
+            "Revoke an API key at once; answers the revoked key",
+            {"200": _json(_ref("ApiKey"), "Revoked.")}, errors=("401", "404"),
+            params=[_path("prefix")])},
         "/v1/models": {"get": _op("Every enabled provider's models and capabilities",
                                   {"200": _json(_ref("ModelPage"))})},
         "/v1/tick": {method: {**_op(
@@ -338,10 +358,13 @@ def _paths() -> dict[str, Schema]:
                 "down": {"type": "object", "additionalProperties": {"type": "string"},
                          "description": "What is down (a worker, the database) and why."}},
                 ["status", "down"]), "Not ready.")}, errors=(), auth=False)},
-        "/metrics": {"get": _op("Prometheus metrics", {"200": {
+        "/metrics": {"get": {**_op("Prometheus metrics (with BRIDGE_METRICS_TOKEN set, only "
+                                   "with it as a Bearer token)", {"200": {
             "description": "Prometheus text format.",
-            "content": {"text/plain": {"schema": {"type": "string"}}}}}, errors=(),
-            auth=False)},
+            "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "401": _json(_ref("Error"), "BRIDGE_METRICS_TOKEN is set and the request does not "
+                                        "carry it.")}, errors=()),
+            "security": [{}, {"metricsToken": []}]}},
         "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})},
                                      errors=(), auth=False)},
     }
@@ -428,6 +451,8 @@ def document(version: str) -> dict[str, Any]:
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "tickSecret": {"type": "http", "scheme": "bearer",
                                "description": "Authorization: Bearer <BRIDGE_TICK_SECRET>"},
+                "metricsToken": {"type": "http", "scheme": "bearer",
+                                 "description": "Authorization: Bearer <BRIDGE_METRICS_TOKEN>"},
             },
         },
         "security": [{"bearer": []}, {"apiKey": []}],

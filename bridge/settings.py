@@ -78,6 +78,7 @@ class Settings:
     secret_key: Secret | None = None
     api_key: Secret | None = None
     tick_secret: Secret | None = None
+    metrics_token: Secret | None = None
     background: bool = True
     retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     allow_private_targets: bool = False
@@ -128,6 +129,8 @@ class Settings:
             secret_key=_secret("BRIDGE_SECRET_KEY", get("BRIDGE_SECRET_KEY"), min_length=16),
             api_key=_secret("BRIDGE_API_KEY", get("BRIDGE_API_KEY"), min_length=8),
             tick_secret=_secret("BRIDGE_TICK_SECRET", get("BRIDGE_TICK_SECRET"), min_length=8),
+            metrics_token=_secret("BRIDGE_METRICS_TOKEN", get("BRIDGE_METRICS_TOKEN"),
+                                  min_length=8),
             background=_switch("BRIDGE_BACKGROUND", get("BRIDGE_BACKGROUND"), default=True),
             retry_schedule=parse_schedule(
                 "BRIDGE_RETRY_SCHEDULE", get("BRIDGE_RETRY_SCHEDULE") or DEFAULT_RETRY_SCHEDULE

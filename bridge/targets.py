@@ -34,41 +34,51 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # host -> every address it resolves to (A and AAAA)
 Resolve = Callable[[str], Awaitable[list[str]]]
 
+# Each refused network with what to call its addresses in a refusal; the first network that
+# holds an address names it, so the most specific come first.
 _REFUSED_NETWORKS = [
-    (ipaddress.ip_network(net), reason)
-    for net, reason in [
-        ("0.0.0.0/8", "unspecified"),
-        ("10.0.0.0/8", "private"),
-        ("100.64.0.0/10", "carrier-grade NAT"),
-        ("127.0.0.0/8", "loopback"),
-        ("169.254.0.0/16", "link-local (cloud metadata)"),
-        ("172.16.0.0/12", "private"),
-        ("192.0.0.0/24", "IETF protocol assignments"),
-        ("192.0.2.0/24", "documentation"),
-        ("192.88.99.0/24", "6to4 relay"),
-        ("192.168.0.0/16", "private"),
-        ("198.18.0.0/15", "benchmarking"),
-        ("198.51.100.0/24", "documentation"),
-        ("203.0.113.0/24", "documentation"),
-        ("224.0.0.0/4", "multicast"),
-        ("240.0.0.0/4", "reserved"),
-        ("::/96", "IPv4-compatible IPv6"),
-        ("::ffff:0:0/96", "IPv4-mapped IPv6"),
-        ("64:ff9b::/96", "NAT64"),
-        ("64:ff9b:1::/48", "NAT64"),
-        ("2001::/32", "Teredo"),
-        ("2001:db8::/32", "documentation"),
-        ("2002::/16", "6to4"),
-        ("fc00::/7", "private (unique local)"),
-        ("fe80::/10", "link-local"),
-        ("fec0::/10", "site-local"),
-        ("ff00::/8", "multicast"),
+    (ipaddress.ip_network(net), kind)
+    for net, kind in [
+        ("169.254.169.254/32", "a cloud metadata address"),
+        ("100.100.100.200/32", "a cloud metadata address"),  # Alibaba Cloud
+        ("fd00:ec2::254/128", "a cloud metadata address"),  # AWS over IPv6
+        ("255.255.255.255/32", "the broadcast address"),
+        ("::1/128", "a loopback address"),
+        ("::/128", "an unspecified address"),
+        ("0.0.0.0/8", "an unspecified address"),
+        ("10.0.0.0/8", "a private address"),
+        ("100.64.0.0/10", "a carrier-grade NAT address"),
+        ("127.0.0.0/8", "a loopback address"),
+        ("169.254.0.0/16", "a link-local address"),
+        ("172.16.0.0/12", "a private address"),
+        ("192.0.0.0/24", "an address reserved for IETF protocol assignments"),
+        ("192.0.2.0/24", "an address reserved for documentation"),
+        ("192.88.99.0/24", "a 6to4 relay address"),
+        ("192.168.0.0/16", "a private address"),
+        ("198.18.0.0/15", "an address reserved for benchmarking"),
+        ("198.51.100.0/24", "an address reserved for documentation"),
+        ("203.0.113.0/24", "an address reserved for documentation"),
+        ("224.0.0.0/4", "a multicast address"),
+        ("240.0.0.0/4", "a reserved address"),
+        ("::/96", "an IPv4-compatible IPv6 address"),
+        ("::ffff:0:0/96", "an IPv4-mapped IPv6 address"),
+        ("64:ff9b::/96", "a NAT64 address"),
+        ("64:ff9b:1::/48", "a NAT64 address"),
+        ("2001::/32", "a Teredo address"),
+        ("2001:db8::/32", "an address reserved for documentation"),
+        ("2002::/16", "a 6to4 address"),
+        ("fc00::/7", "a private (unique local) address"),
+        ("fe80::/10", "a link-local address"),
+        ("fec0::/10", "a site-local address"),
+        ("ff00::/8", "a multicast address"),
     ]
 ]
+_ONLY_PUBLIC = "webhooks may only go to public addresses"
 
 
 class TargetRefused(OSError):
-    """A webhook URL or address the guard does not allow; the message says why."""
+    """A webhook URL or address the guard does not allow. The message says why as the rest
+    of a sentence whose subject is the URL: ``f"url {exc}"`` reads as one."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -82,14 +92,19 @@ def is_address(host: str) -> bool:
 
 
 def address_problem(address: IPAddress) -> str | None:
-    """Why ``address`` may not receive webhooks, or ``None`` if it may."""
-    for network, reason in _REFUSED_NETWORKS:
+    """What kind of address ``address`` is, with its article (``"a private address"``),
+    if it may not receive webhooks; ``None`` if it may."""
+    for network, kind in _REFUSED_NETWORKS:
         if address.version == network.version and address in network:
-            return reason
-    if address.is_loopback or address.is_unspecified:
-        return "loopback" if address.is_loopback else "unspecified"
-    if not address.is_global or address.is_multicast or address.is_reserved:
-        return "not a public address"
+            return kind
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_unspecified:
+        return "an unspecified address"
+    if address.is_multicast:
+        return "a multicast address"
+    if not address.is_global or address.is_reserved:
+        return "an address reserved for special use"
     return None
 
 
@@ -108,25 +123,29 @@ def check_form(url: str, allow_private: bool) -> str:
     host. Needs no network; remembered, since every attempt to a target checks the same URL."""
     try:
         parts = urlsplit(url)
-        port = parts.port
     except ValueError:
-        raise TargetRefused("not a valid URL") from None
+        raise TargetRefused("is not a valid URL") from None
+    allowed = "an http or https URL" if allow_private else "an https URL"
     schemes = ("https", "http") if allow_private else ("https",)
     if parts.scheme not in schemes:
-        raise TargetRefused(
-            "must be an https URL" if parts.scheme in ("http", "https") or not parts.scheme
-            else f"scheme {parts.scheme!r} is not allowed; use https"
-        )
+        if parts.scheme in ("http", "https") or not parts.scheme:
+            raise TargetRefused(f"must be {allowed}")
+        raise TargetRefused(f"must be {allowed}; the scheme {parts.scheme!r} is not allowed")
     if not parts.hostname:
         raise TargetRefused("has no host")
     try:
         host = ascii_host(parts.hostname)  # the name DNS and the delivery client use
     except ValueError:
-        raise TargetRefused("the host is not a valid internationalized domain name") from None
+        raise TargetRefused("has a host that is not a valid internationalized domain name"
+                            ) from None
     if parts.username is not None or parts.password is not None:
         raise TargetRefused("must not carry a user name or password")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
     if port == 0:
-        raise TargetRefused("port 0 is not allowed")
+        raise TargetRefused("has a port that is not a number from 1 to 65535")
     return host
 
 
@@ -153,19 +172,20 @@ class Guard:
             try:
                 found = await self._resolve(host)
             except (OSError, UnicodeError):
-                raise TargetRefused(f"host {host!r} does not resolve") from None
+                raise TargetRefused(f"names host {host!r}, which does not resolve") from None
             if not found:
-                raise TargetRefused(f"host {host!r} does not resolve")
+                raise TargetRefused(f"names host {host!r}, which does not resolve")
         if self.allow_private:
             return found
         for text in found:
             problem = address_problem(ipaddress.ip_address(text.split("%")[0]))
             if problem is not None:
                 # A name's addresses are not shown: the answer must not map internal DNS.
-                if literal is not None:
-                    raise TargetRefused(f"{text}, a {problem} address, is not allowed")
-                raise TargetRefused(f"host {host!r} resolves to a {problem} address, "
-                                    "which is not allowed")
+                if literal is not None:  # as the URL spells it
+                    raise TargetRefused(f"points at {host.strip('[]')}, {problem}; "
+                                        f"{_ONLY_PUBLIC}")
+                raise TargetRefused(f"names host {host!r}, which resolves to {problem}; "
+                                    f"{_ONLY_PUBLIC}")
         return found
 
     async def check(self, url: str) -> None:

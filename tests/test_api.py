@@ -24,7 +24,9 @@ CITY = {"provider": "infrai", "prompt": "A timelapse of a city skyline at dusk",
 async def test_requests_without_a_key_answer_401(harness: Harness) -> None:
     async with httpx.AsyncClient(base_url=harness.url) as anonymous:
         for method, path in [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/me"),
-                             ("GET", "/v1/events"), ("GET", "/v1/models")]:
+                             ("GET", "/v1/events"), ("GET", "/v1/models"), ("GET", "/v1/keys"),
+                             ("DELETE", f"/v1/keys/{API_KEY[:12]}"),
+                             ("POST", "/v1/me/rotate-signing-secret")]:
             answer = await anonymous.request(method, path)
             assert answer.status_code == 401
             assert answer.json()["error"]["code"] == "unauthorized"

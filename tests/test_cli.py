@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -65,3 +66,34 @@ def test_serve_answers_health_and_stops_cleanly(tmp_path: Path) -> None:
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it (exit by that signal).
     assert "Application shutdown complete" in output, output
     assert "brk_cli_test_key" not in output  # keys never reach the logs
+    assert "BRIDGE_ALLOW_PRIVATE_TARGETS" not in output  # the guard is on: nothing to warn of
+
+
+def test_serve_warns_once_that_private_targets_are_allowed(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "serve", "--port", str(port)],
+        env=_env(tmp_path, BRIDGE_ALLOW_PRIVATE_TARGETS="1"), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "bridge serve did not start"
+            time.sleep(0.2)
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=20)
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    warnings = [line for line in lines if "BRIDGE_ALLOW_PRIVATE_TARGETS" in line["message"]]
+    assert len(warnings) == 1, output
+    assert warnings[0]["level"] == "warning"
+    assert warnings[0]["message"] == (
+        "BRIDGE_ALLOW_PRIVATE_TARGETS=1: webhooks may go over plain http and to loopback, "
+        "private, link-local and cloud metadata addresses; use it for local development only")

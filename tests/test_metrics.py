@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Harness, Receiver
+from tests.conftest import API_KEY, Harness, Receiver, Sims, running_bridge
 
 FLYOVER = {"provider": "apixo", "model": "veo-3-1", "prompt": "A flyover"}
 
@@ -90,3 +92,18 @@ async def test_streamed_provider_requests_are_counted_too(harness: Harness) -> N
     labels = {"provider": "airforce", "outcome": "server_error"}
     assert value(after, "bridge_provider_requests_total", **labels) == \
         value(before, "bridge_provider_requests_total", **labels) + 1
+
+
+async def test_with_a_token_set_metrics_require_it(tmp_path: Path, sims: Sims) -> None:
+    token = "metrics-token-0123456789"
+    async with running_bridge(tmp_path, sims, BRIDGE_METRICS_TOKEN=token) as harness, \
+            httpx.AsyncClient(base_url=harness.url, timeout=10) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"},
+                        {"Authorization": f"Bearer {API_KEY}"}, {"Authorization": token}):
+            refused = await client.get("/metrics", headers=headers)
+            assert refused.status_code == 401
+            assert refused.json()["error"]["code"] == "unauthorized"
+            assert token not in refused.text
+        allowed = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert allowed.status_code == 200
+        assert "bridge_outbox_depth" in allowed.text

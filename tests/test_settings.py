@@ -20,6 +20,7 @@ SECRETS = {
     "BRIDGE_SECRET_KEY": "secret-key-0123456789abcdef",
     "BRIDGE_API_KEY": "brk_bootstrap_0123456789",
     "BRIDGE_TICK_SECRET": "tick-secret-0123456789",
+    "BRIDGE_METRICS_TOKEN": "metrics-token-0123456789",
     "BRIDGE_AIRFORCE_API_KEY": "sk-air-0123456789",
     "BRIDGE_INFRAI_API_KEY": "sk-infrai-0123456789",
     "BRIDGE_APIXO_API_KEY": "sk-apixo-0123456789",
@@ -38,6 +39,7 @@ def test_defaults_are_the_ones_the_spec_names() -> None:
         "secret_key": settings.secret_key,
         "api_key": settings.api_key,
         "tick_secret": settings.tick_secret,
+        "metrics_token": settings.metrics_token,
         "background": settings.background,
         "retry_schedule": settings.retry_schedule,
         "allow_private_targets": settings.allow_private_targets,
@@ -50,6 +52,7 @@ def test_defaults_are_the_ones_the_spec_names() -> None:
         "secret_key": None,
         "api_key": None,
         "tick_secret": None,
+        "metrics_token": None,
         "background": True,
         "retry_schedule": (5, 300, 1800, 7200, 18000, 36000, 36000),
         "allow_private_targets": False,
@@ -98,6 +101,8 @@ READ_CASES = [
      SECRETS["BRIDGE_API_KEY"]),
     ("BRIDGE_TICK_SECRET", SECRETS["BRIDGE_TICK_SECRET"], lambda s: _secret(s.tick_secret),
      SECRETS["BRIDGE_TICK_SECRET"]),
+    ("BRIDGE_METRICS_TOKEN", SECRETS["BRIDGE_METRICS_TOKEN"], lambda s: _secret(s.metrics_token),
+     SECRETS["BRIDGE_METRICS_TOKEN"]),
     ("BRIDGE_BACKGROUND", "off", lambda s: s.background, False),
     ("BRIDGE_RETRY_SCHEDULE", "1s,2m,1h", lambda s: s.retry_schedule, (1, 120, 3600)),
     ("BRIDGE_ALLOW_PRIVATE_TARGETS", "1", lambda s: s.allow_private_targets, True),
@@ -195,6 +200,7 @@ INVALID = [
     ("BRIDGE_API_KEY", "Qz7&k"),
     ("BRIDGE_SECRET_KEY", "Wq8*Lm2^Pv"),
     ("BRIDGE_TICK_SECRET", "Tk4%z"),
+    ("BRIDGE_METRICS_TOKEN", "Mt5#q"),
 ]
 
 

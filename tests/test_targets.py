@@ -10,6 +10,8 @@ import socket
 
 import pytest
 
+from bridge.endpoints import check_url
+from bridge.errors import InvalidRequest
 from bridge.http1 import Client
 from bridge.targets import Guard, TargetRefused, system_resolve
 
@@ -22,6 +24,7 @@ FAKE_DNS = {
     "internal.corp.example": ["172.20.1.5"],
     "mapped.example.com": ["::ffff:169.254.169.254"],
     "cgnat.example.com": ["100.100.100.200"],
+    "fe80.example.com": ["fe80::1"],
 }
 
 
@@ -130,11 +133,103 @@ async def test_the_refusal_says_why_without_mapping_internal_dns() -> None:
     guard = Guard(allow_private=False, resolve=fake_resolve)
     with pytest.raises(TargetRefused) as named:
         await guard.check("https://metadata.google.internal/x")
-    assert "link-local" in str(named.value)
+    assert "cloud metadata" in str(named.value)
     assert "169.254" not in str(named.value)  # a name's addresses are not revealed
     with pytest.raises(TargetRefused) as literal:
         await guard.check("https://10.1.2.3/x")
     assert "10.1.2.3" in str(literal.value) and "private" in str(literal.value)
+
+
+ONLY_PUBLIC = "; webhooks may only go to public addresses"
+MESSAGES = [
+    # the form of the URL
+    ("http://hooks.example.com/x", "url must be an https URL"),
+    ("ftp://hooks.example.com/x", "url must be an https URL; the scheme 'ftp' is not allowed"),
+    ("https:///no-host", "url has no host"),
+    ("http://[::1/x", "url is not a valid URL"),
+    ("https://user:pass@hooks.example.com/x", "url must not carry a user name or password"),
+    ("https://hooks.example.com:0/x", "url has a port that is not a number from 1 to 65535"),
+    ("https://hooks.example.com:99999/x",
+     "url has a port that is not a number from 1 to 65535"),
+    ("https://a\u200db.example/x",
+     "url has a host that is not a valid internationalized domain name"),
+    ("https://no-such-host.invalid/x", "url names host 'no-such-host.invalid', which does not "
+                                       "resolve"),
+    # a literal address of each kind
+    ("https://127.0.0.1/x", "url points at 127.0.0.1, a loopback address" + ONLY_PUBLIC),
+    ("https://[::1]/x", "url points at ::1, a loopback address" + ONLY_PUBLIC),
+    ("https://10.0.0.1/x", "url points at 10.0.0.1, a private address" + ONLY_PUBLIC),
+    ("https://192.168.1.1/x", "url points at 192.168.1.1, a private address" + ONLY_PUBLIC),
+    ("https://[fc00::1]/x", "url points at fc00::1, a private (unique local) address"
+     + ONLY_PUBLIC),
+    ("https://169.254.10.1/x", "url points at 169.254.10.1, a link-local address"
+     + ONLY_PUBLIC),
+    ("https://[fe80::1]/x", "url points at fe80::1, a link-local address" + ONLY_PUBLIC),
+    ("https://169.254.169.254/latest/meta-data/",
+     "url points at 169.254.169.254, a cloud metadata address" + ONLY_PUBLIC),
+    ("https://100.100.100.200/x", "url points at 100.100.100.200, a cloud metadata address"
+     + ONLY_PUBLIC),
+    ("https://[fd00:ec2::254]/x", "url points at fd00:ec2::254, a cloud metadata address"
+     + ONLY_PUBLIC),
+    ("https://100.64.0.1/x", "url points at 100.64.0.1, a carrier-grade NAT address"
+     + ONLY_PUBLIC),
+    ("https://[::ffff:127.0.0.1]/x",
+     "url points at ::ffff:127.0.0.1, an IPv4-mapped IPv6 address" + ONLY_PUBLIC),
+    ("https://[::127.0.0.1]/x", "url points at ::127.0.0.1, an IPv4-compatible IPv6 address"
+     + ONLY_PUBLIC),
+    ("https://[64:ff9b::7f00:1]/x", "url points at 64:ff9b::7f00:1, a NAT64 address"
+     + ONLY_PUBLIC),
+    ("https://[2002:7f00:1::]/x", "url points at 2002:7f00:1::, a 6to4 address" + ONLY_PUBLIC),
+    ("https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x",
+     "url points at 2001:0:4136:e378:8000:63bf:3fff:fdd2, a Teredo address" + ONLY_PUBLIC),
+    ("https://0.0.0.0/x", "url points at 0.0.0.0, an unspecified address" + ONLY_PUBLIC),
+    ("https://[::]/x", "url points at ::, an unspecified address" + ONLY_PUBLIC),
+    ("https://224.0.0.1/x", "url points at 224.0.0.1, a multicast address" + ONLY_PUBLIC),
+    ("https://[ff02::1]/x", "url points at ff02::1, a multicast address" + ONLY_PUBLIC),
+    ("https://240.0.0.1/x", "url points at 240.0.0.1, a reserved address" + ONLY_PUBLIC),
+    ("https://255.255.255.255/x", "url points at 255.255.255.255, the broadcast address"
+     + ONLY_PUBLIC),
+    ("https://192.0.2.1/x", "url points at 192.0.2.1, an address reserved for documentation"
+     + ONLY_PUBLIC),
+    ("https://198.18.0.1/x", "url points at 198.18.0.1, an address reserved for benchmarking"
+     + ONLY_PUBLIC),
+    ("https://192.0.0.192/x",
+     "url points at 192.0.0.192, an address reserved for IETF protocol assignments"
+     + ONLY_PUBLIC),
+    ("https://[100::1]/x", "url points at 100::1, an address reserved for special use"
+     + ONLY_PUBLIC),
+    # a name that resolves to such an address: the kind is told, the address is not
+    ("https://localhost/x", "url names host 'localhost', which resolves to a loopback address"
+     + ONLY_PUBLIC),
+    ("https://internal.corp.example/x",
+     "url names host 'internal.corp.example', which resolves to a private address"
+     + ONLY_PUBLIC),
+    ("https://mixed.example.com/x",
+     "url names host 'mixed.example.com', which resolves to a private address" + ONLY_PUBLIC),
+    ("https://fe80.example.com/x",
+     "url names host 'fe80.example.com', which resolves to a link-local address" + ONLY_PUBLIC),
+    ("https://metadata.google.internal/x",
+     "url names host 'metadata.google.internal', which resolves to a cloud metadata address"
+     + ONLY_PUBLIC),
+    ("https://mapped.example.com/x",
+     "url names host 'mapped.example.com', which resolves to an IPv4-mapped IPv6 address"
+     + ONLY_PUBLIC),
+]
+
+
+@pytest.mark.parametrize(("url", "message"), MESSAGES, ids=[url for url, _ in MESSAGES])
+async def test_each_refusal_is_one_plain_sentence(url: str, message: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        await check_url(Guard(allow_private=False, resolve=fake_resolve), url)
+    assert (refused.value.message, refused.value.field) == (message, "url")
+
+
+async def test_with_the_flag_the_form_refusal_names_both_schemes() -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        await check_url(Guard(allow_private=True, resolve=fake_resolve), "ftp://x.example/h",
+                        "webhook_url")
+    assert refused.value.message == ("webhook_url must be an http or https URL; the scheme "
+                                      "'ftp' is not allowed")
 
 
 async def test_an_overlong_host_label_is_refused_not_a_crash() -> None:

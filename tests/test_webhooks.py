@@ -291,6 +291,28 @@ async def test_rotation_signs_with_both_secrets_for_a_day(
         Webhook(endpoint["secret"]).verify(later.body, later.headers)
 
 
+async def test_a_rotated_tenant_secret_signs_beside_the_new_one_for_a_day(
+    hooks: Harness, receiver: Receiver,
+) -> None:
+    old_secret = (await hooks.client.get("/v1/me")).json()["signing_secret"]
+    rotated = await hooks.client.post("/v1/me/rotate-signing-secret")
+    assert rotated.status_code == 200, rotated.text
+    assert set(rotated.json()) == {"tenant", "signing_secret"}
+    new_secret = rotated.json()["signing_secret"]
+    assert new_secret.startswith("whsec_") and new_secret != old_secret
+    assert (await hooks.client.get("/v1/me")).json()["signing_secret"] == new_secret
+    hook = await hooks.client.post("/v1/hooks", json={"target_url": receiver.url + "/zap",
+                                                      "event": "job.succeeded"})
+    assert hook.status_code == 201, hook.text
+    job = await hooks.create({**FLYOVER, "webhook_url": receiver.url + "/job-hook",
+                              "events": ["job.succeeded"]})
+    got = await receiver.wait_for(lambda g: {r.path for r in g} == {"/zap", "/job-hook"})
+    for received in got:  # the job's own webhook and the REST hook
+        assert len(received.headers["webhook-signature"].split(" ")) == 2
+        assert verified(old_secret, received)["data"]["id"] == job["id"]
+        assert verified(new_secret, received)["data"]["id"] == job["id"]
+
+
 async def test_failures_are_retried_with_the_same_webhook_id_and_every_attempt_recorded(
     hooks: Harness, receiver: Receiver,
 ) -> None:

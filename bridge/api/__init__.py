@@ -2,13 +2,14 @@
 
 from starlette.routing import BaseRoute
 
-from bridge.api import account, callbacks, endpoints, events, health, jobs, tick
+from bridge.api import account, callbacks, endpoints, events, health, jobs, keys, tick
 
 routes: list[BaseRoute] = [
     *jobs.routes,
     *events.routes,
     *endpoints.routes,
     *account.routes,
+    *keys.routes,
     *callbacks.routes,
     *health.routes,
     *tick.routes,

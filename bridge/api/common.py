@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ from starlette.types import Receive, Scope
 from bridge.core import Bridge
 from bridge.errors import InvalidRequest, PayloadTooLarge, Unauthorized
 from bridge.models import Tenant
+from bridge.settings import Secret
 
 MAX_BODY = 1024 * 1024  # bytes; job bodies may carry data: URLs and get more (see jobs.py)
 DEFAULT_LIMIT = 20
@@ -35,6 +37,14 @@ async def authenticate(request: Request) -> Tenant:
         raise Unauthorized("a valid API key is required (Authorization: Bearer <key> "
                            "or X-API-Key: <key>)")
     return tenant
+
+
+def bearer_is(request: Request, secret: Secret) -> bool:
+    """Whether the request carries ``Authorization: Bearer <secret>`` (compared in constant
+    time: how long it takes tells nothing of the secret)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip().encode(), secret.reveal().encode())
 
 
 async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:

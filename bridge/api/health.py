@@ -9,7 +9,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge import __version__, metrics
-from bridge.api.common import get_bridge
+from bridge.api.common import bearer_is, get_bridge
+from bridge.errors import Unauthorized
 from bridge.models import utcnow
 from bridge.openapi import document
 
@@ -33,7 +34,12 @@ async def openapi(request: Request) -> JSONResponse:
 
 
 async def prometheus(request: Request) -> Response:
-    stats = await get_bridge(request).store.stats(utcnow())
+    """Open, unless ``BRIDGE_METRICS_TOKEN`` is set: then it must come as a Bearer token."""
+    bridge = get_bridge(request)
+    token = bridge.settings.metrics_token
+    if token is not None and not bearer_is(request, token):
+        raise Unauthorized("metrics require Authorization: Bearer <BRIDGE_METRICS_TOKEN>")
+    stats = await bridge.store.stats(utcnow())
     return Response(metrics.render(stats), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hmac
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bridge.api.common import get_bridge
+from bridge.api.common import bearer_is, get_bridge
 from bridge.errors import NotFound, Unauthorized
 
 
@@ -19,10 +17,7 @@ async def tick(request: Request) -> JSONResponse:
     secret = bridge.settings.tick_secret
     if secret is None:
         raise NotFound("tick is disabled: BRIDGE_TICK_SECRET is not set")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.strip().encode(), secret.reveal().encode()
-    ):
+    if not bearer_is(request, secret):
         raise Unauthorized("tick requires Authorization: Bearer <BRIDGE_TICK_SECRET>")
     return JSONResponse(await bridge.tick())
 

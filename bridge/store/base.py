@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from bridge.config import ConfiguredEndpoint
-from bridge.models import Delivery, Endpoint, Event, Job, Tenant
+from bridge.models import ApiKey, Delivery, Endpoint, Event, Job, Tenant
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,39 @@ class Store(Protocol):
     # -- tenants and keys ----------------------------------------------------------------
     async def ensure_tenant(self, name: str, make_secret: Callable[[], str]) -> Tenant: ...
 
-    async def add_api_key(self, tenant: str, key_hash: str) -> None: ...
+    async def add_api_key(self, tenant: str, key_hash: str, *, prefix: str | None = None,
+                          source: str = "cli") -> bool:
+        """Store a key by its hash, named by ``prefix`` (``None``: ``hashed_key_prefix``);
+        ``False``, storing nothing, when another active key already has that prefix."""
+        ...
 
-    async def tenant_for_key(self, key_hash: str) -> Tenant | None: ...
+    async def set_env_api_key(self, tenant: str, key_hash: str) -> tuple[list[ApiKey], bool]:
+        """Store the key of ``BRIDGE_API_KEY`` for ``tenant`` and revoke the tenant's other
+        keys from there, in one transaction. Answers the keys revoked, and whether this one
+        may be used (``False``: it was revoked before, and stays revoked)."""
+        ...
+
+    async def tenant_for_key(self, key_hash: str) -> Tenant | None:
+        """The tenant of a key that is not revoked, read from the database every time (a key
+        revoked by any process is refused at once); records the key's use, writing at most
+        once a minute per key."""
+        ...
+
+    async def list_api_keys(self, tenant: str | None) -> list[ApiKey]:
+        """The keys not revoked, newest first: the tenant's, or (``None``) every tenant's."""
+        ...
+
+    async def revoke_api_key(self, prefix: str, tenant: str | None,
+                             now: datetime) -> ApiKey | None:
+        """Revoke the active key named ``prefix`` (only if it is ``tenant``'s, unless
+        ``None``); the key as revoked, or ``None`` when there is none."""
+        ...
+
+    async def rotate_signing_secret(self, tenant: str, secret: str,
+                                    previous_until: datetime) -> Tenant | None:
+        """Make ``secret`` the tenant's signing secret; the one before keeps signing beside it
+        until ``previous_until``. ``None`` when there is no such tenant."""
+        ...
 
     # -- jobs ----------------------------------------------------------------------------
     async def create_job(self, job: Job, *, idempotency_window: float) -> tuple[Job, bool]:

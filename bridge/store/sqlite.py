@@ -41,6 +41,7 @@ from bridge.models import (
     DEFAULT_ENDPOINT_EVENTS,
     EVENT_TYPES,
     TERMINAL,
+    ApiKey,
     Delivery,
     DeliveryStatus,
     Endpoint,
@@ -50,6 +51,7 @@ from bridge.models import (
     JobStatus,
     Tenant,
     Tracking,
+    hashed_key_prefix,
     new_id,
     rfc3339_stamp,
     utcnow,
@@ -180,6 +182,21 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id, seq);
     CREATE INDEX deliveries_event ON deliveries(event_id);
     """,
+    # 3: keys named by a prefix, their source, last use and revocation; a tenant's signing
+    # secret rotated with an overlap. Keys stored before are named by their hash: their text
+    # is not known.
+    """
+    ALTER TABLE api_keys ADD COLUMN prefix TEXT NOT NULL DEFAULT '';
+    UPDATE api_keys SET prefix = 'sha256:' || substr(key_hash, 1, 8);
+    ALTER TABLE api_keys ADD COLUMN source TEXT NOT NULL DEFAULT 'unknown';
+    ALTER TABLE api_keys ADD COLUMN last_used_at REAL;
+    ALTER TABLE api_keys ADD COLUMN revoked_at REAL;
+    CREATE INDEX api_keys_prefix ON api_keys(prefix);
+    CREATE INDEX api_keys_tenant ON api_keys(tenant, created_at);
+
+    ALTER TABLE tenants ADD COLUMN previous_signing_secret TEXT;
+    ALTER TABLE tenants ADD COLUMN previous_signing_secret_until REAL;
+    """,
 )
 
 _JOB_COLUMNS = (
@@ -202,6 +219,7 @@ _JOB_INSERT = (
 )
 
 
+KEY_USE_RESOLUTION = 60.0  # seconds: a key's last use is written at most this often
 BUSY_TIMEOUT = 3.0  # seconds a write waits for another process's lock before it fails
 CHECKPOINT_EVERY = 64  # commits between checkpoints of the write-ahead log
 
@@ -452,23 +470,102 @@ class SQLiteStore:
 
         return await self._transaction(work)
 
-    async def add_api_key(self, tenant: str, key_hash: str) -> None:
-        def work(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO api_keys (key_hash, tenant, created_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant",
-                (key_hash, tenant, time.time()),
-            )
+    async def add_api_key(self, tenant: str, key_hash: str, *, prefix: str | None = None,
+                          source: str = "cli") -> bool:
+        prefix = prefix or hashed_key_prefix(key_hash)
 
-        await self._transaction(work)
+        def work(conn: sqlite3.Connection) -> bool:
+            if _one(conn, "SELECT 1 FROM api_keys WHERE prefix = ? AND key_hash != ? "
+                          "AND revoked_at IS NULL", (prefix, key_hash)) is not None:
+                return False
+            conn.execute(
+                "INSERT INTO api_keys (key_hash, tenant, created_at, prefix, source) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant",
+                (key_hash, tenant, time.time(), prefix, source),
+            )
+            return True
+
+        return await self._transaction(work)
+
+    async def set_env_api_key(self, tenant: str, key_hash: str) -> tuple[list[ApiKey], bool]:
+        def work(conn: sqlite3.Connection) -> tuple[list[ApiKey], bool]:
+            now = time.time()
+            conn.execute(
+                "INSERT INTO api_keys (key_hash, tenant, created_at, prefix, source) "
+                "VALUES (?, ?, ?, ?, 'env') "
+                "ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant, source = 'env'",
+                (key_hash, tenant, now, hashed_key_prefix(key_hash)),
+            )
+            earlier = conn.execute(
+                f"UPDATE api_keys SET revoked_at = ? WHERE tenant = ? AND source = 'env' "
+                f"AND key_hash != ? AND revoked_at IS NULL RETURNING {_KEY_COLUMNS}",
+                (now, tenant, key_hash)).fetchall()
+            usable = _one(conn, "SELECT revoked_at IS NULL FROM api_keys WHERE key_hash = ?",
+                          (key_hash,))
+            return [_api_key(row) for row in earlier], bool(usable and usable[0])
+
+        return await self._transaction(work)
 
     async def tenant_for_key(self, key_hash: str) -> Tenant | None:
+        # Read from the database at every request, never cached: a key revoked by any
+        # process is refused at once.
         row = await self._fetchone(
-            "SELECT t.id, t.signing_secret FROM api_keys k JOIN tenants t ON t.id = k.tenant "
-            "WHERE k.key_hash = ?",
+            "SELECT t.id, t.signing_secret, k.last_used_at FROM api_keys k "
+            "JOIN tenants t ON t.id = k.tenant WHERE k.key_hash = ? AND k.revoked_at IS NULL",
             (key_hash,),
         )
-        return Tenant(id=row["id"], signing_secret=row["signing_secret"]) if row else None
+        if row is None:
+            return None
+        now = time.time()
+        if row["last_used_at"] is None or now - row["last_used_at"] >= KEY_USE_RESOLUTION:
+            await self._touch_key(key_hash, now)
+        return Tenant(id=row["id"], signing_secret=row["signing_secret"])
+
+    async def _touch_key(self, key_hash: str, now: float) -> None:
+        """Record a key's use; one that cannot be recorded (the database busy) is let go."""
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE api_keys SET last_used_at = ? WHERE key_hash = ? "
+                "AND (last_used_at IS NULL OR last_used_at <= ?)",
+                (now, key_hash, now - KEY_USE_RESOLUTION))
+
+        try:
+            await self._transaction(work)
+        except (sqlite3.OperationalError, Unavailable) as exc:
+            log.warning("could not record an API key's last use: %s", exc)
+
+    async def list_api_keys(self, tenant: str | None) -> list[ApiKey]:
+        where, params = ("AND tenant = ?", (tenant,)) if tenant is not None else ("", ())
+        rows = await self._fetchall(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL {where} "
+            "ORDER BY created_at DESC, prefix", params)
+        return [_api_key(row) for row in rows]
+
+    async def revoke_api_key(self, prefix: str, tenant: str | None,
+                             now: datetime) -> ApiKey | None:
+        def work(conn: sqlite3.Connection) -> ApiKey | None:
+            # A prefix names one active key (see add_api_key); should two keys stored before
+            # prefixes share one, both go.
+            where, params = ("AND tenant = ?", (tenant,)) if tenant is not None else ("", ())
+            rows = conn.execute(
+                f"UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL "
+                f"{where} RETURNING {_KEY_COLUMNS}", (now.timestamp(), prefix, *params),
+            ).fetchall()
+            return _api_key(rows[0]) if rows else None
+
+        return await self._transaction(work)
+
+    async def rotate_signing_secret(self, tenant: str, secret: str,
+                                    previous_until: datetime) -> Tenant | None:
+        def work(conn: sqlite3.Connection) -> Tenant | None:
+            row = _one(conn, "UPDATE tenants SET previous_signing_secret = signing_secret, "
+                             "previous_signing_secret_until = ?, signing_secret = ? "
+                             "WHERE id = ? RETURNING id, signing_secret",
+                       (previous_until.timestamp(), secret, tenant))
+            return Tenant(id=row["id"], signing_secret=row["signing_secret"]) if row else None
+
+        return await self._transaction(work)
 
     # -- jobs ----------------------------------------------------------------------------
     async def create_job(self, job: Job, *, idempotency_window: float) -> tuple[Job, bool]:
@@ -1442,19 +1539,24 @@ def _outgoing(
     query per table for the whole batch)."""
     events = _by_id(conn, "id, type, created_at, data", "events",
                     {d.event_id for d in deliveries})
-    tenants = {row["id"]: row["signing_secret"] for row in _by_id(
-        conn, "id, signing_secret", "tenants", {d.tenant for d in deliveries}).values()}
+    tenants = _by_id(conn, "id, signing_secret, previous_signing_secret, "
+                     "previous_signing_secret_until", "tenants", {d.tenant for d in deliveries})
     endpoints = _by_id(conn, "id, url, headers, secret, previous_secret, previous_secret_until",
                        "endpoints", {d.endpoint_id for d in deliveries if d.endpoint_id})
     out = []
     for delivery in deliveries:
         event = events.get(delivery.event_id)
-        tenant_secret = tenants.get(delivery.tenant)
-        if event is None or tenant_secret is None:
+        tenant = tenants.get(delivery.tenant)
+        if event is None or tenant is None:
             continue
+        # The tenant's secrets: the current one first, the one before while it overlaps.
+        _, tenant_secret, tenant_previous, tenant_until = tenant
+        tenant_secrets = [tenant_secret]
+        if tenant_previous and tenant_until is not None and tenant_until > stamp:
+            tenant_secrets.append(tenant_previous)
         headers: dict[str, str] = {}
         if delivery.endpoint_id is None:
-            url, secrets = delivery.url or "", [tenant_secret]
+            url, secrets = delivery.url or "", tenant_secrets
         else:
             endpoint = endpoints.get(delivery.endpoint_id)
             if endpoint is None:
@@ -1462,9 +1564,12 @@ def _outgoing(
             _, url, stored_headers, secret, previous, until = endpoint
             if stored_headers not in (None, "{}"):
                 headers = jsoncodec.loads(stored_headers)
-            secrets = [secret or tenant_secret]
-            if previous and until is not None and until > stamp:
-                secrets.append(previous)
+            if secret is None:  # a REST hook: signed as the tenant signs
+                secrets = tenant_secrets
+            else:
+                secrets = [secret]
+                if previous and until is not None and until > stamp:
+                    secrets.append(previous)
         # The stored event's own JSON text goes out as is: the bytes signed are the bytes
         # sent, and the body is the same on every attempt.
         _, event_type, created_at, data = event
@@ -1474,6 +1579,15 @@ def _outgoing(
         ).encode()
         out.append(Outgoing(delivery, url, headers, secrets, body, lease_until))
     return out
+
+
+_KEY_COLUMNS = "prefix, tenant, source, created_at, last_used_at, revoked_at"
+
+
+def _api_key(row: sqlite3.Row) -> ApiKey:
+    prefix, tenant, source, created_at, last_used_at, revoked_at = row
+    return ApiKey(prefix=prefix, tenant=tenant, source=source, created_at=_at(created_at),
+                  last_used_at=_dt(last_used_at), revoked_at=_dt(revoked_at))
 
 
 _ENDPOINT_COLUMNS = (
