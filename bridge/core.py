@@ -97,7 +97,7 @@ class Bridge:
     @classmethod
     async def open(cls, settings: Settings, http: httpx.AsyncClient | None = None) -> Bridge:
         """Open the store (migrating it), load the secret key, bootstrap the default tenant."""
-        store = await open_store(settings.database)
+        store = await open_store(settings.database, pool_size=settings.database_pool)
         secret = (
             settings.secret_key.reveal()
             if settings.secret_key

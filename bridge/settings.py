@@ -74,6 +74,7 @@ class ProviderSettings:
 @dataclass(frozen=True)
 class Settings:
     database: str = "./bridge.db"
+    database_pool: int = 10
     public_url: str = "http://127.0.0.1:8000"
     secret_key: Secret | None = None
     api_key: Secret | None = None
@@ -123,7 +124,9 @@ class Settings:
                 raise SettingsError(f"BRIDGE_CONFIG: {exc}") from None
 
         return cls(
-            database=get("BRIDGE_DATABASE") or "./bridge.db",
+            database=_database(get("BRIDGE_DATABASE") or "./bridge.db"),
+            database_pool=_count("BRIDGE_DATABASE_POOL", get("BRIDGE_DATABASE_POOL"),
+                                 default=10, most=100),
             public_url=_url("BRIDGE_PUBLIC_URL", get("BRIDGE_PUBLIC_URL") or cls.public_url)
             .rstrip("/"),
             secret_key=_secret("BRIDGE_SECRET_KEY", get("BRIDGE_SECRET_KEY"), min_length=16),
@@ -174,6 +177,37 @@ def parse_schedule(variable: str, text: str) -> tuple[float, ...]:
     if any(delay <= 0 for delay in delays):
         raise SettingsError(f"{variable}: every delay must be greater than zero")
     return delays
+
+
+def is_postgres(database: str) -> bool:
+    """Whether ``BRIDGE_DATABASE`` names a PostgreSQL server (else it is a SQLite file)."""
+    return database.startswith(("postgresql://", "postgres://"))
+
+
+def _database(value: str) -> str:
+    if is_postgres(value):
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError as exc:
+            raise SettingsError(f"BRIDGE_DATABASE: not a valid PostgreSQL URL ({exc})") from None
+        if parts.query and not all("=" in pair for pair in parts.query.split("&")):
+            raise SettingsError("BRIDGE_DATABASE: not a valid PostgreSQL URL (its query)")
+        return value
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        raise SettingsError(f"BRIDGE_DATABASE: expected a SQLite file path or a "
+                            f"postgresql:// URL, got a {scheme}:// URL")
+    return value
+
+
+def _count(variable: str, value: str | None, *, default: int, most: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= most:
+        raise SettingsError(f"{variable}: expected a whole number from 1 to {most}, "
+                            f"got {value!r}")
+    return int(value)
 
 
 def _grace(value: str | None) -> float:

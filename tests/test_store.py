@@ -9,12 +9,13 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from bridge.core import hash_key
@@ -32,8 +33,9 @@ from bridge.models import (
     utcnow,
 )
 from bridge.providers.base import Snapshot
-from bridge.store import Change, Decide
+from bridge.store import Change, Decide, open_store
 from bridge.store.sqlite import BUSY_TIMEOUT, MIGRATIONS, SQLiteStore, encode_cursor
+from tests.postgres import new_database
 
 DAY = 24 * 3600.0
 TERMINAL_EVENTS = {f"job.{status}" for status in TERMINAL}
@@ -51,10 +53,25 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "b.db"
 
 
+# The SQLite connector's own ways (its file, its write-ahead log, its batches and threads).
+SQLITE_ONLY = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, db_path: Path) -> Iterator[str]:
+    """Each store test runs on a SQLite file and on a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield str(db_path)
+    else:
+        with new_database() as url:
+            yield url
+
+
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(str(db_path))
-    await store.open()
+async def store(database: str) -> AsyncIterator[SQLiteStore]:
+    store = await open_store(database)
+    assert isinstance(store, SQLiteStore)
     await store.ensure_tenant("acme", lambda: "whsec_acme")
     await store.ensure_tenant("other", lambda: "whsec_other")
     yield store
@@ -62,10 +79,10 @@ async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
 
 
 @pytest.fixture
-async def second(store: SQLiteStore) -> AsyncIterator[SQLiteStore]:
-    """Another store on the same file: what a second process (``bridge tick``) sees."""
-    other = SQLiteStore(store.path)
-    await other.open()
+async def second(store: SQLiteStore, database: str) -> AsyncIterator[SQLiteStore]:
+    """Another store on the same database: what a second process (``bridge tick``) sees."""
+    other = await open_store(database)
+    assert isinstance(other, SQLiteStore)
     yield other
     await other.close()
 
@@ -118,10 +135,12 @@ def ids(items: list[Job] | list[Event]) -> list[str]:
 # -- file and migrations ------------------------------------------------------------------
 
 
+@SQLITE_ONLY
 async def test_database_file_is_in_wal_mode(store: SQLiteStore, db_path: Path) -> None:
     assert read_db(db_path, "PRAGMA journal_mode") == [("wal",)]
 
 
+@SQLITE_ONLY
 async def test_user_version_counts_every_migration(store: SQLiteStore, db_path: Path) -> None:
     assert read_db(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
 
@@ -130,6 +149,7 @@ async def test_ping_answers_true_when_the_schema_is_current(store: SQLiteStore) 
     assert await store.ping() is True
 
 
+@SQLITE_ONLY
 async def test_reopening_migrates_nothing_twice_and_keeps_the_data(
     store: SQLiteStore, db_path: Path
 ) -> None:
@@ -191,6 +211,7 @@ async def test_tenant_for_key_answers_none_for_anything_but_a_stored_hash(
     assert await store.tenant_for_key(looked_up) is None
 
 
+@SQLITE_ONLY
 async def test_raw_api_key_never_reaches_the_database_file(
     store: SQLiteStore, db_path: Path
 ) -> None:
@@ -350,7 +371,7 @@ async def test_update_job_whose_decision_raises_leaves_no_change_and_no_event(
 async def test_update_job_whose_write_fails_keeps_no_event(store: SQLiteStore) -> None:
     job = await add(store)
     # The job write breaks the tenants foreign key after the event row was inserted.
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         await store.update_job(job.id, touch("job.running", status=JobStatus.RUNNING,
                                              tenant="no-such-tenant"))
     stored = await store.get_job(job.id)
@@ -536,6 +557,7 @@ async def test_two_stores_claiming_at_once_get_disjoint_jobs(
     assert set(claimed) == set(ids(jobs))
 
 
+@SQLITE_ONLY
 async def test_due_job_query_uses_the_jobs_due_index(
     store: SQLiteStore, db_path: Path
 ) -> None:
@@ -728,7 +750,7 @@ async def test_works_of_one_batch_commit_together_but_a_raising_one_alone(
         return_exceptions=True,
     )
     assert isinstance(outcomes[1], RuntimeError)
-    assert isinstance(outcomes[3], sqlite3.IntegrityError)
+    assert isinstance(outcomes[3], INTEGRITY_ERRORS)
     statuses = [(await store.get_job(job.id)).status for job in jobs]  # type: ignore[union-attr]
     assert statuses == [JobStatus.SUBMITTED, JobStatus.QUEUED, JobStatus.SUBMITTED,
                         JobStatus.QUEUED]
@@ -755,6 +777,7 @@ async def delivered(store: SQLiteStore, job: Job, endpoint: Endpoint) -> list[st
     return sorted(d.event_type for d in page.data if d.job_id == job.id)
 
 
+@SQLITE_ONLY
 async def test_job_updates_of_one_batch_share_their_reads_and_writes(
     store: SQLiteStore,
 ) -> None:
@@ -809,6 +832,7 @@ async def test_a_missing_or_finished_job_in_a_batch_answers_none_beside_the_othe
     assert results[1] is not None and results[1][0].status == JobStatus.SUBMITTED
 
 
+@SQLITE_ONLY
 async def test_an_endpoint_added_or_disabled_amid_a_batch_counts_from_then_on(
     store: SQLiteStore,
 ) -> None:
@@ -850,6 +874,7 @@ async def test_jobs_ending_in_one_batch_wake_their_providers_waiting_jobs(
     assert stored is not None and stored.next_check_at == later
 
 
+@SQLITE_ONLY
 async def test_a_batch_whose_shared_event_write_fails_is_written_work_by_work(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -889,6 +914,7 @@ async def test_a_work_raising_stop_iteration_fails_its_caller_alone(
     assert not isinstance(outcomes[1], BaseException)
 
 
+@SQLITE_ONLY
 async def test_a_write_waits_in_a_thread_while_another_process_holds_the_lock(
     store: SQLiteStore, db_path: Path
 ) -> None:
@@ -922,6 +948,7 @@ async def test_a_lookup_sees_every_committed_write(store: SQLiteStore) -> None:
         assert stored is not None and stored.status == status
 
 
+@SQLITE_ONLY
 async def test_a_lookup_while_a_batch_waits_in_a_thread_does_not_wait_for_it(
     store: SQLiteStore, db_path: Path
 ) -> None:
@@ -952,6 +979,7 @@ async def test_a_lookup_while_a_batch_waits_in_a_thread_does_not_wait_for_it(
     assert stored is not None and stored.status == JobStatus.SUBMITTED
 
 
+@SQLITE_ONLY
 async def test_the_write_ahead_log_is_copied_into_the_database_as_it_grows(
     store: SQLiteStore, db_path: Path
 ) -> None:
@@ -972,6 +1000,7 @@ async def test_the_write_ahead_log_is_copied_into_the_database_as_it_grows(
         (CHECKPOINT_EVERY + 1,)]
 
 
+@SQLITE_ONLY
 async def test_a_flusher_cancelled_while_a_batch_waits_in_a_thread_lets_it_finish(
     store: SQLiteStore, db_path: Path
 ) -> None:
@@ -1003,6 +1032,7 @@ async def test_a_flusher_cancelled_while_a_batch_waits_in_a_thread_lets_it_finis
     assert (await store.get_job(second.id)).status == JobStatus.RUNNING  # type: ignore[union-attr]
 
 
+@SQLITE_ONLY
 async def test_a_flusher_cancelled_before_it_writes_leaves_no_caller_waiting(
     store: SQLiteStore,
 ) -> None:

@@ -1,4 +1,5 @@
-"""Durable storage. ``Store`` is the interface; ``SQLiteStore`` the embedded default."""
+"""Durable storage. ``Store`` is the interface; ``SQLiteStore`` the embedded default and
+``PostgresStore`` the one many processes share."""
 
 from bridge.store.base import Change, Decide, Page, Store
 from bridge.store.sqlite import SQLiteStore
@@ -6,8 +7,17 @@ from bridge.store.sqlite import SQLiteStore
 __all__ = ["Change", "Decide", "Page", "SQLiteStore", "Store", "open_store"]
 
 
-async def open_store(database: str) -> Store:
-    """Open the store named by ``BRIDGE_DATABASE`` (a SQLite file path) and migrate it."""
-    store = SQLiteStore(database)
+async def open_store(database: str, *, pool_size: int = 10) -> Store:
+    """Open the store named by ``BRIDGE_DATABASE`` (a SQLite file path or a
+    ``postgresql://`` URL) and migrate it."""
+    from bridge.settings import is_postgres
+
+    store: Store
+    if is_postgres(database):
+        from bridge.store.postgres import PostgresStore  # psycopg only where it is used
+
+        store = PostgresStore(database, pool_size)
+    else:
+        store = SQLiteStore(database)
     await store.open()
     return store

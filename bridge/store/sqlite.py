@@ -26,11 +26,11 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 
@@ -223,7 +223,38 @@ KEY_USE_RESOLUTION = 60.0  # seconds: a key's last use is written at most this o
 BUSY_TIMEOUT = 3.0  # seconds a write waits for another process's lock before it fails
 CHECKPOINT_EVERY = 64  # commits between checkpoints of the write-ahead log
 
-_Work = Callable[[sqlite3.Connection], Any]
+class Cursor(Protocol):
+    """What the works use of a cursor: ``sqlite3.Cursor`` and psycopg's alike."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def close(self) -> None: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Conn(Protocol):
+    """The connection a work runs on, inside its transaction (see ``_WriteConnection``)."""
+
+    deliveries_added: int
+    jobs_due: int
+    batch: _JobBatch | None
+    for_update: str
+    skip_locked: str
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any: ...
+
+    def lock(self, key: str) -> None: ...
+
+
+_Work = Callable[[Conn], Any]
 
 
 class _Locked(Exception):
@@ -292,7 +323,7 @@ class SQLiteStore:
         return self._read
 
     async def _transaction(
-        self, work: Callable[[sqlite3.Connection], _T], *, heavy: bool = False
+        self, work: Callable[[Conn], _T], *, heavy: bool = False
     ) -> _T:
         """Run ``work`` atomically; return once it is committed.
 
@@ -446,7 +477,7 @@ class SQLiteStore:
 
     # -- meta ----------------------------------------------------------------------------
     async def get_or_set_meta(self, key: str, make: Callable[[], str]) -> str:
-        def work(conn: sqlite3.Connection) -> str:
+        def work(conn: Conn) -> str:
             row = _one(conn, "SELECT value FROM meta WHERE key = ?", (key,))
             if row is not None:
                 return str(row[0])
@@ -458,7 +489,7 @@ class SQLiteStore:
 
     # -- tenants and keys ----------------------------------------------------------------
     async def ensure_tenant(self, name: str, make_secret: Callable[[], str]) -> Tenant:
-        def work(conn: sqlite3.Connection) -> Tenant:
+        def work(conn: Conn) -> Tenant:
             conn.execute(
                 "INSERT INTO tenants (id, signing_secret, created_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (id) DO NOTHING",
@@ -474,7 +505,7 @@ class SQLiteStore:
                           source: str = "cli") -> bool:
         prefix = prefix or hashed_key_prefix(key_hash)
 
-        def work(conn: sqlite3.Connection) -> bool:
+        def work(conn: Conn) -> bool:
             if _one(conn, "SELECT 1 FROM api_keys WHERE prefix = ? AND key_hash != ? "
                           "AND revoked_at IS NULL", (prefix, key_hash)) is not None:
                 return False
@@ -489,7 +520,7 @@ class SQLiteStore:
         return await self._transaction(work)
 
     async def set_env_api_key(self, tenant: str, key_hash: str) -> tuple[list[ApiKey], bool]:
-        def work(conn: sqlite3.Connection) -> tuple[list[ApiKey], bool]:
+        def work(conn: Conn) -> tuple[list[ApiKey], bool]:
             now = time.time()
             conn.execute(
                 "INSERT INTO api_keys (key_hash, tenant, created_at, prefix, source) "
@@ -524,7 +555,7 @@ class SQLiteStore:
 
     async def _touch_key(self, key_hash: str, now: float) -> None:
         """Record a key's use; one that cannot be recorded (the database busy) is let go."""
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: Conn) -> None:
             conn.execute(
                 "UPDATE api_keys SET last_used_at = ? WHERE key_hash = ? "
                 "AND (last_used_at IS NULL OR last_used_at <= ?)",
@@ -544,7 +575,7 @@ class SQLiteStore:
 
     async def revoke_api_key(self, prefix: str, tenant: str | None,
                              now: datetime) -> ApiKey | None:
-        def work(conn: sqlite3.Connection) -> ApiKey | None:
+        def work(conn: Conn) -> ApiKey | None:
             # A prefix names one active key (see add_api_key); should two keys stored before
             # prefixes share one, both go.
             where, params = ("AND tenant = ?", (tenant,)) if tenant is not None else ("", ())
@@ -558,7 +589,7 @@ class SQLiteStore:
 
     async def rotate_signing_secret(self, tenant: str, secret: str,
                                     previous_until: datetime) -> Tenant | None:
-        def work(conn: sqlite3.Connection) -> Tenant | None:
+        def work(conn: Conn) -> Tenant | None:
             row = _one(conn, "UPDATE tenants SET previous_signing_secret = signing_secret, "
                              "previous_signing_secret_until = ?, signing_secret = ? "
                              "WHERE id = ? RETURNING id, signing_secret",
@@ -569,8 +600,10 @@ class SQLiteStore:
 
     # -- jobs ----------------------------------------------------------------------------
     async def create_job(self, job: Job, *, idempotency_window: float) -> tuple[Job, bool]:
-        def work(conn: sqlite3.Connection) -> tuple[Job, bool]:
+        def work(conn: Conn) -> tuple[Job, bool]:
+            conn.jobs_due += 1
             if job.idempotency_key is not None:
+                conn.lock(f"idempotency:{job.tenant}:{job.idempotency_key}")
                 row = _one(
                     conn,
                     f"{_JOB_SELECT} WHERE tenant = ? AND idempotency_key = ?",
@@ -615,11 +648,11 @@ class SQLiteStore:
     async def update_job(
         self, job_id: str, decide: Decide, *, release_lease: bool = False
     ) -> tuple[Job, Event | None] | None:
-        def work(conn: sqlite3.Connection) -> tuple[Job, Event | None] | None:
+        def work(conn: Conn) -> tuple[Job, Event | None] | None:
             batch = conn.batch if isinstance(conn, _WriteConnection) else None
             row = batch.rows.pop(job_id, _UNREAD) if batch is not None else _UNREAD
             if row is _UNREAD:
-                row = _one(conn, _JOB_BY_ID, (job_id,))
+                row = _one(conn, _JOB_BY_ID + conn.for_update, (job_id,))
             if row is None or row[_STATUS] in _TERMINAL:
                 return None
             current = _job(row)
@@ -676,12 +709,12 @@ class SQLiteStore:
     async def claim_due_jobs(self, now: datetime, limit: int, lease: float) -> list[Job]:
         stamp = now.timestamp()
 
-        def work(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+        def work(conn: Conn) -> list[sqlite3.Row]:
             return conn.execute(
                 "UPDATE jobs SET lease_until = ? WHERE id IN ("
                 "  SELECT id FROM jobs WHERE next_check_at <= ?"
                 "  AND (lease_until IS NULL OR lease_until < ?)"
-                "  ORDER BY next_check_at LIMIT ?"
+                f"  ORDER BY next_check_at LIMIT ?{conn.skip_locked}"
                 f") RETURNING {_JOB_READ}",
                 (stamp + lease, stamp, stamp, limit),
             ).fetchall()
@@ -691,7 +724,7 @@ class SQLiteStore:
         return jobs
 
     async def release_job(self, job_id: str, next_check_at: datetime | None) -> None:
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: Conn) -> None:
             conn.execute(
                 "UPDATE jobs SET lease_until = NULL, next_check_at = ? "
                 "WHERE id = ? AND status NOT IN (?, ?, ?, ?)",
@@ -703,8 +736,9 @@ class SQLiteStore:
     async def begin_submit(
         self, job_id: str, provider: str, limit: int | None, now: datetime
     ) -> bool:
-        def work(conn: sqlite3.Connection) -> bool:
+        def work(conn: Conn) -> bool:
             if limit is not None:
+                conn.lock(f"submit:{provider}")  # the provider's slots, across processes
                 busy = _scalar(
                     conn,
                     "SELECT COUNT(*) FROM jobs WHERE provider = ? AND id != ? AND ("
@@ -761,7 +795,7 @@ class SQLiteStore:
         return [_event(row) for row in rows]
 
     async def add_event(self, event: Event, *, endpoint_id: str | None = None) -> Delivery | None:
-        def work(conn: sqlite3.Connection) -> Delivery | None:
+        def work(conn: Conn) -> Delivery | None:
             _insert_event(conn, event)
             if endpoint_id is None:
                 return None
@@ -775,7 +809,7 @@ class SQLiteStore:
     ) -> list[Delivery]:
         stamp = now.timestamp()
 
-        def work(conn: sqlite3.Connection) -> list[Delivery]:
+        def work(conn: Conn) -> list[Delivery]:
             if endpoint_id is not None:
                 return [_insert_delivery(conn, event, endpoint_id, None, stamp, again=True)]
             job = None
@@ -788,7 +822,7 @@ class SQLiteStore:
 
     # -- endpoints -----------------------------------------------------------------------
     async def create_endpoint(self, endpoint: Endpoint) -> Endpoint:
-        def work(conn: sqlite3.Connection) -> Endpoint:
+        def work(conn: Conn) -> Endpoint:
             conn.execute(_ENDPOINT_INSERT, _endpoint_params(endpoint))
             return endpoint
 
@@ -809,9 +843,9 @@ class SQLiteStore:
     async def update_endpoint(
         self, endpoint_id: str, tenant: str, change: Callable[[Endpoint], Endpoint]
     ) -> Endpoint | None:
-        def work(conn: sqlite3.Connection) -> Endpoint | None:
-            row = _one(conn, "SELECT * FROM endpoints WHERE id = ? AND tenant = ?",
-                       (endpoint_id, tenant))
+        def work(conn: Conn) -> Endpoint | None:
+            row = _one(conn, "SELECT * FROM endpoints WHERE id = ? AND tenant = ?"
+                       + conn.for_update, (endpoint_id, tenant))
             if row is None:
                 return None
             current = _endpoint(row)
@@ -826,7 +860,7 @@ class SQLiteStore:
         return await self._transaction(work)
 
     async def delete_endpoint(self, endpoint_id: str, tenant: str) -> bool:
-        def work(conn: sqlite3.Connection) -> bool:
+        def work(conn: Conn) -> bool:
             gone = conn.execute("DELETE FROM endpoints WHERE id = ? AND tenant = ?",
                                 (endpoint_id, tenant)).rowcount
             if gone:
@@ -856,7 +890,7 @@ class SQLiteStore:
         stamp = now.timestamp()
         wanted = [t for t in EVENT_TYPES if t != "endpoint.test" and endpoint.wants(t)]
 
-        def work(conn: sqlite3.Connection) -> tuple[int, bool]:
+        def work(conn: Conn) -> tuple[int, bool]:
             rows = conn.execute(
                 "SELECT * FROM events v WHERE v.tenant = ? AND v.created_at >= ? "
                 f"AND v.type IN ({', '.join('?' * len(wanted))}) AND NOT EXISTS ("
@@ -883,7 +917,7 @@ class SQLiteStore:
         if skip_endpoints:
             skip = f"  AND d.channel NOT IN ({', '.join('?' * len(skip_endpoints))})"
 
-        def work(conn: sqlite3.Connection) -> list[Outgoing]:
+        def work(conn: Conn) -> list[Outgoing]:
             # A delivery waits while its target has an earlier pending one of the same job:
             # an earlier event, or the same event queued before it (a replay).
             rows = conn.execute(
@@ -894,7 +928,7 @@ class SQLiteStore:
                 "  AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.status = 'pending'"
                 "    AND e.channel = d.channel AND e.job_id = d.job_id"
                 "    AND (e.sequence < d.sequence OR (e.sequence = d.sequence AND e.seq < d.seq)))"
-                "  ORDER BY d.next_attempt_at LIMIT ?"
+                f"  ORDER BY d.next_attempt_at LIMIT ?{conn.skip_locked}"
                 f") RETURNING {_DELIVERY_READ}",
                 (until, stamp, stamp, *sorted(skip_endpoints), limit),
             ).fetchall()
@@ -911,7 +945,7 @@ class SQLiteStore:
     async def finish_deliveries(
         self, finished: Sequence[tuple[Outgoing, AttemptResult]]
     ) -> list[bool | Exception]:
-        def work(conn: sqlite3.Connection) -> list[bool | Exception]:
+        def work(conn: Conn) -> list[bool | Exception]:
             return [_finish(conn, outgoing, result) for outgoing, result in finished]
 
         try:
@@ -926,7 +960,7 @@ class SQLiteStore:
         return list(await asyncio.gather(*futures, return_exceptions=True))
 
     async def release_deliveries(self, claimed: Sequence[Outgoing]) -> None:
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: Conn) -> None:
             conn.executemany(
                 "UPDATE deliveries SET lease_until = NULL "
                 "WHERE id = ? AND status = 'pending' AND lease_until = ?",
@@ -940,7 +974,8 @@ class SQLiteStore:
     ) -> dict[str, int]:
         removed_reason = "removed from BRIDGE_CONFIG"
 
-        def work(conn: sqlite3.Connection) -> dict[str, int]:
+        def work(conn: Conn) -> dict[str, int]:
+            conn.lock("configured endpoints")  # processes starting together sync once
             counts = {"created": 0, "updated": 0, "disabled": 0}
             current = {(e.tenant, e.url): e for e in map(_endpoint, conn.execute(
                 "SELECT * FROM endpoints WHERE source = 'config'").fetchall())}
@@ -992,7 +1027,7 @@ class SQLiteStore:
         )
 
 
-def _one(conn: sqlite3.Connection, sql: str, params: Any = ()) -> sqlite3.Row | None:
+def _one(conn: Conn, sql: str, params: Any = ()) -> sqlite3.Row | None:
     """The first row, with the statement finished (an unfinished one blocks COMMIT)."""
     cursor = conn.execute(sql, params)
     try:
@@ -1002,7 +1037,7 @@ def _one(conn: sqlite3.Connection, sql: str, params: Any = ()) -> sqlite3.Row | 
         cursor.close()
 
 
-def _scalar(conn: sqlite3.Connection, sql: str, params: Any = ()) -> Any:
+def _scalar(conn: Conn, sql: str, params: Any = ()) -> Any:
     row = _one(conn, sql, params)
     assert row is not None
     return row[0]
@@ -1011,10 +1046,21 @@ def _scalar(conn: sqlite3.Connection, sql: str, params: Any = ()) -> Any:
 class _WriteConnection(sqlite3.Connection):
     """The write connection, counting the deliveries its works add to the outbox since the
     store last told its outbox listeners; ``batch`` while a run of job updates is written
-    (``_run_works``)."""
+    (``_run_works``).
+
+    The works are shared with PostgreSQL (``bridge.store.postgres``), whose connection
+    locks what they read to change: here ``BEGIN IMMEDIATE`` already serializes every
+    write transaction, so ``for_update`` and ``skip_locked`` add nothing and ``lock`` waits
+    for nothing."""
 
     deliveries_added = 0
+    jobs_due = 0  # jobs made due now (PostgreSQL tells other processes; here nobody)
     batch: _JobBatch | None = None
+    for_update = ""
+    skip_locked = ""
+
+    def lock(self, key: str) -> None:
+        """Serialize the transactions that take ``key`` (here, all already are)."""
 
 
 _UNREAD: Any = object()  # a job row not read ahead
@@ -1041,7 +1087,7 @@ class _JobBatch:
 
     __slots__ = ("endpoints", "events", "freed", "rows")
 
-    def __init__(self, conn: sqlite3.Connection, job_ids: list[str]) -> None:
+    def __init__(self, conn: Conn, job_ids: list[str]) -> None:
         self.rows: dict[str, sqlite3.Row | None] = {}
         self.events: list[tuple[Any, ...]] = []
         self.endpoints: dict[str, list[sqlite3.Row]] = {}
@@ -1060,7 +1106,7 @@ class _JobBatch:
             ):
                 self.rows[row[0]] = row
 
-    def settle(self, conn: sqlite3.Connection) -> None:
+    def settle(self, conn: Conn) -> None:
         if self.events:
             conn.executemany(_EVENT_INSERT, self.events)
         for provider, stamp in self.freed.items():
@@ -1070,11 +1116,9 @@ class _JobBatch:
 _READ_AHEAD = 256  # job rows per read-ahead statement (SQLite's older limit is 999 values)
 
 
-def _run_works(conn: sqlite3.Connection, works: list[_Work]) -> list[tuple[bool, Any]]:
+def _run_works(conn: _WriteConnection, works: list[_Work]) -> list[tuple[bool, Any]]:
     """Run ``works`` in order (inside a transaction), each run of job updates sharing a
     ``_JobBatch``; raises what a work raises."""
-    if not isinstance(conn, _WriteConnection):
-        return [(True, work(conn)) for work in works]
     job_ids: list[str | None] = [getattr(work, "job_id", None) for work in works]
     outcomes: list[tuple[bool, Any]] = []
     try:
@@ -1153,7 +1197,7 @@ def _fault(exc: BaseException) -> BaseException:
     return exc
 
 
-def _commit(conn: sqlite3.Connection, works: list[_Work]) -> list[tuple[bool, Any]]:
+def _commit(conn: _WriteConnection, works: list[_Work]) -> list[tuple[bool, Any]]:
     """Run the works in one transaction and commit them together; a work that raises is
     undone alone (its neighbours commit). ``_Locked`` when another connection holds the
     write lock (nothing was committed).
@@ -1171,7 +1215,7 @@ def _commit(conn: sqlite3.Connection, works: list[_Work]) -> list[tuple[bool, An
 
 
 def _commit_batch(
-    conn: sqlite3.Connection, works: list[_Work], *, savepoints: bool
+    conn: _WriteConnection, works: list[_Work], *, savepoints: bool
 ) -> list[tuple[bool, Any]] | None:
     """One transaction of ``works``. Without ``savepoints``, ``None`` (and nothing
     written) when a work raised."""
@@ -1199,7 +1243,7 @@ def _commit_batch(
     return outcomes
 
 
-def _in_savepoint(conn: sqlite3.Connection, work: _Work) -> tuple[bool, Any]:
+def _in_savepoint(conn: _WriteConnection, work: _Work) -> tuple[bool, Any]:
     conn.execute("SAVEPOINT work")
     try:
         outcome = (True, work(conn))
@@ -1212,7 +1256,7 @@ def _in_savepoint(conn: sqlite3.Connection, work: _Work) -> tuple[bool, Any]:
     return outcome
 
 
-def _commit_waiting(conn: sqlite3.Connection, works: list[_Work]) -> list[tuple[bool, Any]]:
+def _commit_waiting(conn: _WriteConnection, works: list[_Work]) -> list[tuple[bool, Any]]:
     """``_commit_batch`` in a thread, waiting up to ``BUSY_TIMEOUT`` for the write lock."""
     conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
     try:
@@ -1223,7 +1267,7 @@ def _commit_waiting(conn: sqlite3.Connection, works: list[_Work]) -> list[tuple[
         conn.execute("PRAGMA busy_timeout=0")
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+def _migrate(conn: Conn) -> None:
     version = _scalar(conn, "PRAGMA user_version")
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
         for statement in _statements(script):
@@ -1365,12 +1409,13 @@ def _event_params(event: Event) -> tuple[Any, ...]:
             _dumps(event.data))
 
 
-def _insert_event(conn: sqlite3.Connection, event: Event) -> None:
+def _insert_event(conn: Conn, event: Event) -> None:
     conn.execute(_EVENT_INSERT, _event_params(event))
 
 
-def _wake_waiting(conn: sqlite3.Connection, provider: str, stamp: float) -> None:
+def _wake_waiting(conn: Conn, provider: str, stamp: float) -> None:
     """A job of ``provider`` ended at ``stamp``: its jobs waiting for a slot are due then."""
+    conn.jobs_due += 1
     conn.execute(
         "UPDATE jobs SET next_check_at = ? WHERE provider = ? AND status = 'queued' "
         "AND submit_started_at IS NULL AND next_check_at > ?",
@@ -1379,7 +1424,7 @@ def _wake_waiting(conn: sqlite3.Connection, provider: str, stamp: float) -> None
 
 
 def _fan_out(
-    conn: sqlite3.Connection, event: Event, job: Job | None, stamp: float, *,
+    conn: Conn, event: Event, job: Job | None, stamp: float, *,
     again: bool = False,
 ) -> list[Delivery]:
     """The event's deliveries: one per enabled endpoint of the tenant that wants it, one
@@ -1421,7 +1466,7 @@ def _sequence(event: Event) -> int:
     return value if isinstance(value, int) else 0
 
 
-def _finish(conn: sqlite3.Connection, outgoing: Outgoing, result: AttemptResult) -> bool:
+def _finish(conn: Conn, outgoing: Outgoing, result: AttemptResult) -> bool:
     """Record one attempt (see ``Store.finish_delivery``)."""
     delivery = outgoing.delivery
     retry_at = None if result.ok or result.gone else _ts(result.retry_at)
@@ -1452,7 +1497,7 @@ def _finish(conn: sqlite3.Connection, outgoing: Outgoing, result: AttemptResult)
 
 
 def _after_attempt(
-    conn: sqlite3.Connection, delivery: Delivery, result: AttemptResult, stamp: float
+    conn: Conn, delivery: Delivery, result: AttemptResult, stamp: float
 ) -> None:
     """Keep the target's failure record after an attempt (see ``finish_delivery``)."""
     if delivery.endpoint_id is None:
@@ -1466,8 +1511,8 @@ def _after_attempt(
                      "WHERE id = ? AND failing_since IS NOT NULL",
                      (delivery.endpoint_id,))
         return
-    endpoint = _one(conn, "SELECT failing_since, disabled FROM endpoints WHERE id = ?",
-                    (delivery.endpoint_id,))
+    endpoint = _one(conn, "SELECT failing_since, disabled FROM endpoints WHERE id = ?"
+                    + conn.for_update, (delivery.endpoint_id,))
     if endpoint is None or endpoint["disabled"]:
         return
     since = endpoint["failing_since"] or stamp
@@ -1489,7 +1534,7 @@ def _after_attempt(
 
 
 def _insert_delivery(
-    conn: sqlite3.Connection, event: Event, endpoint_id: str | None, url: str | None,
+    conn: Conn, event: Event, endpoint_id: str | None, url: str | None,
     stamp: float, *, again: bool = False,
 ) -> Delivery:
     """A pending delivery, due at ``stamp``; ``again``: the event was sent before (replay,
@@ -1507,13 +1552,12 @@ def _insert_delivery(
         next_attempt_at=datetime.fromtimestamp(stamp, UTC),
     )
     conn.execute(_DELIVERY_INSERT, _delivery_params(delivery))
-    if isinstance(conn, _WriteConnection):
-        conn.deliveries_added += 1
+    conn.deliveries_added += 1
     return delivery
 
 
 def _fail_pending(
-    conn: sqlite3.Connection, where: str, params: tuple[Any, ...], error: str
+    conn: Conn, where: str, params: tuple[Any, ...], error: str
 ) -> None:
     conn.execute(
         "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, lease_until = NULL, "
@@ -1522,7 +1566,7 @@ def _fail_pending(
 
 
 def _by_id(
-    conn: sqlite3.Connection, columns: str, table: str, ids: set[str]
+    conn: Conn, columns: str, table: str, ids: set[str]
 ) -> dict[str, sqlite3.Row]:
     if not ids:
         return {}
@@ -1533,7 +1577,7 @@ def _by_id(
 
 
 def _outgoing(
-    conn: sqlite3.Connection, deliveries: list[Delivery], stamp: float, lease_until: float
+    conn: Conn, deliveries: list[Delivery], stamp: float, lease_until: float
 ) -> list[Outgoing]:
     """What sending each claimed delivery needs, read in the claiming transaction (one
     query per table for the whole batch)."""
@@ -1601,7 +1645,7 @@ _ENDPOINT_INSERT = (
 )
 
 
-def _write_endpoint(conn: sqlite3.Connection, endpoint: Endpoint) -> None:
+def _write_endpoint(conn: Conn, endpoint: Endpoint) -> None:
     columns = [c for c in _ENDPOINT_COLUMNS if c not in ("id", "tenant", "created_at")]
     conn.execute(f"UPDATE endpoints SET {', '.join(f'{c} = :{c}' for c in columns)} "
                  "WHERE id = :id", _endpoint_params(endpoint))

@@ -1,0 +1,456 @@
+"""The PostgreSQL backend: any number of bridge processes on one database.
+
+The store's works (``bridge.store.sql``) are plain functions over a DB-API connection, shared
+with SQLite; here each runs in a transaction of its own on a pooled psycopg connection, in a
+thread (psycopg's synchronous API; the works are synchronous by design, see ``sql``). Rows a
+work claims are locked (``FOR UPDATE``, ``SKIP LOCKED`` for claims), a provider's submission
+slots and an idempotency key are serialized by transaction-level advisory locks, and a
+transaction that loses a race (a serialization failure, a deadlock, a unique key taken
+meanwhile) is run again. Schema changes are applied at start-up under a session advisory
+lock, so that processes starting together migrate once.
+
+Commits that add deliveries or make jobs due ``NOTIFY`` the other processes, which wake
+their workers at once instead of at their next look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg.errors
+from psycopg.rows import RowMaker
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from bridge.errors import Unavailable
+from bridge.store.sqlite import Conn, SQLiteStore
+from bridge.store.sqlite import _JobBatch as JobBatch
+
+_T = TypeVar("_T")
+log = logging.getLogger("bridge.store")
+
+CHANNEL = "bridge_work"  # the NOTIFY channel; payload "jobs" or "deliveries"
+MIGRATION_LOCK = 0x6272_6964_6765  # "bridge": the advisory lock held while migrating
+RETRIES = 5  # runs of a transaction that keeps losing races before it fails
+CONNECT_TIMEOUT = 5.0  # seconds to get a connection before answering 503
+LISTEN_BACKOFF = (0.5, 5.0)  # seconds between attempts to listen again, first and last
+
+MIGRATIONS: Sequence[str] = (
+    # 1: the schema of SQLite's migrations 1-3, in PostgreSQL's types. Times are Unix seconds
+    # (double precision) and JSON is text, as in SQLite: the same works read both.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+    CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        signing_secret TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        previous_signing_secret TEXT,
+        previous_signing_secret_until DOUBLE PRECISION
+    );
+
+    CREATE TABLE api_keys (
+        key_hash TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        created_at DOUBLE PRECISION NOT NULL,
+        prefix TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL DEFAULT 'unknown',
+        last_used_at DOUBLE PRECISION,
+        revoked_at DOUBLE PRECISION
+    );
+    CREATE INDEX api_keys_prefix ON api_keys(prefix);
+    CREATE INDEX api_keys_tenant ON api_keys(tenant, created_at);
+
+    CREATE TABLE jobs (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        provider TEXT NOT NULL,
+        model TEXT,
+        status TEXT NOT NULL,
+        tracking TEXT NOT NULL,
+        provider_job_id TEXT,
+        progress INTEGER,
+        request TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        cost TEXT,
+        metadata TEXT,
+        provider_data TEXT NOT NULL DEFAULT '{}',
+        webhook_url TEXT,
+        webhook_events TEXT,
+        idempotency_key TEXT,
+        sequence INTEGER NOT NULL DEFAULT 0,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        completed_at DOUBLE PRECISION,
+        submit_started_at DOUBLE PRECISION,
+        submitted_at DOUBLE PRECISION,
+        next_check_at DOUBLE PRECISION,
+        lease_until DOUBLE PRECISION,
+        check_count INTEGER NOT NULL DEFAULT 0,
+        error_streak INTEGER NOT NULL DEFAULT 0,
+        progress_event_at DOUBLE PRECISION
+    );
+    CREATE INDEX jobs_due ON jobs(next_check_at) WHERE next_check_at IS NOT NULL;
+    CREATE INDEX jobs_tenant ON jobs(tenant, seq);
+    CREATE INDEX jobs_provider_status ON jobs(provider, status);
+    CREATE UNIQUE INDEX jobs_idempotency ON jobs(tenant, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX jobs_provider_task ON jobs(provider, provider_job_id)
+        WHERE provider_job_id IS NOT NULL;
+
+    CREATE TABLE events (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        job_id TEXT,
+        type TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_tenant ON events(tenant, seq);
+    CREATE INDEX events_tenant_type ON events(tenant, type, seq);
+    CREATE INDEX events_job ON events(job_id, seq);
+
+    CREATE TABLE endpoints (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        kind TEXT NOT NULL DEFAULT 'endpoint',
+        url TEXT NOT NULL,
+        events TEXT,
+        description TEXT,
+        headers TEXT NOT NULL DEFAULT '{}',
+        secret TEXT,
+        previous_secret TEXT,
+        previous_secret_until DOUBLE PRECISION,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        disabled_reason TEXT,
+        failing_since DOUBLE PRECISION,
+        source TEXT NOT NULL DEFAULT 'api',
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX endpoints_tenant ON endpoints(tenant, seq);
+
+    CREATE TABLE deliveries (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        endpoint_id TEXT,
+        url TEXT,
+        channel TEXT NOT NULL,
+        job_id TEXT,
+        sequence INTEGER NOT NULL DEFAULT 0,
+        attempt INTEGER NOT NULL,
+        first_attempt INTEGER NOT NULL DEFAULT 1,
+        status TEXT NOT NULL,
+        next_attempt_at DOUBLE PRECISION,
+        lease_until DOUBLE PRECISION,
+        response_status INTEGER,
+        duration_ms INTEGER,
+        error TEXT,
+        response_excerpt TEXT,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX deliveries_order ON deliveries(channel, job_id, sequence)
+        WHERE status = 'pending';
+    CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id, seq);
+    CREATE INDEX deliveries_event ON deliveries(event_id);
+    """,
+)
+
+
+# -- the connection the shared works see ------------------------------------------------------
+class Row:
+    """A row read by position (also slices) or by column name, as ``sqlite3.Row``."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, values: tuple[Any, ...], index: dict[str, int]) -> None:
+        self._values = values
+        self._index = index
+
+    def __getitem__(self, key: int | slice | str) -> Any:
+        if isinstance(key, str):
+            return self._values[self._index[key]]
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+
+def _row_factory(cursor: psycopg.Cursor[Any]) -> RowMaker[Row]:
+    description = cursor.description or ()
+    index = {column.name: number for number, column in enumerate(description)}
+    return lambda values: Row(tuple(values), index)
+
+
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@functools.lru_cache(maxsize=512)
+def _pyformat(sql: str) -> str:
+    """SQLite's parameter marks (``?``, ``:name``) as psycopg's (``%s``, ``%(name)s``).
+    The works' SQL has no ``%``, ``?`` or ``:word`` inside its string literals."""
+    return _NAMED.sub(r"%(\1)s", sql.replace("?", "%s"))
+
+
+class Connection:
+    """A psycopg connection inside one transaction, with the interface the works use."""
+
+    def __init__(self, conn: psycopg.Connection[Row]) -> None:
+        self._conn = conn
+        self.deliveries_added = 0  # deliveries inserted: the commit notifies the deliverers
+        self.jobs_due = 0  # jobs made due now: the commit notifies the trackers
+        self.batch: JobBatch | None = None  # SQLite's shared job reads; unused here
+        self.for_update = " FOR UPDATE"  # rows read to be changed are locked
+        self.skip_locked = " FOR UPDATE SKIP LOCKED"  # claims pass over rows locked by others
+
+    def execute(self, sql: str, params: Any = ()) -> psycopg.Cursor[Row]:
+        return self._conn.execute(_pyformat(sql), params or None)
+
+    def executemany(self, sql: str, params: Sequence[Any]) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(_pyformat(sql), params)
+
+    def lock(self, key: str) -> None:
+        """Hold a transaction-level advisory lock on ``key`` until the commit."""
+        self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
+
+# -- faults -----------------------------------------------------------------------------------
+_RACES = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected,
+          psycopg.errors.UniqueViolation)
+_UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.DiskFull,
+                psycopg.errors.InsufficientResources, psycopg.errors.AdminShutdown,
+                psycopg.errors.CannotConnectNow, PoolTimeout)
+
+
+def _fault(exc: BaseException) -> Unavailable:
+    """The ``Unavailable`` of a database that cannot be reached or written."""
+    retry_after = 30 if isinstance(exc, psycopg.errors.DiskFull) else 1
+    unavailable = Unavailable("the database cannot be reached or written; try again shortly",
+                              retry_after=retry_after)
+    unavailable.__cause__ = exc
+    return unavailable
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+class PostgresConnector:
+    """The pool, the worker threads, the listener and the migrations of one process."""
+
+    def __init__(self, url: str, pool_size: int) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self.listeners: dict[str, list[Callable[[], None]]] = {"jobs": [], "deliveries": []}
+        self._pool: ConnectionPool[psycopg.Connection[Row]] | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._listener: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def open(self, migrations: Sequence[str] = MIGRATIONS) -> None:
+        """Connect (``OSError``-like ``psycopg.OperationalError`` if the server does not
+        answer) and apply pending migrations."""
+        self._threads = ThreadPoolExecutor(self.pool_size, thread_name_prefix="bridge-pg")
+        pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
+            self.url, min_size=1, max_size=self.pool_size, open=False, timeout=CONNECT_TIMEOUT,
+            kwargs={"row_factory": _row_factory, "connect_timeout": int(CONNECT_TIMEOUT)},
+            name="bridge")
+        self._pool = pool
+        await self._in_thread(functools.partial(pool.open, wait=True,
+                                                timeout=CONNECT_TIMEOUT))
+        await self._in_thread(functools.partial(self._migrate, migrations))
+        self._listener = asyncio.create_task(self._listen(), name="store.listen")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._pool is not None:
+            await self._in_thread(self._pool.close)
+            self._pool = None
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)
+            self._threads = None
+
+    def _migrate(self, migrations: Sequence[str]) -> None:
+        assert self._pool is not None
+        with self._pool.connection() as conn:
+            conn.autocommit = True
+            conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+            try:
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+                row = conn.execute("SELECT version FROM schema_version").fetchone()
+                version = row[0] if row is not None else 0
+                for number, script in enumerate(migrations[version:], start=version + 1):
+                    with conn.transaction():
+                        conn.execute(script)
+                        conn.execute("DELETE FROM schema_version")
+                        conn.execute("INSERT INTO schema_version VALUES (%s)", (number,))
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+
+    async def version(self) -> int | None:
+        """The schema version, or ``None`` if the database does not answer."""
+        def read(conn: psycopg.Connection[Row]) -> int:
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            return int(row[0]) if row is not None else 0
+
+        try:
+            return await self.read(read)
+        except Exception:
+            return None
+
+    def pool_stats(self) -> tuple[int, int]:
+        """Connections of this process's pool: in use, idle."""
+        if self._pool is None:
+            return 0, 0
+        stats = self._pool.get_stats()
+        size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
+        return size - idle, idle
+
+    # -- running works ---------------------------------------------------------------------
+    async def _in_thread(self, call: Callable[[], _T]) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, call)
+
+    async def transaction(self, work: Callable[[Conn], _T]) -> _T:
+        """Run ``work`` in a transaction of its own, again if it loses a race; once it is
+        committed, wake the listeners it concerns in this process (others by NOTIFY)."""
+        try:
+            result, notified = await self._in_thread(functools.partial(self._run, work))
+        except _UNAVAILABLE as exc:
+            raise _fault(exc) from exc
+        for kind in notified:
+            for listener in self.listeners[kind]:
+                listener()
+        return result
+
+    def _run(self, work: Callable[[Conn], _T]) -> tuple[_T, list[str]]:
+        try:
+            return self._run_again(work)
+        except StopIteration as exc:
+            # A future refuses a StopIteration (the caller would wait forever): wrapped.
+            raise RuntimeError("a store work raised StopIteration") from exc
+
+    def _run_again(self, work: Callable[[Conn], _T]) -> tuple[_T, list[str]]:
+        """Run ``work`` until it commits without losing a race (``RETRIES`` at most)."""
+        assert self._pool is not None
+        for attempt in range(1, RETRIES + 1):
+            with self._pool.connection() as conn:
+                try:
+                    with conn.transaction():
+                        view = Connection(conn)
+                        result = work(view)
+                        notified = [kind for kind, count in (
+                            ("jobs", view.jobs_due), ("deliveries", view.deliveries_added))
+                            if count]
+                        for kind in notified:
+                            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, kind))
+                    return result, notified
+                except _RACES:
+                    if attempt == RETRIES:
+                        raise
+                    time.sleep(0.005 * attempt)
+        raise AssertionError("unreachable")
+
+    async def read(self, query: Callable[[psycopg.Connection[Row]], _T]) -> _T:
+        """Run a read on a pooled connection (no transaction of its own)."""
+        assert self._pool is not None
+        pool = self._pool
+
+        def run() -> _T:
+            with pool.connection() as conn:
+                return query(conn)
+
+        try:
+            return await self._in_thread(run)
+        except _UNAVAILABLE as exc:
+            raise _fault(exc) from exc
+
+    # -- wake-ups from other processes -----------------------------------------------------
+    async def _listen(self) -> None:
+        """Hear the other processes' NOTIFYs, connecting again (with backoff) when the
+        connection is lost."""
+        backoff = LISTEN_BACKOFF[0]
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                        self.url, autocommit=True,
+                        connect_timeout=int(CONNECT_TIMEOUT)) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    backoff = LISTEN_BACKOFF[0]
+                    # Anything may have happened while nobody listened: look now.
+                    for kind in self.listeners:
+                        self._wake(kind)
+                    async for notify in conn.notifies():
+                        self._wake(notify.payload)
+            except psycopg.Error as exc:
+                log.warning("listening for other processes' work failed (%s); again in "
+                            "%.1fs", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, LISTEN_BACKOFF[1])
+
+    def _wake(self, kind: str) -> None:
+        for listener in self.listeners.get(kind, ()):
+            listener()
+
+
+class PostgresStore(SQLiteStore):
+    """The store's works and queries (written once, in ``bridge.store.sqlite``) on
+    PostgreSQL, through ``PostgresConnector``."""
+
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        super().__init__(url)
+        self.connector = PostgresConnector(url, pool_size)
+        # Called after a commit of any process that added deliveries or made jobs due.
+        self.connector.listeners["deliveries"] = self.outbox_listeners
+        self.job_listeners: list[Callable[[], None]] = []
+        self.connector.listeners["jobs"] = self.job_listeners
+
+    async def open(self) -> None:
+        await self.connector.open()
+
+    async def close(self) -> None:
+        await self.connector.close()
+
+    async def ping(self) -> bool:
+        return await self.connector.version() == len(MIGRATIONS)
+
+    async def _transaction(self, work: Callable[[Conn], _T], *, heavy: bool = False) -> _T:
+        return await self.connector.transaction(work)
+
+    def _enqueue(self, work: Callable[[Conn], Any], heavy: bool = False) -> asyncio.Future[Any]:
+        return asyncio.ensure_future(self.connector.transaction(work))
+
+    async def _fetchone(self, sql: str, params: Any = ()) -> Any:
+        return await self.connector.read(
+            lambda conn: conn.execute(_pyformat(sql), params or None).fetchone())
+
+    async def _fetchall(self, sql: str, params: Any = ()) -> list[Any]:
+        return await self.connector.read(
+            lambda conn: conn.execute(_pyformat(sql), params or None).fetchall())
