@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from bridge.serving import bind, serve_in_background, url_of
 from bridge.settings import Settings
 from bridge.simulators import airforce, apixo, infrai, venice
 from bridge.simulators.base import SimSettings
+from tests.postgres import new_database
 
 API_KEY = "brk_test_key_default_tenant"
 SIM_FACTORIES: dict[str, Callable[..., Starlette]] = {
@@ -111,6 +112,20 @@ class Harness:
             await asyncio.sleep(0.1)
 
 
+# The database behind a test's bridge: a SQLite file, and a PostgreSQL database of its own.
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield str(tmp_path / "bridge.db")
+    else:
+        with new_database() as url:
+            yield url
+
+
+# For a test of what only one backend has (SQLite's file, its locks).
+SQLITE_ONLY = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+
+
 @contextlib.asynccontextmanager
 async def running_bridge(
     tmp_path: Path, sims: Sims, **overrides: str
@@ -135,8 +150,8 @@ async def running_bridge(
 
 
 @pytest.fixture
-async def harness(tmp_path: Path, sims: Sims) -> AsyncIterator[Harness]:
-    async with running_bridge(tmp_path, sims) as running:
+async def harness(tmp_path: Path, sims: Sims, database: str) -> AsyncIterator[Harness]:
+    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database) as running:
         yield running
 
 

@@ -69,14 +69,14 @@ async def wait_until(check: Any, seconds: float, what: str) -> None:
 
 
 async def test_sigkill_mid_delivery_loses_nothing_and_submits_nothing_twice(
-    tmp_path: Path, sims: Sims, receiver: Receiver,
+    tmp_path: Path, sims: Sims, receiver: Receiver, database: str,
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     keep = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     env = {
         **keep, **sims.env(),
-        "BRIDGE_DATABASE": str(tmp_path / "bridge.db"),
+        "BRIDGE_DATABASE": database,
         "BRIDGE_MEDIA_DIR": str(tmp_path / "media"),
         "BRIDGE_PUBLIC_URL": base,
         "BRIDGE_API_KEY": KEY,

@@ -21,7 +21,7 @@ from bridge.core import Bridge, hash_key
 from bridge.models import parse_rfc3339
 from bridge.settings import Settings
 from bridge.store.sqlite import MIGRATIONS, SQLiteStore
-from tests.conftest import API_KEY, Harness
+from tests.conftest import API_KEY, SQLITE_ONLY, Harness
 
 ENV_PREFIX = "sha256:" + hash_key(API_KEY)[:8]
 FIELDS = {"prefix", "tenant", "source", "created_at", "last_used_at", "revoked_at"}
@@ -97,6 +97,7 @@ async def test_another_tenants_key_answers_404_and_stays_valid(harness: Harness)
             [other[:12]]
 
 
+@SQLITE_ONLY
 async def test_last_use_is_written_at_most_once_a_minute(harness: Harness) -> None:
     key = await harness.bridge.create_api_key("default")
     hashed = hash_key(key)

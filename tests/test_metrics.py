@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import API_KEY, Harness, Receiver, Sims, running_bridge
+from tests.conftest import API_KEY, SQLITE_ONLY, Harness, Receiver, Sims, running_bridge
 
 FLYOVER = {"provider": "apixo", "model": "veo-3-1", "prompt": "A flyover"}
 
@@ -68,6 +68,7 @@ async def test_outbox_depth_and_age_show_a_backlog(
     assert value(samples, "bridge_deliveries_total", outcome="failed") >= 1
 
 
+@SQLITE_ONLY
 async def test_readyz_answers_503_when_the_schema_is_not_current(harness: Harness) -> None:
     import sqlite3
 

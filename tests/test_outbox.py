@@ -1,4 +1,4 @@
-"""The delivery outbox in the SQLite store: claims, leases, order, superseded progress,
+"""The delivery outbox in both stores: claims, leases, order, superseded progress,
 retries after a replay, recover. A real database file; the store's own API only."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from bridge.core import new_signing_secret
 from bridge.delivery import next_attempt
 from bridge.models import DeliveryStatus, Endpoint, Event, new_id, utcnow
+from bridge.store import open_store
 from bridge.store.base import AttemptResult, Outgoing
 from bridge.store.sqlite import SQLiteStore
 
@@ -22,9 +22,9 @@ LEASE = 30.0
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = SQLiteStore(str(tmp_path / "bridge.db"))
-    await opened.open()
+async def store(database: str) -> AsyncIterator[SQLiteStore]:
+    opened = await open_store(database)
+    assert isinstance(opened, SQLiteStore)
     await opened.ensure_tenant("acme", new_signing_secret)
     try:
         yield opened

@@ -9,7 +9,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,7 +35,7 @@ from bridge.models import (
 from bridge.providers.base import Snapshot
 from bridge.store import Change, Decide, open_store
 from bridge.store.sqlite import BUSY_TIMEOUT, MIGRATIONS, SQLiteStore, encode_cursor
-from tests.postgres import new_database
+from tests.conftest import SQLITE_ONLY
 
 DAY = 24 * 3600.0
 TERMINAL_EVENTS = {f"job.{status}" for status in TERMINAL}
@@ -50,22 +50,11 @@ DUE_JOBS_SQL = (
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "b.db"
+    return tmp_path / "bridge.db"  # the SQLite file of the ``database`` fixture
 
 
 # The SQLite connector's own ways (its file, its write-ahead log, its batches and threads).
-SQLITE_ONLY = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, db_path: Path) -> Iterator[str]:
-    """Each store test runs on a SQLite file and on a PostgreSQL database of its own."""
-    if request.param == "sqlite":
-        yield str(db_path)
-    else:
-        with new_database() as url:
-            yield url
 
 
 @pytest.fixture
@@ -219,7 +208,7 @@ async def test_raw_api_key_never_reaches_the_database_file(
     await store.add_api_key("acme", hash_key(raw))
     await store.close()
     stored = b"".join(
-        path.read_bytes() for path in db_path.parent.iterdir() if path.name.startswith("b.db")
+        path.read_bytes() for path in db_path.parent.iterdir() if path.name.startswith("bridge.db")
     )
     assert hash_key(raw).encode() in stored
     assert raw.encode() not in stored

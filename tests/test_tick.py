@@ -38,11 +38,11 @@ async def hurry(harness: Harness, job_ids: list[str]) -> None:
 
 
 async def test_tick_is_404_without_a_secret_and_401_without_the_right_one(
-    tmp_path: Path, sims: Sims,
+    tmp_path: Path, sims: Sims, database: str,
 ) -> None:
-    async with running_bridge(tmp_path / "a", sims) as harness:
+    async with running_bridge(tmp_path / "a", sims, BRIDGE_DATABASE=database) as harness:
         assert (await harness.client.post("/v1/tick")).status_code == 404
-    async with running_bridge(tmp_path / "b", sims, **OFF) as harness:
+    async with running_bridge(tmp_path / "b", sims, BRIDGE_DATABASE=database, **OFF) as harness:
         for headers in ({}, {"Authorization": "Bearer wrong-secret"},
                         {"Authorization": f"Basic {TICK}"}, {"X-API-Key": TICK}):
             answer = await harness.client.post("/v1/tick", headers={
@@ -55,9 +55,9 @@ async def test_tick_is_404_without_a_secret_and_401_without_the_right_one(
 
 
 async def test_work_moves_only_by_ticks_and_webhooks_are_sent_by_them(
-    tmp_path: Path, sims: Sims, receiver: Receiver,
+    tmp_path: Path, sims: Sims, database: str, receiver: Receiver,
 ) -> None:
-    async with running_bridge(tmp_path, sims, **OFF) as harness:
+    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database, **OFF) as harness:
         endpoint = (await harness.client.post("/v1/endpoints", json={
             "url": receiver.url + "/t", "events": ["job.submitted", "job.succeeded"]})).json()
         jobs = [await harness.create(FOX), await harness.create(FLYOVER)]
@@ -83,9 +83,9 @@ async def test_work_moves_only_by_ticks_and_webhooks_are_sent_by_them(
 
 
 async def test_overlapping_ticks_never_do_the_same_work_twice(
-    tmp_path: Path, sims: Sims, receiver: Receiver,
+    tmp_path: Path, sims: Sims, database: str, receiver: Receiver,
 ) -> None:
-    async with running_bridge(tmp_path, sims, **OFF) as harness:
+    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database, **OFF) as harness:
         await harness.client.post("/v1/endpoints", json={
             "url": receiver.url + "/t", "events": ["job.submitted"]})
         jobs = [await harness.create({**FLYOVER, "prompt": f"flyover {i}"}) for i in range(12)]
@@ -114,10 +114,10 @@ def test_bridge_tick_runs_one_round_and_prints_its_counts(tmp_path: Path) -> Non
 
 
 async def test_a_slow_receiver_is_cut_at_the_ticks_deadline_and_retried_later(
-    tmp_path: Path, sims: Sims, receiver: Receiver,
+    tmp_path: Path, sims: Sims, database: str, receiver: Receiver,
 ) -> None:
     receiver.default = (200, {}, 3.0)  # answers after 3 s
-    async with running_bridge(tmp_path, sims, **OFF) as harness:
+    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database, **OFF) as harness:
         endpoint = (await harness.client.post("/v1/endpoints", json={
             "url": receiver.url + "/slow", "events": ["endpoint.test"]})).json()
         await harness.client.post(f"/v1/endpoints/{endpoint['id']}/test")
@@ -131,10 +131,10 @@ async def test_a_slow_receiver_is_cut_at_the_ticks_deadline_and_retried_later(
 
 
 async def test_a_tick_beside_a_running_worker_never_repeats_its_work(
-    tmp_path: Path, sims: Sims, receiver: Receiver,
+    tmp_path: Path, sims: Sims, database: str, receiver: Receiver,
 ) -> None:
     on = {**OFF, "BRIDGE_BACKGROUND": "on"}
-    async with running_bridge(tmp_path, sims, **on) as harness:
+    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database, **on) as harness:
         await harness.client.post("/v1/endpoints", json={
             "url": receiver.url + "/t", "events": ["job.submitted"]})
         jobs = [await harness.create({**FLYOVER, "prompt": f"flyover {i}"}) for i in range(10)]

@@ -172,10 +172,10 @@ async def test_venice_insufficient_balance_fails_with_insufficient_credit(
 
 
 async def test_a_lost_infrai_submit_is_resent_with_the_same_idempotency_key(
-    tmp_path: Path, sims: Sims,
+    tmp_path: Path, sims: Sims, database: str,
 ) -> None:
     sims.apps["infrai"].state.faults.add(r"^/v1/video/generate$", method="POST", hang=True)
-    async with running_bridge(tmp_path, sims) as harness:
+    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database) as harness:
         harness.bridge.http.timeout = httpx.Timeout(1.0)
         job = await harness.create(CITY)
         done = await harness.wait(job["id"], seconds=20)
@@ -184,10 +184,10 @@ async def test_a_lost_infrai_submit_is_resent_with_the_same_idempotency_key(
 
 
 async def test_a_lost_airforce_submit_is_found_in_the_task_list(
-    tmp_path: Path, sims: Sims,
+    tmp_path: Path, sims: Sims, database: str,
 ) -> None:
     sims.apps["airforce"].state.faults.add(r"^/v1/video/generations$", method="POST", hang=True)
-    async with running_bridge(tmp_path, sims) as harness:
+    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database) as harness:
         harness.bridge.http.timeout = httpx.Timeout(1.0)
         job = await harness.create({**FOX, "prompt": "[sim:duration=1] fox"})
         done = await harness.wait(job["id"], seconds=20)
@@ -199,11 +199,11 @@ async def test_a_lost_airforce_submit_is_found_in_the_task_list(
 @pytest.mark.parametrize(("body", "path"), [(CANAL, r"^/api/v1/video/queue$"),
                                             (FLYOVER, r"^/api/v1/generateTask/")])
 async def test_a_lost_submit_without_lookup_fails_rather_than_resubmit(
-    tmp_path: Path, sims: Sims, body: dict[str, object], path: str,
+    tmp_path: Path, sims: Sims, database: str, body: dict[str, object], path: str,
 ) -> None:
     provider = str(body["provider"])
     sims.apps[provider].state.faults.add(path, method="POST", hang=True)
-    async with running_bridge(tmp_path, sims) as harness:
+    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database) as harness:
         harness.bridge.http.timeout = httpx.Timeout(1.0)
         done = await harness.wait((await harness.create(body))["id"], seconds=20)
     assert done["status"] == "failed"
@@ -310,19 +310,20 @@ async def test_a_callback_is_confirmed_with_the_provider_before_it_is_trusted(
 
 
 async def test_without_confirmation_the_callback_body_is_used(
-    tmp_path: Path, sims: Sims,
+    tmp_path: Path, sims: Sims, database: str,
 ) -> None:
-    async with running_bridge(tmp_path, sims, BRIDGE_CONFIRM_CALLBACKS="0") as harness:
+    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database,
+                              BRIDGE_CONFIRM_CALLBACKS="0") as harness:
         done = await harness.wait((await harness.create(FLYOVER))["id"], hurry=False)
     assert done["status"] == "succeeded"
     assert done["result"]["video_url"].endswith(".mp4")
 
 
 async def test_a_lost_callback_is_caught_by_the_safety_net_poll(
-    tmp_path: Path, sims: Sims,
+    tmp_path: Path, sims: Sims, database: str,
 ) -> None:
     # Callbacks go to a public URL where nothing listens: the safety-net poll must find it.
-    async with running_bridge(tmp_path, sims,
+    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database,
                               BRIDGE_PUBLIC_URL="http://127.0.0.1:9") as harness:
         job = await harness.create(FLYOVER)
         await asyncio.sleep(1.5)  # the task is done at the provider; no callback arrived
@@ -337,17 +338,18 @@ async def test_a_lost_callback_is_caught_by_the_safety_net_poll(
 
 
 async def test_after_a_restart_every_unfinished_job_is_followed_again(
-    tmp_path: Path, sims: Sims,
+    tmp_path: Path, sims: Sims, database: str,
 ) -> None:
     bodies = [{**FOX, "prompt": "[sim:duration=2] fox"}, {**CITY, "prompt": "[sim:duration=2] c"},
               {**FLYOVER, "prompt": "[sim:duration=2] f"},
               {**CANAL, "prompt": "[sim:duration=2] v"}]
-    async with running_bridge(tmp_path, sims, BRIDGE_CONFIRM_CALLBACKS="1") as first:
+    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database,
+                              BRIDGE_CONFIRM_CALLBACKS="1") as first:
         ids = [(await first.create(body))["id"] for body in bodies]
         for job_id in ids:
             await first.wait(job_id, {"submitted", "running"}, hurry=False)
     await asyncio.sleep(2.5)  # every task finishes at its provider while the bridge is down
-    async with running_bridge(tmp_path, sims) as second:
+    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database) as second:
         for job_id in ids:
             done = await second.wait(job_id, seconds=30)
             assert done["status"] == "succeeded", done

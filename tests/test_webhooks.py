@@ -20,7 +20,15 @@ from svix.webhooks import Webhook as SvixWebhook
 from svix.webhooks import WebhookVerificationError as SvixVerificationError
 
 from bridge.models import utcnow
-from tests.conftest import API_KEY, Harness, Received, Receiver, Sims, running_bridge
+from tests.conftest import (
+    API_KEY,
+    SQLITE_ONLY,
+    Harness,
+    Received,
+    Receiver,
+    Sims,
+    running_bridge,
+)
 
 FLYOVER = {"provider": "apixo", "model": "veo-3-1", "aspect_ratio": "16:9",
            "prompt": "A cinematic flyover of a futuristic city at sunrise"}
@@ -33,8 +41,8 @@ TERMINAL_TYPES = {"job.succeeded", "job.failed", "job.canceled", "job.expired"}
 
 
 @pytest.fixture
-async def hooks(tmp_path: Path, sims: Sims) -> AsyncIterator[Harness]:
-    async with running_bridge(tmp_path, sims, **FAST) as running:
+async def hooks(tmp_path: Path, sims: Sims, database: str) -> AsyncIterator[Harness]:
+    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database, **FAST) as running:
         yield running
 
 
@@ -559,6 +567,7 @@ async def test_every_delivery_goes_to_an_unrelated_tenant_never(
     assert API_KEY
 
 
+@SQLITE_ONLY
 async def test_a_job_event_and_its_deliveries_are_one_transaction(
     hooks: Harness, receiver: Receiver,
 ) -> None:

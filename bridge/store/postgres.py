@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +38,7 @@ from bridge.store.sqlite import _JobBatch as JobBatch
 _T = TypeVar("_T")
 log = logging.getLogger("bridge.store")
 
-CHANNEL = "bridge_work"  # the NOTIFY channel; payload "jobs" or "deliveries"
+CHANNEL = "bridge_work"  # the NOTIFY channel; payload "jobs" or "deliveries", and the sender
 MIGRATION_LOCK = 0x6272_6964_6765  # "bridge": the advisory lock held while migrating
 RETRIES = 5  # runs of a transaction that keeps losing races before it fails
 CONNECT_TIMEOUT = 5.0  # seconds to get a connection before answering 503
@@ -268,6 +269,7 @@ class PostgresConnector:
         self._pool: ConnectionPool[psycopg.Connection[Row]] | None = None
         self._threads: ThreadPoolExecutor | None = None
         self._listener: asyncio.Task[None] | None = None
+        self.token = secrets.token_hex(8)  # names this process's NOTIFYs
 
     # -- lifecycle -------------------------------------------------------------------------
     async def open(self, migrations: Sequence[str] = MIGRATIONS) -> None:
@@ -282,7 +284,8 @@ class PostgresConnector:
         await self._in_thread(functools.partial(pool.open, wait=True,
                                                 timeout=CONNECT_TIMEOUT))
         await self._in_thread(functools.partial(self._migrate, migrations))
-        self._listener = asyncio.create_task(self._listen(), name="store.listen")
+        listening = await self._listening()  # before open returns: no NOTIFY is missed
+        self._listener = asyncio.create_task(self._listen(listening), name="store.listen")
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -370,7 +373,8 @@ class PostgresConnector:
                             ("jobs", view.jobs_due), ("deliveries", view.deliveries_added))
                             if count]
                         for kind in notified:
-                            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, kind))
+                            conn.execute("SELECT pg_notify(%s, %s)",
+                                         (CHANNEL, f"{kind} {self.token}"))
                     return result, notified
                 except _RACES:
                     if attempt == RETRIES:
@@ -393,25 +397,33 @@ class PostgresConnector:
             raise _fault(exc) from exc
 
     # -- wake-ups from other processes -----------------------------------------------------
-    async def _listen(self) -> None:
-        """Hear the other processes' NOTIFYs, connecting again (with backoff) when the
-        connection is lost."""
+    async def _listening(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT))
+        await conn.execute(f"LISTEN {CHANNEL}")
+        return conn
+
+    async def _listen(self, conn: psycopg.AsyncConnection[Any] | None) -> None:
+        """Hear the other processes' NOTIFYs on ``conn``, connecting again (with backoff)
+        when the connection is lost."""
         backoff = LISTEN_BACKOFF[0]
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                        self.url, autocommit=True,
-                        connect_timeout=int(CONNECT_TIMEOUT)) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                if conn is None:
+                    conn = await self._listening()
                     backoff = LISTEN_BACKOFF[0]
                     # Anything may have happened while nobody listened: look now.
                     for kind in self.listeners:
                         self._wake(kind)
+                async with conn:
                     async for notify in conn.notifies():
-                        self._wake(notify.payload)
+                        kind, _, sender = notify.payload.partition(" ")
+                        if sender != self.token:  # this process woke its own at the commit
+                            self._wake(kind)
             except psycopg.Error as exc:
                 log.warning("listening for other processes' work failed (%s); again in "
                             "%.1fs", exc, backoff)
+            conn = None
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, LISTEN_BACKOFF[1])
 
