@@ -16,10 +16,20 @@ from bridge.endpoints import (
     check_events,
     check_fields,
     check_headers,
+    check_max_concurrency,
     check_url,
 )
 from bridge.errors import Conflict, InvalidRequest, NotFound
-from bridge.models import EVENT_TYPES, Endpoint, Event, Tenant, new_id, parse_rfc3339, utcnow
+from bridge.models import (
+    DEFAULT_MAX_CONCURRENCY,
+    EVENT_TYPES,
+    Endpoint,
+    Event,
+    Tenant,
+    new_id,
+    parse_rfc3339,
+    utcnow,
+)
 
 ROTATION_OVERLAP = timedelta(hours=24)  # the old secret keeps signing beside the new one
 
@@ -52,6 +62,8 @@ async def create_endpoint(request: Request) -> JSONResponse:
         headers=check_headers(body.get("headers")),
         secret=new_signing_secret(),
         created_at=utcnow(),
+        max_concurrency=check_max_concurrency(body["max_concurrency"])
+        if "max_concurrency" in body else DEFAULT_MAX_CONCURRENCY,
     )
     await bridge.store.create_endpoint(endpoint)
     return JSONResponse({**endpoint.to_json(), "secret": endpoint.secret}, status_code=201)
@@ -80,10 +92,12 @@ async def update_endpoint(request: Request) -> JSONResponse:
     description = (check_description(body["description"]) if "description" in body
                    else endpoint.description)
     headers = check_headers(body["headers"]) if "headers" in body else endpoint.headers
+    max_concurrency = (check_max_concurrency(body["max_concurrency"])
+                       if "max_concurrency" in body else endpoint.max_concurrency)
 
     def change(current: Endpoint) -> Endpoint:
         updated = replace(current, url=url, events=events, description=description,
-                          headers=headers)
+                          headers=headers, max_concurrency=max_concurrency)
         if body.get("disabled") is True and not current.disabled:
             updated = replace(updated, disabled=True, disabled_reason="disabled by the user")
         elif body.get("disabled") is False:

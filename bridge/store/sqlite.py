@@ -26,7 +26,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +39,7 @@ from bridge.config import ConfiguredEndpoint
 from bridge.errors import InvalidRequest
 from bridge.models import (
     DEFAULT_ENDPOINT_EVENTS,
+    DEFAULT_MAX_CONCURRENCY,
     EVENT_TYPES,
     TERMINAL,
     Delivery,
@@ -180,6 +181,10 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id, seq);
     CREATE INDEX deliveries_event ON deliveries(event_id);
     """,
+    # 3: each endpoint's cap on attempts in flight at once
+    """
+    ALTER TABLE endpoints ADD COLUMN max_concurrency INTEGER NOT NULL DEFAULT 4;
+    """,
 )
 
 _JOB_COLUMNS = (
@@ -204,6 +209,7 @@ _JOB_INSERT = (
 
 BUSY_TIMEOUT = 10.0  # seconds a write waits for another process's lock before it fails
 CHECKPOINT_EVERY = 64  # commits between checkpoints of the write-ahead log
+TURN_SCAN = 2  # a claim taking tenants in turns reads up to this many times its limit
 
 _Work = Callable[[sqlite3.Connection], Any]
 
@@ -779,30 +785,44 @@ class SQLiteStore:
     async def claim_due_deliveries(
         self, now: datetime, limit: int, lease: float, *,
         skip_endpoints: frozenset[str] = frozenset(),
+        per_tenant: int | None = None,
+        tenant_room: Mapping[str, int] | None = None,
     ) -> list[Outgoing]:
         stamp = now.timestamp()
         until = stamp + lease
+        room = dict(tenant_room or {})
+        full = sorted(tenant for tenant, left in room.items() if left <= 0)
         skip = ""
         if skip_endpoints:
             skip = f"  AND d.channel NOT IN ({', '.join('?' * len(skip_endpoints))})"
+        if full:
+            skip += f"  AND d.tenant NOT IN ({', '.join('?' * len(full))})"
+        # Taking tenants in turns looks further than ``limit``: past the first tenant's rows.
+        scan = limit if per_tenant is None else TURN_SCAN * limit
 
         def work(conn: sqlite3.Connection) -> list[Outgoing]:
             # A delivery waits while its target has an earlier pending one of the same job:
             # an earlier event, or the same event queued before it (a replay).
-            rows = conn.execute(
-                "UPDATE deliveries SET lease_until = ? WHERE seq IN ("
-                "  SELECT d.seq FROM deliveries d WHERE d.status = 'pending'"
+            due = conn.execute(
+                "SELECT d.seq, d.tenant FROM deliveries d WHERE d.status = 'pending'"
                 "  AND d.next_attempt_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?)"
                 f"{skip}"
                 "  AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.status = 'pending'"
                 "    AND e.channel = d.channel AND e.job_id = d.job_id"
                 "    AND (e.sequence < d.sequence OR (e.sequence = d.sequence AND e.seq < d.seq)))"
-                "  ORDER BY d.next_attempt_at LIMIT ?"
-                f") RETURNING {_DELIVERY_READ}",
-                (until, stamp, stamp, *sorted(skip_endpoints), limit),
+                "  ORDER BY d.next_attempt_at, d.seq LIMIT ?",
+                (stamp, stamp, *sorted(skip_endpoints), *full, scan),
             ).fetchall()
-            deliveries = [_delivery(row) for row in sorted(
-                rows, key=lambda r: (r["next_attempt_at"], r["seq"]))]
+            taken = _in_turns(due, limit, per_tenant, room)
+            if not taken:
+                return []
+            rows = conn.execute(
+                "UPDATE deliveries SET lease_until = ? "
+                f"WHERE seq IN ({', '.join('?' * len(taken))}) RETURNING {_DELIVERY_READ}",
+                (until, *taken),
+            ).fetchall()
+            turn = {seq: index for index, seq in enumerate(taken)}
+            deliveries = [_delivery(row) for row in sorted(rows, key=lambda r: turn[r["seq"]])]
             return _outgoing(conn, deliveries, stamp, until)
 
         return await self._transaction(work)
@@ -1402,6 +1422,24 @@ def _by_id(
     return {row["id"]: row for row in rows}
 
 
+def _in_turns(
+    due: list[sqlite3.Row], limit: int, per_tenant: int | None, room: dict[str, int]
+) -> list[int]:
+    """Up to ``limit`` of the ``due`` rows' seqs (earliest first), the tenants taking turns:
+    each tenant's first, then each one's second, and so on; at most ``room[tenant]`` or
+    ``per_tenant`` rows of one tenant."""
+    if per_tenant is None:
+        return [seq for seq, _ in due[:limit]]
+    queues: dict[str, list[int]] = {}
+    for seq, tenant in due:
+        queue = queues.setdefault(tenant, [])
+        if len(queue) < room.get(tenant, per_tenant):
+            queue.append(seq)
+    taken = [seq for turn in itertools.zip_longest(*queues.values()) for seq in turn
+             if seq is not None]
+    return taken[:limit]
+
+
 def _outgoing(
     conn: sqlite3.Connection, deliveries: list[Delivery], stamp: float, lease_until: float
 ) -> list[Outgoing]:
@@ -1411,8 +1449,9 @@ def _outgoing(
                     {d.event_id for d in deliveries})
     tenants = {row["id"]: row["signing_secret"] for row in _by_id(
         conn, "id, signing_secret", "tenants", {d.tenant for d in deliveries}).values()}
-    endpoints = _by_id(conn, "id, url, headers, secret, previous_secret, previous_secret_until",
-                       "endpoints", {d.endpoint_id for d in deliveries if d.endpoint_id})
+    endpoints = _by_id(conn, "id, url, headers, secret, previous_secret, previous_secret_until, "
+                       "max_concurrency", "endpoints",
+                       {d.endpoint_id for d in deliveries if d.endpoint_id})
     out = []
     for delivery in deliveries:
         event = events.get(delivery.event_id)
@@ -1420,13 +1459,14 @@ def _outgoing(
         if event is None or tenant_secret is None:
             continue
         headers: dict[str, str] = {}
+        cap = DEFAULT_MAX_CONCURRENCY
         if delivery.endpoint_id is None:
             url, secrets = delivery.url or "", [tenant_secret]
         else:
             endpoint = endpoints.get(delivery.endpoint_id)
             if endpoint is None:
                 continue
-            _, url, stored_headers, secret, previous, until = endpoint
+            _, url, stored_headers, secret, previous, until, cap = endpoint
             if stored_headers not in (None, "{}"):
                 headers = jsoncodec.loads(stored_headers)
             secrets = [secret or tenant_secret]
@@ -1439,14 +1479,14 @@ def _outgoing(
             '{"id":' + _dumps(delivery.event_id) + ',"type":' + _dumps(event_type)
             + ',"timestamp":"' + rfc3339_stamp(created_at) + '","data":' + data + "}"
         ).encode()
-        out.append(Outgoing(delivery, url, headers, secrets, body, lease_until))
+        out.append(Outgoing(delivery, url, headers, secrets, body, lease_until, cap))
     return out
 
 
 _ENDPOINT_COLUMNS = (
     "id", "tenant", "kind", "url", "events", "description", "headers", "secret",
     "previous_secret", "previous_secret_until", "disabled", "disabled_reason", "failing_since",
-    "source", "created_at",
+    "source", "created_at", "max_concurrency",
 )
 _ENDPOINT_INSERT = (
     f"INSERT INTO endpoints ({', '.join(_ENDPOINT_COLUMNS)}) "
@@ -1477,6 +1517,7 @@ def _endpoint_params(endpoint: Endpoint) -> dict[str, Any]:
         "failing_since": _ts(endpoint.failing_since),
         "source": endpoint.source,
         "created_at": endpoint.created_at.timestamp(),
+        "max_concurrency": endpoint.max_concurrency,
     }
 
 
@@ -1498,6 +1539,7 @@ def _endpoint(row: sqlite3.Row) -> Endpoint:
         failing_since=_dt(row["failing_since"]),
         source=row["source"],
         created_at=_dt(row["created_at"]) or utcnow(),
+        max_concurrency=row["max_concurrency"],
     )
 
 
