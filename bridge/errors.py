@@ -6,7 +6,8 @@
     ├── Forbidden               403 (a media link that is not ours)
     ├── NotFound                404 (also for other tenants' ids)
     ├── Conflict                409
-    └── PayloadTooLarge         413
+    ├── PayloadTooLarge         413
+    └── RateLimited             429 with Retry-After
     ProviderError               a provider answered badly or not at all; carries what the
     │                           tracker needs to decide: retry later, or fail the job
     └── SubmitOutcomeUnknown    a submission may or may not have reached the provider
@@ -16,12 +17,14 @@ The message of every error is safe to show: no secrets, no provider keys.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
 class BridgeError(Exception):
     status_code = 500
     code = "internal_error"
+    headers: dict[str, str] | None = None  # sent with the answer
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -67,6 +70,15 @@ class Conflict(BridgeError):
 class PayloadTooLarge(BridgeError):
     status_code = 413
     code = "payload_too_large"
+
+
+class RateLimited(BridgeError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
 
 
 class ProviderError(Exception):

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge.api.common import authenticate, get_bridge, page, page_params, read_json
-from bridge.core import Bridge, new_signing_secret
+from bridge.core import TEST_BURST, TEST_PER_SECOND, Bridge, new_signing_secret
 from bridge.endpoints import (
     check_description,
     check_events,
@@ -19,7 +19,7 @@ from bridge.endpoints import (
     check_max_concurrency,
     check_url,
 )
-from bridge.errors import Conflict, InvalidRequest, NotFound
+from bridge.errors import Conflict, InvalidRequest, NotFound, RateLimited
 from bridge.models import (
     DEFAULT_MAX_CONCURRENCY,
     EVENT_TYPES,
@@ -140,6 +140,10 @@ async def rotate_secret(request: Request) -> JSONResponse:
 async def test_endpoint(request: Request) -> JSONResponse:
     bridge, tenant, endpoint = await _endpoint(request)
     require_enabled(endpoint)
+    wait = bridge.test_sends.take(endpoint.id)
+    if wait:
+        raise RateLimited(f"at most {TEST_BURST} test events at once to one endpoint, then "
+                          f"{TEST_PER_SECOND:g} a second; try again later", retry_after=wait)
     event = Event(
         id=new_id("evt"), tenant=tenant.id, type="endpoint.test", job_id=None,
         created_at=utcnow(),
