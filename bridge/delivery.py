@@ -154,10 +154,10 @@ class Deliverer:
     of its two rounds (``2 * concurrency`` claimed here) are recorded.
 
     Fairness: a target has at most its ``max_concurrency`` attempts in flight (and never
-    more than ``per_target``); a tenant at most ``per_tenant``, and a tenant under its
-    share of the slots (``concurrency`` over the tenants with deliveries here) goes before
-    one past it. Claims take tenants in turns, at most two rounds of ``per_tenant`` claimed
-    for one tenant, so that another tenant's new deliveries are claimed at once.
+    more than ``per_target``), a tenant at most ``per_tenant`` (``PER_TENANT`` leaves a
+    quarter of the default slots to the other tenants). Claims take tenants in turns, at
+    most two rounds of ``per_tenant`` claimed here for one tenant, so that the room left
+    lets another tenant's new deliveries be claimed at once.
     """
 
     def __init__(
@@ -348,29 +348,17 @@ class Deliverer:
             sender.add_done_callback(self._senders.discard)  # also if it never ran
 
     def _pick(self) -> tuple[Outgoing, float, _Target, _Tenant] | None:
-        """The first claimed delivery whose target and tenant have an attempt to spare, taken
-        out; one of a tenant under its share of the slots before one of a tenant past it."""
-        share = self.concurrency // (len(self._tenants) or 1)
-        chosen = None
-        for index, (outgoing, _) in enumerate(self._ready):
+        """The first claimed delivery whose target and tenant have an attempt to spare,
+        taken out."""
+        for index, (outgoing, claimed_at) in enumerate(self._ready):
             target = self._targets[_target_name(outgoing)]
             tenant = self._tenants[outgoing.delivery.tenant]
-            if target.in_flight >= target.limit or tenant.in_flight >= self.per_tenant:
-                continue
-            if tenant.in_flight < share:
-                chosen = index
-                break
-            if chosen is None:
-                chosen = index  # past its share: only if no tenant under its share can go
-        if chosen is None:
-            return None
-        outgoing, claimed_at = self._ready[chosen]
-        del self._ready[chosen]
-        target = self._targets[_target_name(outgoing)]
-        tenant = self._tenants[outgoing.delivery.tenant]
-        target.in_flight += 1
-        tenant.in_flight += 1
-        return outgoing, claimed_at, target, tenant
+            if target.in_flight < target.limit and tenant.in_flight < self.per_tenant:
+                del self._ready[index]
+                target.in_flight += 1
+                tenant.in_flight += 1
+                return outgoing, claimed_at, target, tenant
+        return None
 
     async def _sender(self) -> None:
         try:
