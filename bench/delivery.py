@@ -136,7 +136,7 @@ async def raw_row(label: str, post: Callable[[], Awaitable[int]], concurrency: i
 
 
 async def prepare_outbox(workdir: str, receiver: str, endpoints: int, count: int,
-                         data: dict[str, object]) -> SQLiteStore:
+                         data: dict[str, object], per_endpoint: int) -> SQLiteStore:
     from bridge.core import new_signing_secret
     from bridge.models import Endpoint, Event, new_id, utcnow
     from bridge.store.sqlite import SQLiteStore
@@ -148,7 +148,8 @@ async def prepare_outbox(workdir: str, receiver: str, endpoints: int, count: int
     for index in range(endpoints):
         endpoint = Endpoint(id=new_id("ep"), tenant="default", url=f"{receiver}/hook/{index}",
                             events=None, description=None, headers={},
-                            secret=new_signing_secret(), created_at=utcnow())
+                            secret=new_signing_secret(), created_at=utcnow(),
+                            max_concurrency=per_endpoint)
         await store.create_endpoint(endpoint)
         ids.append(endpoint.id)
     for start in range(0, count, 500):
@@ -231,7 +232,10 @@ async def main_async(args: argparse.Namespace) -> int:
         # Enough for every bridge slice at ten times the raw aiohttp rate seen here.
         count = int(args.rounds * (args.warmup + slice_) * 12000)
         with tempfile.TemporaryDirectory(prefix="bridge-bench-delivery-") as workdir:
-            store = await prepare_outbox(workdir, receiver, args.endpoints, count, data)
+            # Each endpoint may take its part of the concurrency (endpoints default to 4).
+            per_endpoint = max(1, min(32, args.concurrency // args.endpoints))
+            store = await prepare_outbox(workdir, receiver, args.endpoints, count, data,
+                                         per_endpoint)
             counts = {"done": 0, "errors": 0, "measuring": 0}
             sample: list[bytes] = []
             sampled = asyncio.Event()
@@ -245,7 +249,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
             deliverer = Deliverer(store, Guard(allow_private=True), (5.0, 300.0),
                                   concurrency=args.concurrency,
-                                  per_target=args.concurrency // args.endpoints,
+                                  per_target=per_endpoint,
                                   listeners=[record])
             # The body the deliverer sends, for the raw rows: one attempt before timing.
             await deliverer.start()

@@ -31,11 +31,9 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
 
 async def _bridge_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BridgeError)
-    headers = None
     if isinstance(exc, Unavailable):
-        headers = {"Retry-After": str(exc.retry_after)}
         log.warning("answered 503: %s", exc.message)
-    return JSONResponse(exc.to_json(), status_code=exc.status_code, headers=headers)
+    return JSONResponse(exc.to_json(), status_code=exc.status_code, headers=exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

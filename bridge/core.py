@@ -8,7 +8,7 @@ import hashlib
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
@@ -23,6 +23,7 @@ from bridge.models import Job, JobStatus, Tenant, Tracking, new_id, utcnow
 from bridge.providers import build_providers
 from bridge.providers.base import JobRequest, Provider
 from bridge.providers.client import ProviderClient
+from bridge.ratelimit import TokenBuckets
 from bridge.settings import PROVIDERS, Settings
 from bridge.signing import Signer
 from bridge.store import Store, open_store
@@ -38,6 +39,8 @@ TICK_JOBS = 50  # due jobs (submissions, polls) claimed per round
 TICK_DELIVERIES = 200  # due deliveries claimed per round
 MEDIA_LINK_TTL = 7 * 24 * 3600.0
 DEFAULT_TENANT = "default"
+TEST_BURST = 5  # endpoint.test sends to one endpoint at once, then TEST_PER_SECOND
+TEST_PER_SECOND = 1.0
 
 
 def hash_key(key: str) -> str:
@@ -93,6 +96,9 @@ class Bridge:
     guard: Guard
     deliverer: Deliverer
     supervisor: Supervisor
+    # POST /v1/endpoints/{id}/test, per endpoint
+    test_sends: TokenBuckets = field(
+        default_factory=lambda: TokenBuckets(TEST_BURST, TEST_PER_SECOND))
 
     @classmethod
     async def open(cls, settings: Settings, http: httpx.AsyncClient | None = None) -> Bridge:

@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 
 from bridge.http1 import Client
 from bridge.metrics import DELIVERY_SECONDS, count_delivery
-from bridge.models import utcnow
+from bridge.models import MAX_CONCURRENCY, utcnow
 from bridge.providers.http import parse_retry_after
 from bridge.store import Store
 from bridge.store.base import AttemptResult, Outgoing
@@ -54,7 +54,12 @@ MAX_RETRY_AFTER = 3600.0  # a Retry-After is honoured up to this many seconds
 JITTER = 0.2
 DISABLE_AFTER = 5 * 86400.0  # seconds of nothing but failed deliveries
 CONCURRENCY = 64  # attempts in flight, all targets
-PER_TARGET = 8  # attempts in flight to one endpoint (or one job's webhook_url)
+# Attempts in flight to one target at most, whatever it asks: an endpoint's own
+# max_concurrency (DEFAULT_MAX_CONCURRENCY for a job's webhook_url) applies below it.
+PER_TARGET = MAX_CONCURRENCY
+# Attempts in flight for one tenant: a quarter of the slots stays free for the others, so
+# one tenant's endpoints that never answer cannot hold every slot for TIMEOUT.
+PER_TENANT = CONCURRENCY * 3 // 4
 SLOW = 1.0  # seconds: an endpoint answering this slowly gets no deliveries claimed ahead
 IDLE_WAIT = 1.0  # seconds between looks for due retries when nothing wakes the worker
 USER_AGENT = "bridge-webhooks/0.1"
@@ -120,23 +125,40 @@ def next_attempt(
 class _Target:
     """An endpoint (or a job's own webhook_url) with deliveries claimed here."""
 
-    __slots__ = ("claimed", "in_flight", "slow")
+    __slots__ = ("claimed", "in_flight", "limit", "slow")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
         self.claimed = 0  # its deliveries claimed here and not yet recorded
         self.in_flight = 0  # its attempts being made
+        self.limit = limit  # its attempts in flight at most
         self.slow = False  # its last attempt took SLOW seconds or more
+
+
+class _Tenant:
+    """A tenant with deliveries claimed here."""
+
+    __slots__ = ("claimed", "in_flight")
+
+    def __init__(self) -> None:
+        self.claimed = 0
+        self.in_flight = 0
 
 
 class Deliverer:
     """Claims due deliveries, sends them and records what came of each.
 
-    Claimed deliveries wait in ``_ready`` (claim order) until a slot and their target have
-    room. Up to ``concurrency`` sender tasks take them from there, one after another while
-    any can go, so that a freed slot starts the next attempt at once. A sender hands each
-    outcome to the recorder and goes on; the recorder writes the outcomes that came in
-    meanwhile in one store call. ``_run`` claims more whenever half of its two rounds
-    (``2 * concurrency`` claimed here) are recorded.
+    Claimed deliveries wait in ``_ready`` (claim order) until a slot, their target and
+    their tenant have room. Up to ``concurrency`` sender tasks take them from there, one
+    after another while any can go, so that a freed slot starts the next attempt at once.
+    A sender hands each outcome to the recorder and goes on; the recorder writes the
+    outcomes that came in meanwhile in one store call. ``_run`` claims more whenever half
+    of its two rounds (``2 * concurrency`` claimed here) are recorded.
+
+    Fairness: a target has at most its ``max_concurrency`` attempts in flight (and never
+    more than ``per_target``), a tenant at most ``per_tenant`` (``PER_TENANT`` leaves a
+    quarter of the default slots to the other tenants). Claims take tenants in turns, at
+    most two rounds of ``per_tenant`` claimed here for one tenant, so that the room left
+    lets another tenant's new deliveries be claimed at once.
     """
 
     def __init__(
@@ -147,6 +169,7 @@ class Deliverer:
         *,
         concurrency: int = CONCURRENCY,
         per_target: int = PER_TARGET,
+        per_tenant: int = PER_TENANT,
         clock: Callable[[], datetime] = utcnow,
         listeners: list[Callable[[Outgoing, AttemptResult], None]] | None = None,
     ) -> None:
@@ -155,12 +178,14 @@ class Deliverer:
         self.schedule = schedule
         self.concurrency = concurrency
         self.per_target = per_target
+        self.per_tenant = max(1, min(per_tenant, concurrency))
         self.clock = clock
         self.listeners = listeners if listeners is not None else []
         self._client: Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._targets: dict[str, _Target] = {}  # those with deliveries claimed here
+        self._tenants: dict[str, _Tenant] = {}  # likewise
         self._ready: collections.deque[tuple[Outgoing, float]] = collections.deque()
         self._claimed = 0  # claimed here and not yet recorded (or given back)
         self._sending: set[str] = set()  # ids of the deliveries claimed here
@@ -257,9 +282,14 @@ class Deliverer:
     async def _claim(self, room: int, *, skip_full: bool = True) -> int:
         if room <= 0:
             return 0
-        claimed = await self.store.claim_due_deliveries(
-            self.clock(), room, LEASE,
-            skip_endpoints=self._full_endpoints() if skip_full else frozenset())
+        if skip_full:
+            claimed = await self.store.claim_due_deliveries(
+                self.clock(), room, LEASE, skip_endpoints=self._full_endpoints(),
+                per_tenant=2 * self.per_tenant,
+                tenant_room={name: self._tenant_room(name) for name in self._tenants})
+        else:  # one batch and no claim after it (a tick): tenants take turns, none capped
+            claimed = await self.store.claim_due_deliveries(
+                self.clock(), room, LEASE, per_tenant=room)
         claimed_at = time.monotonic()
         taken = 0
         for outgoing in claimed:
@@ -268,10 +298,16 @@ class Deliverer:
                 continue  # an earlier claim of it is still being attempted here
             self._sending.add(delivery_id)
             name = _target_name(outgoing)
+            limit = min(outgoing.max_concurrency, self.per_target)
             target = self._targets.get(name)
             if target is None:
-                target = self._targets[name] = _Target()
+                target = self._targets[name] = _Target(limit)
+            target.limit = limit  # as the endpoint says now
             target.claimed += 1
+            tenant = self._tenants.get(outgoing.delivery.tenant)
+            if tenant is None:
+                tenant = self._tenants[outgoing.delivery.tenant] = _Tenant()
+            tenant.claimed += 1
             self._claimed += 1
             self._ready.append((outgoing, claimed_at))
             taken += 1
@@ -289,11 +325,18 @@ class Deliverer:
         return frozenset(
             name for name, target in self._targets.items()
             if name.startswith("ep_")
-            and target.claimed >= (self.per_target if target.slow else 2 * self.per_target))
+            and target.claimed >= (target.limit if target.slow else 2 * target.limit))
+
+    def _tenant_room(self, name: str) -> int:
+        """Deliveries a claim may take for this tenant: up to two rounds of its in-flight
+        cap in all, and none until a batch's worth is free (claims come in batches)."""
+        tenant = self._tenants.get(name)
+        room = 2 * self.per_tenant - (tenant.claimed if tenant is not None else 0)
+        return room if room >= min(self._claim_at_least, 2 * self.per_tenant) else 0
 
     async def run_once(self, limit: int, deadline: float | None = None) -> int:
         """One bounded round (tick mode): claim up to ``limit`` due deliveries, send them
-        (``concurrency`` at a time, ``per_target`` to one target) and record the outcomes;
+        (``concurrency`` at a time, within the target and tenant caps) and record the outcomes;
         answer how many were attempted. With ``deadline`` (``time.monotonic()``), no
         attempt outlasts it: one cut short is recorded as a failed attempt (no answer in
         time) and retried on the schedule."""
@@ -318,20 +361,23 @@ class Deliverer:
             self._senders.add(sender)
             sender.add_done_callback(self._senders.discard)  # also if it never ran
 
-    def _pick(self) -> tuple[Outgoing, float, _Target] | None:
-        """The first claimed delivery whose target has an attempt to spare, taken out."""
+    def _pick(self) -> tuple[Outgoing, float, _Target, _Tenant] | None:
+        """The first claimed delivery whose target and tenant have an attempt to spare,
+        taken out."""
         for index, (outgoing, claimed_at) in enumerate(self._ready):
             target = self._targets[_target_name(outgoing)]
-            if target.in_flight < self.per_target:
+            tenant = self._tenants[outgoing.delivery.tenant]
+            if target.in_flight < target.limit and tenant.in_flight < self.per_tenant:
                 del self._ready[index]
                 target.in_flight += 1
-                return outgoing, claimed_at, target
+                tenant.in_flight += 1
+                return outgoing, claimed_at, target, tenant
         return None
 
     async def _sender(self) -> None:
         try:
             while (picked := self._pick()) is not None:
-                outgoing, claimed_at, target = picked
+                outgoing, claimed_at, target, tenant = picked
                 result = None
                 try:
                     if time.monotonic() - claimed_at <= START_WITHIN:
@@ -343,6 +389,7 @@ class Deliverer:
                     log.exception("delivery %s could not be attempted", outgoing.delivery.id)
                 finally:
                     target.in_flight -= 1
+                    tenant.in_flight -= 1
                     if result is None:  # not sent, failed to, or cut off by stop()
                         self._release(outgoing)
                 if result is not None:
@@ -404,11 +451,17 @@ class Deliverer:
         target.claimed -= 1
         if not target.claimed:
             del self._targets[name]
+        tenant = self._tenants[outgoing.delivery.tenant]
+        tenant.claimed -= 1
+        if not tenant.claimed:
+            del self._tenants[outgoing.delivery.tenant]
         self._claimed -= 1
         if not self._claimed:
             self._settled.set()
-        if self._room() >= self._claim_at_least:
-            self.wake()  # room for a claim; and the target's next event of this job may be due
+        if self._room() >= self._claim_at_least and self._tenant_room(outgoing.delivery.tenant):
+            # Room for a claim that this tenant may share in; and the target's next event of
+            # this job may be due.
+            self.wake()
 
     # -- one attempt ---------------------------------------------------------------------
     async def attempt(self, outgoing: Outgoing, within: float = TIMEOUT) -> AttemptResult:

@@ -7,7 +7,7 @@ from typing import Any
 
 from bridge.delivery import RESERVED_HEADERS
 from bridge.errors import InvalidRequest
-from bridge.models import EVENT_TYPES
+from bridge.models import EVENT_TYPES, MAX_CONCURRENCY
 from bridge.targets import Guard, TargetRefused
 
 MAX_URL = 2048
@@ -15,7 +15,7 @@ MAX_DESCRIPTION = 500
 MAX_HEADERS = 20
 MAX_HEADER_VALUE = 1024
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}")
-_FIELDS = {"url", "events", "description", "headers", "disabled"}
+_FIELDS = {"url", "events", "description", "headers", "disabled", "max_concurrency"}
 
 
 async def check_url(guard: Guard, url: Any, field: str = "url") -> str:
@@ -77,6 +77,16 @@ def check_description(value: Any) -> str | None:
     if not isinstance(value, str) or len(value) > MAX_DESCRIPTION:
         raise InvalidRequest(f"description must be a string of at most {MAX_DESCRIPTION} "
                              "characters", field="description")
+    return value
+
+
+def check_max_concurrency(value: Any) -> int:
+    """Attempts in flight to the endpoint at once: an integer from 1 to MAX_CONCURRENCY."""
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+        1 <= value <= MAX_CONCURRENCY
+    ):
+        raise InvalidRequest(f"max_concurrency must be an integer from 1 to {MAX_CONCURRENCY}",
+                             field="max_concurrency")
     return value
 
 

@@ -7,6 +7,7 @@
     ├── NotFound                404 (also for other tenants' ids)
     ├── Conflict                409
     ├── PayloadTooLarge         413
+    ├── RateLimited             429 with Retry-After
     └── Unavailable             503 with Retry-After (the database is locked or full)
     ProviderError               a provider answered badly or not at all; carries what the
     │                           tracker needs to decide: retry later, or fail the job
@@ -17,12 +18,14 @@ The message of every error is safe to show: no secrets, no provider keys.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
 class BridgeError(Exception):
     status_code = 500
     code = "internal_error"
+    headers: dict[str, str] | None = None  # sent with the answer
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -70,6 +73,15 @@ class PayloadTooLarge(BridgeError):
     code = "payload_too_large"
 
 
+class RateLimited(BridgeError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
+
+
 class Unavailable(BridgeError):
     """Nothing was written; the same request may succeed after ``retry_after`` seconds."""
 
@@ -79,6 +91,7 @@ class Unavailable(BridgeError):
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class ProviderError(Exception):

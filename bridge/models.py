@@ -296,6 +296,10 @@ def hashed_key_prefix(key_hash: str) -> str:
 
 # Event types an endpoint gets when it names none: every one but the chatty job.progress.
 DEFAULT_ENDPOINT_EVENTS = tuple(t for t in EVENT_TYPES if t != "job.progress")
+# Delivery attempts in flight to one endpoint at once: the default (also for a job's own
+# webhook_url) and the most an endpoint may ask for.
+DEFAULT_MAX_CONCURRENCY = 4
+MAX_CONCURRENCY = 32
 
 
 class DeliveryStatus(StrEnum):
@@ -326,6 +330,7 @@ class Endpoint:
     previous_secret_until: datetime | None = None
     failing_since: datetime | None = None
     source: str = "api"
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
 
     def wants(self, event_type: str) -> bool:
         return event_type in (self.events if self.events is not None
@@ -340,6 +345,7 @@ class Endpoint:
             "headers": self.headers,
             "disabled": self.disabled,
             "disabled_reason": self.disabled_reason,
+            "max_concurrency": self.max_concurrency,
             "created_at": rfc3339(self.created_at),
         }
 

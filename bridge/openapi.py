@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.models import EVENT_TYPES, JobStatus
+from bridge.models import DEFAULT_MAX_CONCURRENCY, EVENT_TYPES, MAX_CONCURRENCY, JobStatus
 from bridge.providers.base import MODES
 from bridge.settings import PROVIDERS
 
@@ -37,6 +37,9 @@ def _obj(properties: dict[str, Schema], required: list[str] | None = None,
 TIME = {"type": "string", "format": "date-time"}
 STR = {"type": "string"}
 EVENT_TYPE = {"type": "string", "enum": list(EVENT_TYPES)}
+MAX_IN_FLIGHT = {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY,
+                 "default": DEFAULT_MAX_CONCURRENCY,
+                 "description": "delivery attempts in flight to this endpoint at once"}
 
 def _optional_nullable(schema: Schema, required: list[str]) -> Schema:
     """Every property not in ``required`` may also be null (the API reads null as absent)."""
@@ -117,8 +120,9 @@ SCHEMAS: dict[str, Schema] = {
         "headers": {"type": "object", "additionalProperties": STR},
         "disabled": {"type": "boolean"},
         "disabled_reason": _nullable(STR),
+        "max_concurrency": MAX_IN_FLIGHT,
         "created_at": TIME,
-    }, ["id", "url", "events", "headers", "disabled", "created_at"]),
+    }, ["id", "url", "events", "headers", "disabled", "max_concurrency", "created_at"]),
     "EndpointWithSecret": {"allOf": [_ref("Endpoint"), _obj({
         "secret": {"type": "string", "pattern": "^whsec_"}}, ["secret"])]},
     "EndpointCreate": _obj({
@@ -128,6 +132,7 @@ SCHEMAS: dict[str, Schema] = {
         "description": _nullable({"type": "string", "maxLength": 500}),
         "headers": {"type": "object", "additionalProperties": STR,
                     "description": "sent with every delivery; never the signature headers"},
+        "max_concurrency": MAX_IN_FLIGHT,
     }, ["url"], additional=False),
     "EndpointUpdate": _obj({
         "url": {"type": "string", "format": "uri"},
@@ -135,6 +140,7 @@ SCHEMAS: dict[str, Schema] = {
         "description": _nullable({"type": "string", "maxLength": 500}),
         "headers": {"type": "object", "additionalProperties": STR},
         "disabled": {"type": "boolean"},
+        "max_concurrency": MAX_IN_FLIGHT,
     }, additional=False),
     "Delivery": _obj({
         "id": {"type": "string", "pattern": "^del_"},
@@ -192,6 +198,7 @@ _ERRORS = {
     "409": "The object is in a state that does not allow this.",
     "413": "The body is too large.",
     "422": "A field is not valid; error.field names it.",
+    "429": "Too many requests (error.code rate_limited); try again after Retry-After.",
     "503": "The database is locked or full; nothing was kept. Try again after Retry-After.",
 }
 
@@ -206,6 +213,10 @@ def _op(summary: str, responses: dict[str, Schema], *, errors: tuple[str, ...] =
     operation: Schema = {"summary": summary, "responses": dict(responses)}
     for code in errors:
         operation["responses"][code] = _json(_ref("Error"), _ERRORS[code])
+        if code == "429":
+            operation["responses"][code]["headers"] = {"Retry-After": {
+                "description": "seconds to wait", "required": True,
+                "schema": {"type": "integer", "minimum": 1}}}
     if auth:  # every authenticated route reads or writes the database
         operation["responses"]["503"] = _json(_ref("Error"), _ERRORS["503"]) | {
             "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
@@ -297,9 +308,10 @@ def _paths() -> dict[str, Schema]:
             {"200": _json(_ref("EndpointWithSecret"))}, errors=("401", "404", "409"),
             params=[ENDPOINT_ID])},
         "/v1/endpoints/{endpoint_id}/test": {"post": _op(
-            "Send an endpoint.test event to the endpoint",
+            "Send an endpoint.test event to the endpoint (a burst of 5 per endpoint, then 1 a "
+            "second)",
             {"202": _json(_ref("Delivery"), "The delivery queued.")},
-            errors=("401", "404", "409"), params=[ENDPOINT_ID])},
+            errors=("401", "404", "409", "429"), params=[ENDPOINT_ID])},
         "/v1/endpoints/{endpoint_id}/deliveries": {"get": _op(
             "Every delivery attempt to the endpoint, newest first",
             {"200": _json(_ref("DeliveryPage"))}, errors=("400", "401", "404"),

@@ -38,3 +38,14 @@ async def test_every_event_type_has_a_webhook_with_the_docs_example(harness: Har
         example = content["application/json"]["example"]
         assert example["type"] == event_type
         assert json.loads((DOCS / f"{event_type}.json").read_text()) == example
+
+
+async def test_max_concurrency_and_the_test_routes_429_are_described(harness: Harness) -> None:
+    document = (await harness.client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    for name in ("Endpoint", "EndpointCreate", "EndpointUpdate"):
+        field = schemas[name]["properties"]["max_concurrency"]
+        assert (field["type"], field["minimum"], field["maximum"]) == ("integer", 1, 32)
+    assert "max_concurrency" in schemas["Endpoint"]["required"]
+    limited = document["paths"]["/v1/endpoints/{endpoint_id}/test"]["post"]["responses"]["429"]
+    assert "Retry-After" in limited["headers"]

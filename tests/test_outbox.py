@@ -72,6 +72,31 @@ async def test_a_claim_is_leased_and_not_claimed_twice(store: SQLiteStore) -> No
     assert [o.delivery.id for o in again] == [first[0].delivery.id]
 
 
+async def test_a_claim_takes_tenants_in_turns_within_each_ones_room(store: SQLiteStore) -> None:
+    await store.ensure_tenant("other", new_signing_secret)
+    mine = await endpoint(store)
+    theirs = await endpoint(store, tenant="other", max_concurrency=7)
+    for number in range(6):  # acme's backlog comes due first
+        await store.add_event(event("job.succeeded", 1, job_id=f"job_{number}"),
+                              endpoint_id=mine.id)
+    for number in range(2):
+        await store.add_event(Event(id=new_id("evt"), tenant="other", type="job.succeeded",
+                                    job_id=f"their_{number}", created_at=utcnow(),
+                                    data={"sequence": 1}), endpoint_id=theirs.id)
+    now = utcnow()
+    first = await store.claim_due_deliveries(now, 4, LEASE, per_tenant=3)
+    assert [o.delivery.tenant for o in first] == ["acme", "other", "acme", "other"]
+    assert [o.delivery.job_id for o in first] == ["job_0", "their_0", "job_1", "their_1"]
+    assert [o.max_concurrency for o in first] == [4, 7, 4, 7]
+    one = await store.claim_due_deliveries(now, 10, LEASE, per_tenant=10,
+                                           tenant_room={"acme": 1})
+    assert [o.delivery.job_id for o in one] == ["job_2"]
+    assert await store.claim_due_deliveries(now, 10, LEASE, per_tenant=10,
+                                            tenant_room={"acme": 0}) == []
+    rest = await store.claim_due_deliveries(now, 10, LEASE)
+    assert [o.delivery.job_id for o in rest] == ["job_3", "job_4", "job_5"]
+
+
 async def test_an_outcome_is_recorded_only_under_the_claims_own_lease(
     store: SQLiteStore,
 ) -> None:

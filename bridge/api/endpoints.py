@@ -10,16 +10,26 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge.api.common import authenticate, get_bridge, page, page_params, read_json
-from bridge.core import Bridge, new_signing_secret
+from bridge.core import TEST_BURST, TEST_PER_SECOND, Bridge, new_signing_secret
 from bridge.endpoints import (
     check_description,
     check_events,
     check_fields,
     check_headers,
+    check_max_concurrency,
     check_url,
 )
-from bridge.errors import Conflict, InvalidRequest, NotFound
-from bridge.models import EVENT_TYPES, Endpoint, Event, Tenant, new_id, parse_rfc3339, utcnow
+from bridge.errors import Conflict, InvalidRequest, NotFound, RateLimited
+from bridge.models import (
+    DEFAULT_MAX_CONCURRENCY,
+    EVENT_TYPES,
+    Endpoint,
+    Event,
+    Tenant,
+    new_id,
+    parse_rfc3339,
+    utcnow,
+)
 
 ROTATION_OVERLAP = timedelta(hours=24)  # the old secret keeps signing beside the new one
 
@@ -52,6 +62,8 @@ async def create_endpoint(request: Request) -> JSONResponse:
         headers=check_headers(body.get("headers")),
         secret=new_signing_secret(),
         created_at=utcnow(),
+        max_concurrency=check_max_concurrency(body["max_concurrency"])
+        if "max_concurrency" in body else DEFAULT_MAX_CONCURRENCY,
     )
     await bridge.store.create_endpoint(endpoint)
     return JSONResponse({**endpoint.to_json(), "secret": endpoint.secret}, status_code=201)
@@ -80,10 +92,12 @@ async def update_endpoint(request: Request) -> JSONResponse:
     description = (check_description(body["description"]) if "description" in body
                    else endpoint.description)
     headers = check_headers(body["headers"]) if "headers" in body else endpoint.headers
+    max_concurrency = (check_max_concurrency(body["max_concurrency"])
+                       if "max_concurrency" in body else endpoint.max_concurrency)
 
     def change(current: Endpoint) -> Endpoint:
         updated = replace(current, url=url, events=events, description=description,
-                          headers=headers)
+                          headers=headers, max_concurrency=max_concurrency)
         if body.get("disabled") is True and not current.disabled:
             updated = replace(updated, disabled=True, disabled_reason="disabled by the user")
         elif body.get("disabled") is False:
@@ -126,6 +140,10 @@ async def rotate_secret(request: Request) -> JSONResponse:
 async def test_endpoint(request: Request) -> JSONResponse:
     bridge, tenant, endpoint = await _endpoint(request)
     require_enabled(endpoint)
+    wait = bridge.test_sends.take(endpoint.id)
+    if wait:
+        raise RateLimited(f"at most {TEST_BURST} test events at once to one endpoint, then "
+                          f"{TEST_PER_SECOND:g} a second; try again later", retry_after=wait)
     event = Event(
         id=new_id("evt"), tenant=tenant.id, type="endpoint.test", job_id=None,
         created_at=utcnow(),

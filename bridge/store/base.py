@@ -16,19 +16,20 @@ One method per operation, named for the domain. Every backend gives the same gua
   skips that job's ``job.progress`` deliveries still waiting on the same target.
 - ``claim_due_deliveries`` leases due deliveries like jobs, and never one whose target has
   an earlier event of the same job still pending: each target gets a job's events in order.
+  It can share a claim among tenants (turns, and a cap per tenant).
 
 The SQLite backend (``bridge.store.sqlite``) is the embedded default.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from bridge.config import ConfiguredEndpoint
-from bridge.models import ApiKey, Delivery, Endpoint, Event, Job, Tenant
+from bridge.models import DEFAULT_MAX_CONCURRENCY, ApiKey, Delivery, Endpoint, Event, Job, Tenant
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Outgoing:
     secrets: list[str]
     body: bytes
     lease_until: float  # the claim's lease: its outcome is recorded only while it holds
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY  # the target's attempts in flight at once
 
 
 @dataclass(slots=True)
@@ -264,9 +266,16 @@ class Store(Protocol):
     async def claim_due_deliveries(
         self, now: datetime, limit: int, lease: float, *,
         skip_endpoints: frozenset[str] = frozenset(),
+        per_tenant: int | None = None,
+        tenant_room: Mapping[str, int] | None = None,
     ) -> list[Outgoing]:
         """Lease up to ``limit`` due deliveries, earliest first, in order per job and
-        target (see the module docstring), none for the endpoints in ``skip_endpoints``."""
+        target (see the module docstring), none for the endpoints in ``skip_endpoints``.
+
+        With ``per_tenant``, tenants take turns (each one's earliest first, then each one's
+        next, ...) and one tenant gets at most ``per_tenant`` of them, or
+        ``tenant_room[tenant]`` for a tenant named there (0 or less: none): a tenant with a
+        backlog does not fill a claim that another tenant's due deliveries need."""
         ...
 
     async def finish_delivery(self, outgoing: Outgoing, result: AttemptResult) -> bool:

@@ -45,7 +45,7 @@ CONNECT_TIMEOUT = 5.0  # seconds to get a connection before answering 503
 LISTEN_BACKOFF = (0.5, 5.0)  # seconds between attempts to listen again, first and last
 
 MIGRATIONS: Sequence[str] = (
-    # 1: the schema of SQLite's migrations 1-3, in PostgreSQL's types. Times are Unix seconds
+    # 1: the schema of SQLite's migrations 1-4, in PostgreSQL's types. Times are Unix seconds
     # (double precision) and JSON is text, as in SQLite: the same works read both.
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -138,7 +138,8 @@ MIGRATIONS: Sequence[str] = (
         disabled_reason TEXT,
         failing_since DOUBLE PRECISION,
         source TEXT NOT NULL DEFAULT 'api',
-        created_at DOUBLE PRECISION NOT NULL
+        created_at DOUBLE PRECISION NOT NULL,
+        max_concurrency INTEGER NOT NULL DEFAULT 4
     );
     CREATE INDEX endpoints_tenant ON endpoints(tenant, seq);
 

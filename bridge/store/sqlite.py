@@ -26,7 +26,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +39,7 @@ from bridge.config import ConfiguredEndpoint
 from bridge.errors import InvalidRequest, Unavailable
 from bridge.models import (
     DEFAULT_ENDPOINT_EVENTS,
+    DEFAULT_MAX_CONCURRENCY,
     EVENT_TYPES,
     TERMINAL,
     ApiKey,
@@ -197,6 +198,10 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE tenants ADD COLUMN previous_signing_secret TEXT;
     ALTER TABLE tenants ADD COLUMN previous_signing_secret_until REAL;
     """,
+    # 4: each endpoint's cap on attempts in flight at once
+    """
+    ALTER TABLE endpoints ADD COLUMN max_concurrency INTEGER NOT NULL DEFAULT 4;
+    """,
 )
 
 _JOB_COLUMNS = (
@@ -222,6 +227,7 @@ _JOB_INSERT = (
 KEY_USE_RESOLUTION = 60.0  # seconds: a key's last use is written at most this often
 BUSY_TIMEOUT = 3.0  # seconds a write waits for another process's lock before it fails
 CHECKPOINT_EVERY = 64  # commits between checkpoints of the write-ahead log
+TURN_SCAN = 2  # a claim taking tenants in turns reads up to this many times its limit
 
 class Cursor(Protocol):
     """What the works use of a cursor: ``sqlite3.Cursor`` and psycopg's alike."""
@@ -910,30 +916,44 @@ class SQLiteStore:
     async def claim_due_deliveries(
         self, now: datetime, limit: int, lease: float, *,
         skip_endpoints: frozenset[str] = frozenset(),
+        per_tenant: int | None = None,
+        tenant_room: Mapping[str, int] | None = None,
     ) -> list[Outgoing]:
         stamp = now.timestamp()
         until = stamp + lease
+        room = dict(tenant_room or {})
+        full = sorted(tenant for tenant, left in room.items() if left <= 0)
         skip = ""
         if skip_endpoints:
             skip = f"  AND d.channel NOT IN ({', '.join('?' * len(skip_endpoints))})"
+        if full:
+            skip += f"  AND d.tenant NOT IN ({', '.join('?' * len(full))})"
+        # Taking tenants in turns looks further than ``limit``: past the first tenant's rows.
+        scan = limit if per_tenant is None else TURN_SCAN * limit
 
         def work(conn: Conn) -> list[Outgoing]:
             # A delivery waits while its target has an earlier pending one of the same job:
             # an earlier event, or the same event queued before it (a replay).
-            rows = conn.execute(
-                "UPDATE deliveries SET lease_until = ? WHERE seq IN ("
-                "  SELECT d.seq FROM deliveries d WHERE d.status = 'pending'"
+            due = conn.execute(
+                "SELECT d.seq, d.tenant FROM deliveries d WHERE d.status = 'pending'"
                 "  AND d.next_attempt_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?)"
                 f"{skip}"
                 "  AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.status = 'pending'"
                 "    AND e.channel = d.channel AND e.job_id = d.job_id"
                 "    AND (e.sequence < d.sequence OR (e.sequence = d.sequence AND e.seq < d.seq)))"
-                f"  ORDER BY d.next_attempt_at LIMIT ?{conn.skip_locked}"
-                f") RETURNING {_DELIVERY_READ}",
-                (until, stamp, stamp, *sorted(skip_endpoints), limit),
+                f"  ORDER BY d.next_attempt_at, d.seq LIMIT ?{conn.skip_locked}",
+                (stamp, stamp, *sorted(skip_endpoints), *full, scan),
             ).fetchall()
-            deliveries = [_delivery(row) for row in sorted(
-                rows, key=lambda r: (r["next_attempt_at"], r["seq"]))]
+            taken = _in_turns(due, limit, per_tenant, room)
+            if not taken:
+                return []
+            rows = conn.execute(
+                "UPDATE deliveries SET lease_until = ? "
+                f"WHERE seq IN ({', '.join('?' * len(taken))}) RETURNING {_DELIVERY_READ}",
+                (until, *taken),
+            ).fetchall()
+            turn = {seq: index for index, seq in enumerate(taken)}
+            deliveries = [_delivery(row) for row in sorted(rows, key=lambda r: turn[r["seq"]])]
             return _outgoing(conn, deliveries, stamp, until)
 
         return await self._transaction(work)
@@ -1576,6 +1596,24 @@ def _by_id(
     return {row["id"]: row for row in rows}
 
 
+def _in_turns(
+    due: list[sqlite3.Row], limit: int, per_tenant: int | None, room: dict[str, int]
+) -> list[int]:
+    """Up to ``limit`` of the ``due`` rows' seqs (earliest first), the tenants taking turns:
+    each tenant's first, then each one's second, and so on; at most ``room[tenant]`` or
+    ``per_tenant`` rows of one tenant."""
+    if per_tenant is None:
+        return [seq for seq, _ in due[:limit]]
+    queues: dict[str, list[int]] = {}
+    for seq, tenant in due:
+        queue = queues.setdefault(tenant, [])
+        if len(queue) < room.get(tenant, per_tenant):
+            queue.append(seq)
+    taken = [seq for turn in itertools.zip_longest(*queues.values()) for seq in turn
+             if seq is not None]
+    return taken[:limit]
+
+
 def _outgoing(
     conn: Conn, deliveries: list[Delivery], stamp: float, lease_until: float
 ) -> list[Outgoing]:
@@ -1585,8 +1623,9 @@ def _outgoing(
                     {d.event_id for d in deliveries})
     tenants = _by_id(conn, "id, signing_secret, previous_signing_secret, "
                      "previous_signing_secret_until", "tenants", {d.tenant for d in deliveries})
-    endpoints = _by_id(conn, "id, url, headers, secret, previous_secret, previous_secret_until",
-                       "endpoints", {d.endpoint_id for d in deliveries if d.endpoint_id})
+    endpoints = _by_id(conn, "id, url, headers, secret, previous_secret, previous_secret_until, "
+                       "max_concurrency", "endpoints",
+                       {d.endpoint_id for d in deliveries if d.endpoint_id})
     out = []
     for delivery in deliveries:
         event = events.get(delivery.event_id)
@@ -1599,13 +1638,14 @@ def _outgoing(
         if tenant_previous and tenant_until is not None and tenant_until > stamp:
             tenant_secrets.append(tenant_previous)
         headers: dict[str, str] = {}
+        cap = DEFAULT_MAX_CONCURRENCY
         if delivery.endpoint_id is None:
             url, secrets = delivery.url or "", tenant_secrets
         else:
             endpoint = endpoints.get(delivery.endpoint_id)
             if endpoint is None:
                 continue
-            _, url, stored_headers, secret, previous, until = endpoint
+            _, url, stored_headers, secret, previous, until, cap = endpoint
             if stored_headers not in (None, "{}"):
                 headers = jsoncodec.loads(stored_headers)
             if secret is None:  # a REST hook: signed as the tenant signs
@@ -1621,7 +1661,7 @@ def _outgoing(
             '{"id":' + _dumps(delivery.event_id) + ',"type":' + _dumps(event_type)
             + ',"timestamp":"' + rfc3339_stamp(created_at) + '","data":' + data + "}"
         ).encode()
-        out.append(Outgoing(delivery, url, headers, secrets, body, lease_until))
+        out.append(Outgoing(delivery, url, headers, secrets, body, lease_until, cap))
     return out
 
 
@@ -1637,7 +1677,7 @@ def _api_key(row: sqlite3.Row) -> ApiKey:
 _ENDPOINT_COLUMNS = (
     "id", "tenant", "kind", "url", "events", "description", "headers", "secret",
     "previous_secret", "previous_secret_until", "disabled", "disabled_reason", "failing_since",
-    "source", "created_at",
+    "source", "created_at", "max_concurrency",
 )
 _ENDPOINT_INSERT = (
     f"INSERT INTO endpoints ({', '.join(_ENDPOINT_COLUMNS)}) "
@@ -1668,6 +1708,7 @@ def _endpoint_params(endpoint: Endpoint) -> dict[str, Any]:
         "failing_since": _ts(endpoint.failing_since),
         "source": endpoint.source,
         "created_at": endpoint.created_at.timestamp(),
+        "max_concurrency": endpoint.max_concurrency,
     }
 
 
@@ -1689,6 +1730,7 @@ def _endpoint(row: sqlite3.Row) -> Endpoint:
         failing_since=_dt(row["failing_since"]),
         source=row["source"],
         created_at=_dt(row["created_at"]) or utcnow(),
+        max_concurrency=row["max_concurrency"],
     )
 
 
