@@ -141,6 +141,7 @@ class Bridge:
         guard = Guard(allow_private=settings.allow_private_targets)
         deliverer = Deliverer(store, guard, settings.retry_schedule)
         store.outbox_listeners.append(deliverer.wake)
+        store.job_listeners.append(tracker.wake)
         return cls(settings, store, providers, Catalog(providers), tracker, signer, media,
                    client, owns_http, guard, deliverer, Supervisor())
 

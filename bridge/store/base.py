@@ -100,8 +100,10 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    # Called after each commit of this store that added deliveries to the outbox.
+    # Called after each commit that added deliveries to the outbox, or made jobs due now:
+    # this process's commits, and (PostgreSQL) other processes' too.
     outbox_listeners: list[Callable[[], None]]
+    job_listeners: list[Callable[[], None]]
 
     async def ping(self) -> bool:
         """Whether the database answers and its schema is current."""

@@ -442,7 +442,6 @@ class PostgresStore(SQLiteStore):
         self.connector = PostgresConnector(url, pool_size)
         # Called after a commit of any process that added deliveries or made jobs due.
         self.connector.listeners["deliveries"] = self.outbox_listeners
-        self.job_listeners: list[Callable[[], None]] = []
         self.connector.listeners["jobs"] = self.job_listeners
 
     async def open(self) -> None:

@@ -279,6 +279,7 @@ class SQLiteStore:
         # Called after each commit that added deliveries (the deliverer's wake-up): events
         # that go to no endpoint wake nobody.
         self.outbox_listeners: list[Callable[[], None]] = []
+        self.job_listeners: list[Callable[[], None]] = []  # after commits that made jobs due
         self._checkpoint: asyncio.Task[None] | None = None
         self._checkpointer: sqlite3.Connection | None = None  # used in a thread only
         self._closing = False
@@ -397,6 +398,10 @@ class SQLiteStore:
         if write.deliveries_added:
             write.deliveries_added = 0
             for listener in self.outbox_listeners:
+                listener()
+        if write.jobs_due:
+            write.jobs_due = 0
+            for listener in self.job_listeners:
                 listener()
         self._commits += 1
         if self._commits >= CHECKPOINT_EVERY and (
@@ -1074,7 +1079,7 @@ class _WriteConnection(sqlite3.Connection):
     for nothing."""
 
     deliveries_added = 0
-    jobs_due = 0  # jobs made due now (PostgreSQL tells other processes; here nobody)
+    jobs_due = 0  # jobs made due now: the commit wakes the store's job listeners
     batch: _JobBatch | None = None
     for_update = ""
     skip_locked = ""
