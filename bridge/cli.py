@@ -63,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"bridge: configuration error: {exc}", file=sys.stderr)
         return 2
+    problem = asyncio.run(_database_problem(settings))
+    if problem is not None:
+        print(f"bridge: configuration error: BRIDGE_DATABASE: {problem}", file=sys.stderr)
+        return 2
 
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
@@ -80,6 +84,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "tick":
         return asyncio.run(_tick(settings))
     return 2  # pragma: no cover - argparse refuses unknown commands
+
+
+async def _database_problem(settings: Settings) -> str | None:
+    """Why the database cannot be opened (and migrated), in one line; ``None`` if it can."""
+    from bridge.settings import redacted
+    from bridge.store import open_store
+
+    try:
+        store = await open_store(settings.database, pool_size=1)
+    except Exception as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        return f"cannot open {redacted(settings.database)}: {reason}"
+    await store.close()
+    return None
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:

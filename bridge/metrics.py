@@ -14,6 +14,8 @@ Read at scrape time (true across processes sharing the database):
 - ``bridge_jobs{provider, status}``: jobs in each state.
 - ``bridge_outbox_depth``: deliveries pending.
 - ``bridge_outbox_oldest_pending_seconds``: age of the oldest event with a pending delivery.
+- ``bridge_database_connections{state}`` (PostgreSQL): this process's pool, ``in_use`` and
+  ``idle``.
 """
 
 from __future__ import annotations
@@ -89,6 +91,13 @@ class _Gauges(Collector):
             "Age of the oldest event with a webhook delivery still pending (0: none).",
             value=self._snapshot.oldest_pending_seconds,
         )
+        if self._snapshot.connections is not None:
+            pool = GaugeMetricFamily("bridge_database_connections",
+                                     "This process's PostgreSQL connections, by state.",
+                                     labels=["state"])
+            for state, count in sorted(self._snapshot.connections.items()):
+                pool.add_metric([state], count)
+            yield pool
 
 
 def render(snapshot: Stats) -> bytes:

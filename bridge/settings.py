@@ -184,6 +184,11 @@ def is_postgres(database: str) -> bool:
     return database.startswith(("postgresql://", "postgres://"))
 
 
+def redacted(database: str) -> str:
+    """``BRIDGE_DATABASE`` without a password, for messages."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", database)
+
+
 def _database(value: str) -> str:
     if is_postgres(value):
         try:

@@ -97,3 +97,32 @@ def test_serve_warns_once_that_private_targets_are_allowed(tmp_path: Path) -> No
     assert warnings[0]["message"] == (
         "BRIDGE_ALLOW_PRIVATE_TARGETS=1: webhooks may go over plain http and to loopback, "
         "private, link-local and cloud metadata addresses; use it for local development only")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_a_database_that_cannot_be_opened_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    closed = _free_port()  # nothing listens there
+    for database, says in (
+        (f"postgresql://bridge:s3cret-pw@127.0.0.1:{closed}/bridge", "cannot open"),
+        ("postgresql://bridge@127.0.0.1:not-a-port/bridge", "not a valid PostgreSQL URL"),
+        ("mysql://bridge@127.0.0.1/bridge", "postgresql:// URL"),
+        (str(tmp_path / "no" / "such" / "dir" / "x.db" / "y"), "cannot open"),
+    ):
+        (tmp_path / "no").mkdir(exist_ok=True)
+        (tmp_path / "no" / "such").write_text("a file where a folder should be")
+        for command in (["serve", "--port", str(_free_port())], ["tick"]):
+            done = subprocess.run([sys.executable, "-m", "bridge.cli", *command],
+                                  env=_env(tmp_path, BRIDGE_DATABASE=database),
+                                  capture_output=True, text=True, timeout=60)
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 2, done.stderr
+            assert len(lines) == 1 and lines[0].startswith(
+                "bridge: configuration error: BRIDGE_DATABASE: "), lines
+            assert says in lines[0]
+            assert "s3cret-pw" not in done.stderr + done.stdout

@@ -205,6 +205,9 @@ async def test_a_lost_connection_is_answered_with_503_and_then_recovers(
 
     async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=url) as harness:
         assert (await harness.client.get("/readyz")).status_code == 200
+        scraped = (await harness.client.get("/metrics")).text
+        for state in ("in_use", "idle"):
+            assert f'bridge_database_connections{{state="{state}"}}' in scraped
         # Every connection of the bridge's pools ends, as in a failover.
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

@@ -14,7 +14,11 @@ async def open_store(database: str, *, pool_size: int = 10) -> Store:
 
     store: Store
     if is_postgres(database):
-        from bridge.store.postgres import PostgresStore  # psycopg only where it is used
+        try:
+            from bridge.store.postgres import PostgresStore  # psycopg only where it is used
+        except ImportError as exc:
+            raise RuntimeError("PostgreSQL needs psycopg: pip install 'bridge[postgres]'") \
+                from exc
 
         store = PostgresStore(database, pool_size)
     else:

@@ -91,6 +91,7 @@ class Stats:
     jobs: dict[tuple[str, str], int]  # (provider, status) -> jobs
     outbox_depth: int  # deliveries pending
     oldest_pending_seconds: float  # age of the oldest event with a pending delivery; 0: none
+    connections: dict[str, int] | None = None  # this process's pool: "in_use", "idle"
 
 
 class Store(Protocol):

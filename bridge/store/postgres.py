@@ -24,6 +24,8 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime
 from typing import Any, TypeVar
 
 import psycopg
@@ -32,6 +34,7 @@ from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from bridge.errors import Unavailable
+from bridge.store.base import Stats
 from bridge.store.sqlite import Conn, SQLiteStore
 from bridge.store.sqlite import _JobBatch as JobBatch
 
@@ -255,11 +258,6 @@ def _fault(exc: BaseException) -> Unavailable:
     return unavailable
 
 
-def redacted(url: str) -> str:
-    """``url`` without its password, for messages."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
-
-
 class PostgresConnector:
     """The pool, the worker threads, the listener and the migrations of one process."""
 
@@ -277,6 +275,9 @@ class PostgresConnector:
         """Connect (``OSError``-like ``psycopg.OperationalError`` if the server does not
         answer) and apply pending migrations."""
         self._threads = ThreadPoolExecutor(self.pool_size, thread_name_prefix="bridge-pg")
+        # One connection first, so that a server that does not answer says why (the pool
+        # would only time out).
+        await self._in_thread(self._probe)
         pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
             self.url, min_size=1, max_size=self.pool_size, open=False, timeout=CONNECT_TIMEOUT,
             kwargs={"row_factory": _row_factory, "connect_timeout": int(CONNECT_TIMEOUT)},
@@ -300,6 +301,9 @@ class PostgresConnector:
         if self._threads is not None:
             self._threads.shutdown(wait=True)
             self._threads = None
+
+    def _probe(self) -> None:
+        psycopg.connect(self.url, connect_timeout=int(CONNECT_TIMEOUT)).close()
 
     def _migrate(self, migrations: Sequence[str]) -> None:
         assert self._pool is not None
@@ -445,13 +449,21 @@ class PostgresStore(SQLiteStore):
         self.connector.listeners["jobs"] = self.job_listeners
 
     async def open(self) -> None:
-        await self.connector.open()
+        try:
+            await self.connector.open()
+        except BaseException:
+            await self.connector.close()
+            raise
 
     async def close(self) -> None:
         await self.connector.close()
 
     async def ping(self) -> bool:
         return await self.connector.version() == len(MIGRATIONS)
+
+    async def stats(self, now: datetime) -> Stats:
+        in_use, idle = self.connector.pool_stats()
+        return replace(await super().stats(now), connections={"in_use": in_use, "idle": idle})
 
     async def _transaction(self, work: Callable[[Conn], _T], *, heavy: bool = False) -> _T:
         return await self.connector.transaction(work)
