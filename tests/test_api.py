@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.models import Job, JobStatus, Tracking, new_id, utcnow
+from bridge.store import Change
 from tests.conftest import API_KEY, Harness
 
 FOX = {"provider": "airforce", "model": "wan-2.6", "prompt": "A red fox darting across snowy hills",
@@ -321,3 +323,22 @@ async def test_unknown_event_type_filter_answers_400(harness: Harness) -> None:
     answer = await harness.client.get("/v1/events", params={"type": "job.exploded"})
     assert answer.status_code == 400
     assert answer.json()["error"]["field"] == "type"
+
+
+async def test_a_row_stored_with_a_lone_surrogate_never_makes_a_route_answer_500(
+    harness: Harness,
+) -> None:
+    # Stored before input was read strictly: the routes that show it answer U+FFFD.
+    now = utcnow()
+    job = Job(id=new_id("job"), tenant="default", provider="infrai", model=None,
+              status=JobStatus.QUEUED, tracking=Tracking.POLL,
+              request={"provider": "infrai", "prompt": "fox \ud800", "mode": "text"},
+              created_at=now, updated_at=now, metadata={"note": "\udfff"})
+    await harness.bridge.store.create_job(job, idempotency_window=0)
+    await harness.bridge.store.update_job(job.id, lambda current: Change(
+        current.evolve(status=JobStatus.SUBMITTED, updated_at=now), "job.submitted"))
+    event_id = (await harness.bridge.store.job_events(job.id))[0].id
+    for path in ("/v1/jobs", f"/v1/jobs/{job.id}", "/v1/events", f"/v1/events/{event_id}"):
+        answer = await harness.client.get(path)
+        assert answer.status_code == 200, (path, answer.text)
+        assert "fox \ufffd" in answer.text

@@ -5,10 +5,9 @@ from __future__ import annotations
 import hmac
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bridge.api.common import get_bridge
+from bridge.api.common import JSONResponse, get_bridge
 from bridge.errors import NotFound, Unauthorized
 
 
