@@ -120,7 +120,9 @@ class Store(Protocol):
     # -- jobs ----------------------------------------------------------------------------
     async def create_job(self, job: Job, *, idempotency_window: float) -> tuple[Job, bool]:
         """Insert ``job``; with ``job.idempotency_key`` set, a job of the same tenant and key
-        created within ``idempotency_window`` seconds is returned instead (``False``)."""
+        created within ``idempotency_window`` seconds is returned instead (``False``), with
+        the ``request_hash`` it was made with. Atomic: of requests racing with one key,
+        one inserts and the others get its job."""
         ...
 
     async def get_job(self, job_id: str, tenant: str | None = None) -> Job | None:

@@ -180,6 +180,10 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id, seq);
     CREATE INDEX deliveries_event ON deliveries(event_id);
     """,
+    # 3: what a job's Idempotency-Key was first used with
+    """
+    ALTER TABLE jobs ADD COLUMN request_hash TEXT;
+    """,
 )
 
 _JOB_COLUMNS = (
@@ -187,10 +191,10 @@ _JOB_COLUMNS = (
     "request", "result", "error", "cost", "metadata", "provider_data", "webhook_url",
     "webhook_events", "idempotency_key", "sequence", "created_at", "updated_at", "completed_at",
     "submit_started_at", "submitted_at", "next_check_at", "check_count", "error_streak",
-    "progress_event_at",
+    "progress_event_at", "request_hash",
 )
 # Every job read names its columns in this order, and ``_job`` unpacks them by position: a
-# name lookup in a ``sqlite3.Row`` scans the column names, 27 times a row.
+# name lookup in a ``sqlite3.Row`` scans the column names, 28 times a row.
 _JOB_READ = f"{', '.join(_JOB_COLUMNS)}, lease_until"
 _JOB_SELECT = f"SELECT {_JOB_READ} FROM jobs"
 _JOB_BY_ID = f"{_JOB_SELECT} WHERE id = ?"
@@ -1160,6 +1164,7 @@ _JOB_ENCODERS: dict[str, Callable[[Job], Any]] = {
     "check_count": lambda job: job.check_count,
     "error_streak": lambda job: job.error_streak,
     "progress_event_at": lambda job: _ts(job.progress_event_at),
+    "request_hash": lambda job: job.request_hash,
 }
 assert tuple(_JOB_ENCODERS) == _JOB_COLUMNS
 
@@ -1178,7 +1183,8 @@ def _job(row: sqlite3.Row) -> Job:
     (id_, tenant, provider, model, status, tracking, provider_job_id, progress, request,
      result, error, cost, metadata, provider_data, webhook_url, webhook_events,
      idempotency_key, sequence, created_at, updated_at, completed_at, submit_started_at,
-     submitted_at, next_check_at, check_count, error_streak, progress_event_at) = row[:27]
+     submitted_at, next_check_at, check_count, error_streak, progress_event_at,
+     request_hash) = row[:28]
     return Job(
         id=id_,
         tenant=tenant,
@@ -1207,6 +1213,7 @@ def _job(row: sqlite3.Row) -> Job:
         next_check_at=_dt(next_check_at),
         progress_event_at=_dt(progress_event_at),
         idempotency_key=idempotency_key,
+        request_hash=request_hash,
     )
 
 
