@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from bridge import inline
 from bridge.catalog import Catalog
 from bridge.delivery import Deliverer
 from bridge.endpoints import check_url
@@ -192,6 +193,7 @@ class Bridge:
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise InvalidRequest("Idempotency-Key must be 1 to 255 characters",
                                  field="Idempotency-Key", status_code=400)
+        inline.check_size(body)
         fields = parse_request(body, set(PROVIDERS), set(self.providers))
         request = JobRequest.from_json(fields)
         provider = self.providers[request.provider]
@@ -215,6 +217,10 @@ class Bridge:
             await check_url(self.guard, webhook_url, "webhook_url")
         webhook_events = fields.pop("events")
         metadata = fields.pop("metadata")
+        # The job shows its data: URLs as summaries; only its submission reads them whole.
+        shown, media = inline.split(
+            {k: v for k, v in fields.items() if v not in (None, [], {})}
+            | {"provider": request.provider, "prompt": request.prompt, "mode": request.mode})
         job = Job(
             id=new_id("job"),
             tenant=tenant.id,
@@ -222,8 +228,7 @@ class Bridge:
             model=request.model,
             status=JobStatus.QUEUED,
             tracking=Tracking(provider.tracking),
-            request={k: v for k, v in fields.items() if v not in (None, [], {})} | {
-                "provider": request.provider, "prompt": request.prompt, "mode": request.mode},
+            request=shown,
             created_at=now,
             updated_at=now,
             metadata=metadata,
@@ -233,7 +238,8 @@ class Bridge:
             next_check_at=now,
             request_hash=fingerprint(body) if idempotency_key is not None else None,
         )
-        stored, created = await self.store.create_job(job, idempotency_window=IDEMPOTENCY_WINDOW)
+        stored, created = await self.store.create_job(
+            job, idempotency_window=IDEMPOTENCY_WINDOW, media=media)
         if created:
             self.tracker.wake()
         elif stored.request_hash not in (None, job.request_hash):

@@ -54,7 +54,7 @@ from bridge.models import (
     rfc3339_stamp,
     utcnow,
 )
-from bridge.store.base import AttemptResult, Decide, Outgoing, Page, Stats
+from bridge.store.base import AttemptResult, Decide, Media, Outgoing, Page, Stats
 
 _T = TypeVar("_T")
 log = logging.getLogger("bridge.store")
@@ -180,9 +180,15 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id, seq);
     CREATE INDEX deliveries_event ON deliveries(event_id);
     """,
-    # 3: what a job's Idempotency-Key was first used with
+    # 3: what a job's Idempotency-Key was first used with; a job's data: URLs, kept apart
+    # from its row (read for its submission only)
     """
     ALTER TABLE jobs ADD COLUMN request_hash TEXT;
+
+    CREATE TABLE job_media (
+        job_id TEXT PRIMARY KEY,
+        media TEXT NOT NULL
+    );
     """,
 )
 
@@ -475,7 +481,9 @@ class SQLiteStore:
         return Tenant(id=row["id"], signing_secret=row["signing_secret"]) if row else None
 
     # -- jobs ----------------------------------------------------------------------------
-    async def create_job(self, job: Job, *, idempotency_window: float) -> tuple[Job, bool]:
+    async def create_job(
+        self, job: Job, *, idempotency_window: float, media: Media = (),
+    ) -> tuple[Job, bool]:
         def work(conn: sqlite3.Connection) -> tuple[Job, bool]:
             if job.idempotency_key is not None:
                 row = _one(
@@ -491,9 +499,19 @@ class SQLiteStore:
                         "UPDATE jobs SET idempotency_key = NULL WHERE id = ?", (row["id"],)
                     )
             conn.execute(_JOB_INSERT, _job_params(job))
+            if media:
+                conn.execute("INSERT INTO job_media (job_id, media) VALUES (?, ?)",
+                             (job.id, _dumps([[list(path), url] for path, url in media])))
             return job, True
 
-        return await self._transaction(work)
+        # A body with media is written in a thread: a few MiB are not copied on the loop.
+        return await self._transaction(work, heavy=bool(media))
+
+    async def job_media(self, job_id: str) -> Media:
+        rows = await self._fetchall("SELECT media FROM job_media WHERE job_id = ?", (job_id,))
+        if not rows:
+            return []
+        return [(tuple(path), url) for path, url in jsoncodec.loads(rows[0]["media"])]
 
     async def get_job(self, job_id: str, tenant: str | None = None) -> Job | None:
         if tenant is None:
