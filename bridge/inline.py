@@ -21,11 +21,13 @@ from urllib.parse import unquote_to_bytes
 
 from bridge.errors import InvalidRequest, PayloadTooLarge
 
-__all__ = ["MAX_INLINE_MEDIA", "MAX_JOB_JSON", "Media", "check_size", "join", "split",
-           "summary"]
+__all__ = ["MAX_INLINE_MEDIA", "MAX_JOB_BODY", "MAX_JOB_JSON", "Media", "check_size", "join",
+           "split", "summary"]
 
 MAX_JOB_JSON = 64 * 1024  # bytes of the body as shown, each data: URL as its summary
 MAX_INLINE_MEDIA = 20 * 1024 * 1024  # characters of a body's data: URLs together
+# The most of a job body read at all: the above, and room for whitespace and escapes.
+MAX_JOB_BODY = MAX_INLINE_MEDIA + 1024 * 1024
 MEDIA_FIELDS = ("images", "options")  # where data: URLs are media; elsewhere they are text
 
 Path = tuple[str | int, ...]

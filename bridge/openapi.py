@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.inline import MAX_INLINE_MEDIA, MAX_JOB_JSON
+from bridge.inline import MAX_INLINE_MEDIA, MAX_JOB_BODY, MAX_JOB_JSON
 from bridge.jsoninput import MAX_DEPTH
 from bridge.models import EVENT_TYPES, JobStatus
 from bridge.providers.base import MODES
@@ -249,7 +249,7 @@ JOB_LIMITS = (
     "counted as the InlineMedia summary the job shows of it), and its data: URLs (in images "
     f"and options) total at most {MAX_INLINE_MEDIA >> 20} MiB; beyond either, 413 "
     "payload_too_large naming the field. A body over "
-    f"{(MAX_INLINE_MEDIA >> 20) + 1} MiB is refused (413) before it is read. The same "
+    f"{MAX_JOB_BODY >> 20} MiB is refused (413) before it is read. The same "
     "Idempotency-Key within 24 hours answers 200 with the first job when the body is the "
     "same JSON (key order and whitespace aside), 409 idempotency_conflict when it is not."
 )

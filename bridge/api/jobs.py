@@ -14,13 +14,9 @@ from bridge.api.common import (
     read_json,
 )
 from bridge.errors import InvalidRequest, NotFound
-from bridge.inline import MAX_INLINE_MEDIA
+from bridge.inline import MAX_JOB_BODY
 from bridge.models import JobStatus
 from bridge.settings import PROVIDERS
-
-# Read at most this much: data: URLs (bridge.inline.MAX_INLINE_MEDIA), the rest of the job
-# (MAX_JOB_JSON), and room for whitespace and escapes. What it holds is checked by core.
-MAX_JOB_BODY = MAX_INLINE_MEDIA + 1024 * 1024
 
 
 async def create_job(request: Request) -> JSONResponse:
