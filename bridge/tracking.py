@@ -167,13 +167,14 @@ class Tracker:
         if job.submit_started_at is not None:
             await self._recover_submission(job, provider)
             return
+        whole = await self._whole(job)  # read before the submission is marked as begun
         now = utcnow()
         if not await self.store.begin_submit(job.id, job.provider, provider.max_concurrent, now):
             await self.store.release_job(job.id, due_in(now, CAPACITY_WAIT))
             return
         callback_url = self.callback_url(job) if job.tracking is Tracking.CALLBACK else None
         try:
-            submission = await provider.submit(await self._whole(job), callback_url=callback_url)
+            submission = await provider.submit(whole, callback_url=callback_url)
         except SubmitOutcomeUnknown:
             log.warning("submit of %s to %s: outcome unknown, looking it up", job.id, job.provider)
             await self._recover_submission(job.evolve(submit_started_at=now), provider)
