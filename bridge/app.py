@@ -11,10 +11,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from bridge.api import routes
 from bridge.api.callbacks import CallbackIngress
+from bridge.api.common import JSONResponse
 from bridge.core import Bridge
 from bridge.errors import BridgeError, Unavailable
 from bridge.logs import RequestLog, log_unhandled

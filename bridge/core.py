@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 
 import httpx
 
+from bridge import inline
 from bridge.catalog import Catalog
 from bridge.delivery import Deliverer
 from bridge.endpoints import check_url
-from bridge.errors import InvalidRequest
-from bridge.jobs import MediaLink, check_capabilities, parse_request
+from bridge.errors import IdempotencyConflict, InvalidRequest
+from bridge.jobs import MediaLink, check_capabilities, fingerprint, parse_request
 from bridge.media import MediaStore
 from bridge.models import Job, JobStatus, Tenant, Tracking, new_id, utcnow
 from bridge.providers import build_providers
@@ -212,11 +213,13 @@ class Bridge:
         """Check and store a new job (``queued``); the tracker submits it.
 
         Returns the job and whether it is new (``False``: an earlier job with the same
-        ``Idempotency-Key``, which is never submitted a second time).
+        ``Idempotency-Key``, which is never submitted a second time). The same key with
+        another body is a conflict (409) and submits nothing.
         """
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise InvalidRequest("Idempotency-Key must be 1 to 255 characters",
                                  field="Idempotency-Key", status_code=400)
+        inline.check_size(body)
         fields = parse_request(body, set(PROVIDERS), set(self.providers))
         request = JobRequest.from_json(fields)
         provider = self.providers[request.provider]
@@ -240,6 +243,10 @@ class Bridge:
             await check_url(self.guard, webhook_url, "webhook_url")
         webhook_events = fields.pop("events")
         metadata = fields.pop("metadata")
+        # The job shows its data: URLs as summaries; only its submission reads them whole.
+        shown, media = inline.split(
+            {k: v for k, v in fields.items() if v not in (None, [], {})}
+            | {"provider": request.provider, "prompt": request.prompt, "mode": request.mode})
         job = Job(
             id=new_id("job"),
             tenant=tenant.id,
@@ -247,8 +254,7 @@ class Bridge:
             model=request.model,
             status=JobStatus.QUEUED,
             tracking=Tracking(provider.tracking),
-            request={k: v for k, v in fields.items() if v not in (None, [], {})} | {
-                "provider": request.provider, "prompt": request.prompt, "mode": request.mode},
+            request=shown,
             created_at=now,
             updated_at=now,
             metadata=metadata,
@@ -256,8 +262,15 @@ class Bridge:
             webhook_events=webhook_events,
             idempotency_key=idempotency_key,
             next_check_at=now,
+            request_hash=fingerprint(body) if idempotency_key is not None else None,
         )
-        stored, created = await self.store.create_job(job, idempotency_window=IDEMPOTENCY_WINDOW)
+        stored, created = await self.store.create_job(
+            job, idempotency_window=IDEMPOTENCY_WINDOW, media=media)
         if created:
             self.tracker.wake()
+        elif stored.request_hash not in (None, job.request_hash):
+            # (None: a job made before bodies were fingerprinted; it cannot be told apart.)
+            raise IdempotencyConflict(
+                "this Idempotency-Key was already used with a different body; use a new key "
+                "for a new job", field="Idempotency-Key")
         return stored, created

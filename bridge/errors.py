@@ -6,6 +6,7 @@
     ├── Forbidden               403 (a media link that is not ours)
     ├── NotFound                404 (also for other tenants' ids)
     ├── Conflict                409
+    │   └── IdempotencyConflict an Idempotency-Key already used with another body
     ├── PayloadTooLarge         413
     ├── RateLimited             429 with Retry-After
     └── Unavailable             503 with Retry-After (the database is locked or full)
@@ -66,6 +67,10 @@ class NotFound(BridgeError):
 class Conflict(BridgeError):
     status_code = 409
     code = "conflict"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
 
 
 class PayloadTooLarge(BridgeError):

@@ -3,6 +3,8 @@ which provider snapshots move a job from state to state (and which events that m
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -109,6 +111,13 @@ def parse_request(body: Any, known_providers: set[str], enabled: set[str]) -> di
         raise InvalidRequest("metadata is larger than 16 KiB", field="metadata")
     out["metadata"] = metadata
     return out
+
+
+def fingerprint(body: Any) -> str:
+    """sha256 of the body as parsed, keys sorted: the same for the same JSON whatever its
+    key order or whitespace (an ``Idempotency-Key`` must not be reused with another)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _optional(body: dict[str, Any], name: str, kind: type) -> Any:

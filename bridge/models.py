@@ -211,6 +211,9 @@ class Job:
     idempotency_key: str | None = None
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
+    # sha256 of the body that created it (``bridge.jobs.fingerprint``), with an
+    # idempotency key: a later body under the same key must match it.
+    request_hash: str | None = None
 
     def evolve(self, **changes: Any) -> Job:
         """A copy with ``changes`` (``dataclasses.replace`` without its per-field cost: this

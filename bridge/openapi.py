@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.inline import MAX_INLINE_MEDIA, MAX_JOB_BODY, MAX_JOB_JSON
+from bridge.jsoninput import MAX_DEPTH
 from bridge.models import DEFAULT_MAX_CONCURRENCY, EVENT_TYPES, MAX_CONCURRENCY, JobStatus
 from bridge.providers.base import MODES
 from bridge.settings import PROVIDERS
@@ -75,11 +77,13 @@ SCHEMAS: dict[str, Schema] = {
         "aspect_ratio": {"type": "string", "examples": ["16:9"]},
         "resolution": {"type": "string", "examples": ["720p"]},
         "images": {"type": "array", "maxItems": 16, "items": STR,
-                   "description": "http(s) URLs or data: URLs"},
+                   "description": "http(s) URLs or data: URLs (base64 ones must decode); "
+                                  "the job shows each data: URL as an InlineMedia summary"},
         "negative_prompt": STR,
         "seed": {"type": "integer"},
         "audio": {"type": "boolean"},
-        "options": {"type": "object", "description": "provider-specific extras"},
+        "options": {"type": "object", "description": "provider-specific extras; data: URLs "
+                                                     "in it are shown as InlineMedia too"},
         "webhook_url": {"type": "string", "format": "uri",
                         "description": "this job's own webhook, signed with the tenant's "
                                        "signing_secret"},
@@ -87,6 +91,11 @@ SCHEMAS: dict[str, Schema] = {
                    "description": "the event types webhook_url gets"},
         "metadata": {"type": "object", "description": "yours, returned as given (16 KiB)"},
     }, ["provider", "prompt"]), ["provider", "prompt"]),
+    "InlineMedia": _obj({
+        "media_type": {"type": "string", "examples": ["image/png"]},
+        "bytes": {"type": "integer", "minimum": 0},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    }, ["media_type", "bytes", "sha256"]),
     "Job": _obj({
         "id": {"type": "string", "pattern": "^job_"},
         "object": {"const": "job"},
@@ -96,7 +105,9 @@ SCHEMAS: dict[str, Schema] = {
         "status": {"type": "string", "enum": [str(s) for s in JobStatus]},
         "progress": _nullable({"type": "integer"}),
         "tracking": {"type": "string", "enum": ["callback", "stream", "poll"]},
-        "request": {"type": "object"},
+        "request": {"type": "object", "description": "the request as accepted; each data: "
+                                                     "URL in images and options is shown as "
+                                                     "an InlineMedia summary of its bytes"},
         "result": _nullable(_ref("JobResult")),
         "error": _nullable(_ref("JobError")),
         "cost": _nullable({"type": "object"}),
@@ -192,7 +203,10 @@ for name, item in (("JobPage", "Job"), ("EventPage", "Event"), ("EndpointPage", 
                           "next_cursor": _nullable(STR)}, ["data", "next_cursor"])
 
 _ERRORS = {
-    "400": "The request is malformed (bad JSON, query parameter or cursor).",
+    "400": "The request is malformed: a query parameter or cursor, or the body is not strict "
+           "JSON (not UTF-8, a lone surrogate, NaN or Infinity, arrays and objects nested "
+           f"more than {MAX_DEPTH} deep, a key repeated in one object); error.message says "
+           "which, error.field where.",
     "401": "No valid API key.",
     "404": "No such object for this tenant.",
     "409": "The object is in a state that does not allow this.",
@@ -209,10 +223,15 @@ def _json(schema: Schema, description: str = "OK") -> Schema:
 
 def _op(summary: str, responses: dict[str, Schema], *, errors: tuple[str, ...] = ("401",),
         body: Schema | None = None, params: list[Schema] | None = None,
-        auth: bool = True, body_required: bool = True) -> Schema:
+        auth: bool = True, body_required: bool = True, description: str | None = None,
+        notes: dict[str, str] | None = None) -> Schema:
+    """An operation; ``notes`` are its own descriptions of some of its ``errors``."""
     operation: Schema = {"summary": summary, "responses": dict(responses)}
+    if description is not None:
+        operation["description"] = description
     for code in errors:
-        operation["responses"][code] = _json(_ref("Error"), _ERRORS[code])
+        operation["responses"][code] = _json(_ref("Error"), (notes or {}).get(code,
+                                                                              _ERRORS[code]))
         if code == "429":
             operation["responses"][code]["headers"] = {"Retry-After": {
                 "description": "seconds to wait", "required": True,
@@ -251,6 +270,17 @@ PAGING = [_query("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
 JOB_ID, EVENT_ID, ENDPOINT_ID = _path("job_id"), _path("event_id"), _path("endpoint_id")
 
 
+JOB_LIMITS = (
+    f"A job body is at most {MAX_JOB_JSON >> 10} KiB of JSON besides its data: URLs (each "
+    "counted as the InlineMedia summary the job shows of it), and its data: URLs (in images "
+    f"and options) total at most {MAX_INLINE_MEDIA >> 20} MiB; beyond either, 413 "
+    "payload_too_large naming the field. A body over "
+    f"{MAX_JOB_BODY >> 20} MiB is refused (413) before it is read. The same "
+    "Idempotency-Key within 24 hours answers 200 with the first job when the body is the "
+    "same JSON (key order and whitespace aside), 409 idempotency_conflict when it is not."
+)
+
+
 def _paths() -> dict[str, Schema]:
     return {
         "/v1/jobs": {
@@ -258,9 +288,14 @@ def _paths() -> dict[str, Schema]:
                 "202": _json(_ref("Job"), "A new job."),
                 "200": _json(_ref("Job"), "The job an earlier request with the same "
                                           "Idempotency-Key created."),
-            }, errors=("400", "401", "413", "422"), body=_ref("JobRequest"),
+            }, errors=("400", "401", "409", "413", "422"), body=_ref("JobRequest"),
                 params=[{"name": "Idempotency-Key", "in": "header", "required": False,
-                         "schema": {"type": "string", "minLength": 1, "maxLength": 255}}]),
+                         "schema": {"type": "string", "minLength": 1, "maxLength": 255}}],
+                description=JOB_LIMITS, notes={
+                    "409": "idempotency_conflict: the Idempotency-Key was used with another "
+                           "body in the last 24 hours; nothing was submitted.",
+                    "413": "payload_too_large: over the limits above; error.field names the "
+                           "field."}),
             "get": _op("List jobs, newest first", {"200": _json(_ref("JobPage"))},
                        errors=("400", "401"), params=[
                            *PAGING, _query("status", {"type": "string",

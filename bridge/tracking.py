@@ -24,8 +24,9 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import Any
 
-from bridge import polling
+from bridge import inline, polling
 from bridge.errors import Conflict, InvalidRequest, NotFound, ProviderError, SubmitOutcomeUnknown
 from bridge.jobs import MediaLink, apply_snapshot, apply_submission, due_in, end_job
 from bridge.models import TERMINAL, Event, Job, JobError, JobStatus, Tracking, utcnow
@@ -186,13 +187,14 @@ class Tracker:
         if job.submit_started_at is not None:
             await self._recover_submission(job, provider)
             return
+        whole = await self._whole(job)  # read before the submission is marked as begun
         now = utcnow()
         if not await self.store.begin_submit(job.id, job.provider, provider.max_concurrent, now):
             await self.store.release_job(job.id, due_in(now, CAPACITY_WAIT))
             return
         callback_url = self.callback_url(job) if job.tracking is Tracking.CALLBACK else None
         try:
-            submission = await provider.submit(tracked(job), callback_url=callback_url)
+            submission = await provider.submit(whole, callback_url=callback_url)
         except SubmitOutcomeUnknown:
             log.warning("submit of %s to %s: outcome unknown, looking it up", job.id, job.provider)
             await self._recover_submission(job.evolve(submit_started_at=now), provider)
@@ -222,7 +224,7 @@ class Tracker:
         """A submission was sent but its answer never recorded: find the task, or fail."""
         sent_at = job.submit_started_at or utcnow()
         try:
-            found = await provider.find_submission(tracked(job), sent_at)
+            found = await provider.find_submission(await self._whole(job), sent_at)
         except SubmitOutcomeUnknown as exc:
             await self._end(job.id, JobStatus.FAILED, JobError(
                 "submit_outcome_unknown",
@@ -254,6 +256,12 @@ class Tracker:
             ))
             return
         await self._accepted(job, provider, found)
+
+    async def _whole(self, job: Job) -> TrackedJob:
+        """``tracked(job)`` with the ``data:`` URLs of its request, which only its
+        submission reads."""
+        media = await self.store.job_media(job.id)
+        return tracked(job, inline.join(job.request, media) if media else None)
 
     async def _accepted(self, job: Job, provider: Provider, submission: Submission) -> None:
         now = utcnow()
@@ -534,10 +542,12 @@ class Tracker:
         return job
 
 
-def tracked(job: Job) -> TrackedJob:
+def tracked(job: Job, request: dict[str, Any] | None = None) -> TrackedJob:
+    """What an adapter sees of a job; its ``request`` as shown (``data:`` URLs summarized)
+    unless the whole one is given."""
     return TrackedJob(
         id=job.id,
-        request=JobRequest.from_json(job.request),
+        request=JobRequest.from_json(job.request if request is None else request),
         provider_job_id=job.provider_job_id,
         provider_data=job.provider_data,
         submitted_at=job.submitted_at,

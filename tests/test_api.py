@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.models import Job, JobStatus, Tracking, new_id, utcnow
+from bridge.store import Change
 from tests.conftest import API_KEY, Harness
 
 FOX = {"provider": "airforce", "model": "wan-2.6", "prompt": "A red fox darting across snowy hills",
@@ -186,6 +188,53 @@ async def test_concurrent_duplicates_make_one_job_and_one_submission(harness: Ha
     assert len((await harness.client.get("/v1/jobs")).json()["data"]) == 1
 
 
+async def test_the_same_idempotency_key_with_another_body_answers_409_and_submits_nothing(
+    harness: Harness,
+) -> None:
+    first = await harness.create(CITY, **{"Idempotency-Key": "k1"})
+    other = await harness.client.post("/v1/jobs", json={**CITY, "prompt": "Another city"},
+                                      headers={"Idempotency-Key": "k1"})
+    assert other.status_code == 409
+    error = other.json()["error"]
+    assert error["code"] == "idempotency_conflict"
+    assert error["field"] == "Idempotency-Key"
+    await harness.wait(first["id"])
+    assert harness.sims.apps["infrai"].state.submissions == 1
+    assert [job["id"] for job in (await harness.client.get("/v1/jobs")).json()["data"]] == [
+        first["id"]]
+
+
+async def test_the_same_body_in_another_key_order_and_spacing_is_the_same_request(
+    harness: Harness,
+) -> None:
+    first = await harness.create(CITY, **{"Idempotency-Key": "k1"})
+    reordered = "{\n  " + ",\n  ".join(
+        f"{json.dumps(k)} : {json.dumps(v)}" for k, v in reversed(CITY.items())) + "\n}"
+    again = await harness.client.post("/v1/jobs", content=reordered,
+                                      headers={"Idempotency-Key": "k1"})
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first["id"]
+
+
+async def test_racing_bodies_under_one_key_make_one_job_and_the_others_conflict(
+    harness: Harness,
+) -> None:
+    bodies = [CITY, {**CITY, "prompt": "Another city"}] * 6
+    answers = await asyncio.gather(*(
+        harness.client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "race"})
+        for body in bodies
+    ))
+    created = [n for n, answer in enumerate(answers) if answer.status_code == 202]
+    assert len(created) == 1
+    winner = bodies[created[0]]
+    for body, answer in zip(bodies, answers, strict=True):
+        if answer.status_code != 202:
+            assert answer.status_code == (200 if body == winner else 409), answer.text
+    await harness.wait(answers[created[0]].json()["id"])
+    assert harness.sims.apps["infrai"].state.submissions == 1
+    assert len((await harness.client.get("/v1/jobs")).json()["data"]) == 1
+
+
 async def test_idempotency_keys_are_per_tenant(harness: Harness) -> None:
     other_key = await harness.bridge.create_api_key("acme")
     mine = await harness.create(CITY, **{"Idempotency-Key": "shared"})
@@ -323,3 +372,22 @@ async def test_unknown_event_type_filter_answers_400(harness: Harness) -> None:
     answer = await harness.client.get("/v1/events", params={"type": "job.exploded"})
     assert answer.status_code == 400
     assert answer.json()["error"]["field"] == "type"
+
+
+async def test_a_row_stored_with_a_lone_surrogate_never_makes_a_route_answer_500(
+    harness: Harness,
+) -> None:
+    # Stored before input was read strictly: the routes that show it answer U+FFFD.
+    now = utcnow()
+    job = Job(id=new_id("job"), tenant="default", provider="infrai", model=None,
+              status=JobStatus.QUEUED, tracking=Tracking.POLL,
+              request={"provider": "infrai", "prompt": "fox \ud800", "mode": "text"},
+              created_at=now, updated_at=now, metadata={"note": "\udfff"})
+    await harness.bridge.store.create_job(job, idempotency_window=0)
+    await harness.bridge.store.update_job(job.id, lambda current: Change(
+        current.evolve(status=JobStatus.SUBMITTED, updated_at=now), "job.submitted"))
+    event_id = (await harness.bridge.store.job_events(job.id))[0].id
+    for path in ("/v1/jobs", f"/v1/jobs/{job.id}", "/v1/events", f"/v1/events/{event_id}"):
+        answer = await harness.client.get(path)
+        assert answer.status_code == 200, (path, answer.text)
+        assert "fox \ufffd" in answer.text

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bridge.api.common import authenticate, get_bridge
+from bridge.api.common import JSONResponse, authenticate, get_bridge
 from bridge.api.endpoints import ROTATION_OVERLAP
 from bridge.core import new_signing_secret
 from bridge.errors import NotFound

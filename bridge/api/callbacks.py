@@ -12,7 +12,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bridge.api.common import get_bridge, read_body, receive_body
+from bridge.api.common import get_bridge, parse_json, read_body, receive_body
 from bridge.core import Bridge
 from bridge.errors import BridgeError, Forbidden, NotFound, Unauthorized, Unavailable
 from bridge.logs import log_request, log_unhandled, request_id_of
@@ -37,8 +37,16 @@ async def callback(request: Request) -> JSONResponse:
     provider = request.path_params["provider"]
     job_id = _callback_job(bridge, provider, request.path_params["token"])
     body = await read_body(request, MAX_CALLBACK_BODY)
+    _check_json(body)
     await bridge.tracker.on_callback(provider, job_id, body)
     return JSONResponse({"received": True})
+
+
+def _check_json(body: bytes) -> None:
+    """A callback body, when there is one, is strict JSON (400 otherwise), whether or not
+    the bridge reads more of it than the provider's status answer confirms."""
+    if body.strip():
+        parse_json(body)
 
 
 class CallbackIngress:
@@ -49,7 +57,8 @@ class CallbackIngress:
     and Starlette's middleware stack, router and request objects cost a callback more CPU
     than its own token check and body parsing (bench/ingest.py). This does for the one
     route what those do: the request id (``X-Request-Id``) and access line of
-    ``RequestLog``, the body limit of ``receive_body``, the JSON errors of the app's handlers.
+    ``RequestLog``, the body limit of ``receive_body``, the strict JSON of ``parse_json``, the
+    JSON errors of the app's handlers.
     A path of any other shape (or under a ``root_path``) goes to the app's router, which
     has the same route and answers as it always does.
     """
@@ -73,6 +82,7 @@ class CallbackIngress:
             bridge: Bridge = scope["app"].state.bridge
             job_id = _callback_job(bridge, provider, token)
             body = await receive_body(scope, receive, MAX_CALLBACK_BODY)
+            _check_json(body)
             await bridge.tracker.on_callback(provider, job_id, body)
             status, content = 200, _RECEIVED
         except BridgeError as exc:

@@ -1,15 +1,17 @@
-"""What every handler shares: the bridge instance, authentication, bodies, pagination."""
+"""What every handler shares: the bridge instance, authentication, bodies, answers,
+pagination."""
 
 from __future__ import annotations
 
 import hmac
-import json
+import math
 from typing import Any
 
+from starlette import responses
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope
 
+from bridge import jsoninput
 from bridge.core import Bridge
 from bridge.errors import InvalidRequest, PayloadTooLarge, Unauthorized
 from bridge.models import Tenant
@@ -78,10 +80,38 @@ async def read_json(request: Request, limit: int = MAX_BODY, *, required: bool =
         if required:
             raise InvalidRequest("a JSON body is required", status_code=400)
         return None
+    return parse_json(body)
+
+
+def parse_json(body: bytes) -> Any:
+    """A body read strictly (``bridge.jsoninput``); 400 naming what is wrong."""
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("the body is not valid JSON", status_code=400) from None
+        return jsoninput.loads(body)
+    except jsoninput.Refused as exc:
+        raise InvalidRequest(exc.message, field=exc.field, status_code=400) from None
+
+
+class JSONResponse(responses.JSONResponse):
+    """Starlette's, except that what JSON cannot carry (a lone surrogate, NaN) in a row
+    stored before input was read strictly is shown as U+FFFD or null, not a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except ValueError:  # UnicodeEncodeError included
+            return super().render(_showable(content))
+
+
+def _showable(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_showable(k): _showable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_showable(v) for v in value]
+    return value
 
 
 def page_params(request: Request) -> tuple[int, str | None]:

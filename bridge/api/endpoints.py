@@ -6,10 +6,17 @@ from dataclasses import replace
 from datetime import timedelta
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from bridge.api.common import authenticate, get_bridge, page, page_params, read_json
+from bridge.api.common import (
+    JSONResponse,
+    authenticate,
+    get_bridge,
+    page,
+    page_params,
+    read_json,
+)
 from bridge.core import TEST_BURST, TEST_PER_SECOND, Bridge, new_signing_secret
 from bridge.endpoints import (
     check_description,

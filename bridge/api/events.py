@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bridge.api.common import authenticate, get_bridge, page, page_params, read_json
+from bridge.api.common import (
+    JSONResponse,
+    authenticate,
+    get_bridge,
+    page,
+    page_params,
+    read_json,
+)
 from bridge.api.endpoints import require_enabled
 from bridge.errors import InvalidRequest, NotFound
 from bridge.models import EVENT_TYPES, utcnow

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from bridge import __version__, metrics
-from bridge.api.common import bearer_is, get_bridge
+from bridge.api.common import JSONResponse, bearer_is, get_bridge
 from bridge.errors import Unauthorized
 from bridge.models import utcnow
 from bridge.openapi import document

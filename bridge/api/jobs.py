@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bridge.api.common import authenticate, get_bridge, page, page_params, read_json
+from bridge.api.common import (
+    JSONResponse,
+    authenticate,
+    get_bridge,
+    page,
+    page_params,
+    read_json,
+)
 from bridge.errors import InvalidRequest, NotFound
+from bridge.inline import MAX_JOB_BODY
 from bridge.models import JobStatus
 from bridge.settings import PROVIDERS
-
-MAX_JOB_BODY = 16 * 1024 * 1024  # images may come inline as data: URLs
 
 
 async def create_job(request: Request) -> JSONResponse:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bridge.api.common import bearer_is, get_bridge
+from bridge.api.common import JSONResponse, bearer_is, get_bridge
 from bridge.errors import NotFound, Unauthorized
 
 

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
-from bridge import jsoncodec
+from bridge import jsoncodec, jsoninput
 from bridge.errors import InvalidRequest, ProviderError, SubmitOutcomeUnknown
 from bridge.models import JobError, JobStatus, Tracking
 from bridge.providers.base import JobRequest, ModelInfo, Snapshot, Submission, TrackedJob
@@ -286,7 +286,7 @@ class ApixoProvider:
     def parse_callback(self, body: bytes) -> tuple[str, Snapshot]:
         """A callback body is the status envelope; raises ``ValueError`` for anything else."""
         try:
-            payload = jsoncodec.loads(body)
+            payload = jsoninput.loads(body)
         except ValueError:
             raise ValueError("apixo callback: body is not JSON") from None
         if not isinstance(payload, dict) or payload.get("code") != 200:

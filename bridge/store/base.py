@@ -43,6 +43,9 @@ class Change:
 
 Decide = Callable[[Job], Change | None]
 
+# A job's data: URLs, each with the path in its request where it goes (``bridge.inline``).
+Media = Sequence[tuple[Sequence[str | int], str]]
+
 
 T = TypeVar("T")
 
@@ -153,9 +156,18 @@ class Store(Protocol):
         ...
 
     # -- jobs ----------------------------------------------------------------------------
-    async def create_job(self, job: Job, *, idempotency_window: float) -> tuple[Job, bool]:
+    async def create_job(
+        self, job: Job, *, idempotency_window: float, media: Media = (),
+    ) -> tuple[Job, bool]:
         """Insert ``job``; with ``job.idempotency_key`` set, a job of the same tenant and key
-        created within ``idempotency_window`` seconds is returned instead (``False``)."""
+        created within ``idempotency_window`` seconds is returned instead (``False``), with
+        the ``request_hash`` it was made with. Atomic: of requests racing with one key,
+        one inserts and the others get its job. ``media`` (the ``data:`` URLs taken out of
+        ``job.request``) is stored with a new job, for ``job_media``."""
+        ...
+
+    async def job_media(self, job_id: str) -> Media:
+        """The ``data:`` URLs stored with the job (none: empty), for its submission."""
         ...
 
     async def get_job(self, job_id: str, tenant: str | None = None) -> Job | None:

@@ -48,7 +48,7 @@ CONNECT_TIMEOUT = 5.0  # seconds to get a connection before answering 503
 LISTEN_BACKOFF = (0.5, 5.0)  # seconds between attempts to listen again, first and last
 
 MIGRATIONS: Sequence[str] = (
-    # 1: the schema of SQLite's migrations 1-4, in PostgreSQL's types. Times are Unix seconds
+    # 1: the schema of SQLite's migrations 1-5, in PostgreSQL's types. Times are Unix seconds
     # (double precision) and JSON is text, as in SQLite: the same works read both.
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -102,7 +102,8 @@ MIGRATIONS: Sequence[str] = (
         lease_until DOUBLE PRECISION,
         check_count INTEGER NOT NULL DEFAULT 0,
         error_streak INTEGER NOT NULL DEFAULT 0,
-        progress_event_at DOUBLE PRECISION
+        progress_event_at DOUBLE PRECISION,
+        request_hash TEXT
     );
     CREATE INDEX jobs_due ON jobs(next_check_at) WHERE next_check_at IS NOT NULL;
     CREATE INDEX jobs_tenant ON jobs(tenant, seq);
@@ -121,6 +122,11 @@ MIGRATIONS: Sequence[str] = (
         created_at DOUBLE PRECISION NOT NULL,
         data TEXT NOT NULL
     );
+    CREATE TABLE job_media (
+        job_id TEXT PRIMARY KEY,
+        media TEXT NOT NULL
+    );
+
     CREATE INDEX events_tenant ON events(tenant, seq);
     CREATE INDEX events_tenant_type ON events(tenant, type, seq);
     CREATE INDEX events_job ON events(job_id, seq);

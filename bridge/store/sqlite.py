@@ -57,7 +57,7 @@ from bridge.models import (
     rfc3339_stamp,
     utcnow,
 )
-from bridge.store.base import AttemptResult, Decide, Outgoing, Page, Stats
+from bridge.store.base import AttemptResult, Decide, Media, Outgoing, Page, Stats
 
 _T = TypeVar("_T")
 log = logging.getLogger("bridge.store")
@@ -202,6 +202,16 @@ MIGRATIONS: Sequence[str] = (
     """
     ALTER TABLE endpoints ADD COLUMN max_concurrency INTEGER NOT NULL DEFAULT 4;
     """,
+    # 5: what a job's Idempotency-Key was first used with; a job's data: URLs, kept apart
+    # from its row (read for its submission only)
+    """
+    ALTER TABLE jobs ADD COLUMN request_hash TEXT;
+
+    CREATE TABLE job_media (
+        job_id TEXT PRIMARY KEY,
+        media TEXT NOT NULL
+    );
+    """,
 )
 
 _JOB_COLUMNS = (
@@ -209,10 +219,10 @@ _JOB_COLUMNS = (
     "request", "result", "error", "cost", "metadata", "provider_data", "webhook_url",
     "webhook_events", "idempotency_key", "sequence", "created_at", "updated_at", "completed_at",
     "submit_started_at", "submitted_at", "next_check_at", "check_count", "error_streak",
-    "progress_event_at",
+    "progress_event_at", "request_hash",
 )
 # Every job read names its columns in this order, and ``_job`` unpacks them by position: a
-# name lookup in a ``sqlite3.Row`` scans the column names, 27 times a row.
+# name lookup in a ``sqlite3.Row`` scans the column names, 28 times a row.
 _JOB_READ = f"{', '.join(_JOB_COLUMNS)}, lease_until"
 _JOB_SELECT = f"SELECT {_JOB_READ} FROM jobs"
 _JOB_BY_ID = f"{_JOB_SELECT} WHERE id = ?"
@@ -610,7 +620,9 @@ class SQLiteStore:
         return await self._transaction(work)
 
     # -- jobs ----------------------------------------------------------------------------
-    async def create_job(self, job: Job, *, idempotency_window: float) -> tuple[Job, bool]:
+    async def create_job(
+        self, job: Job, *, idempotency_window: float, media: Media = (),
+    ) -> tuple[Job, bool]:
         def work(conn: Conn) -> tuple[Job, bool]:
             conn.jobs_due += 1
             if job.idempotency_key is not None:
@@ -628,9 +640,19 @@ class SQLiteStore:
                         "UPDATE jobs SET idempotency_key = NULL WHERE id = ?", (row["id"],)
                     )
             conn.execute(_JOB_INSERT, _job_params(job))
+            if media:
+                conn.execute("INSERT INTO job_media (job_id, media) VALUES (?, ?)",
+                             (job.id, _dumps([[list(path), url] for path, url in media])))
             return job, True
 
-        return await self._transaction(work)
+        # A body with media is written in a thread: a few MiB are not copied on the loop.
+        return await self._transaction(work, heavy=bool(media))
+
+    async def job_media(self, job_id: str) -> Media:
+        rows = await self._fetchall("SELECT media FROM job_media WHERE job_id = ?", (job_id,))
+        if not rows:
+            return []
+        return [(tuple(path), url) for path, url in jsoncodec.loads(rows[0]["media"])]
 
     async def get_job(self, job_id: str, tenant: str | None = None) -> Job | None:
         if tenant is None:
@@ -1359,6 +1381,7 @@ _JOB_ENCODERS: dict[str, Callable[[Job], Any]] = {
     "check_count": lambda job: job.check_count,
     "error_streak": lambda job: job.error_streak,
     "progress_event_at": lambda job: _ts(job.progress_event_at),
+    "request_hash": lambda job: job.request_hash,
 }
 assert tuple(_JOB_ENCODERS) == _JOB_COLUMNS
 
@@ -1377,7 +1400,8 @@ def _job(row: sqlite3.Row) -> Job:
     (id_, tenant, provider, model, status, tracking, provider_job_id, progress, request,
      result, error, cost, metadata, provider_data, webhook_url, webhook_events,
      idempotency_key, sequence, created_at, updated_at, completed_at, submit_started_at,
-     submitted_at, next_check_at, check_count, error_streak, progress_event_at) = row[:27]
+     submitted_at, next_check_at, check_count, error_streak, progress_event_at,
+     request_hash) = row[:28]
     return Job(
         id=id_,
         tenant=tenant,
@@ -1406,6 +1430,7 @@ def _job(row: sqlite3.Row) -> Job:
         next_check_at=_dt(next_check_at),
         progress_event_at=_dt(progress_event_at),
         idempotency_key=idempotency_key,
+        request_hash=request_hash,
     )
 
 
