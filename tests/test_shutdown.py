@@ -19,14 +19,14 @@ from tests.conftest import Receiver, Sims
 from tests.test_crash import bridge_serve, free_port, wait_until
 
 KEY = "brk_shutdown_test_key"
-JOBS = 12  # one event of each job may be in flight at a time: more than PER_TARGET
+JOBS = 12  # one event of each job may be in flight at a time: more than an endpoint's cap
 SLOW = 6.0  # seconds the receiver takes while the bridge is stopped
 
 
 async def test_sigterm_lets_attempts_in_flight_finish_and_gives_back_the_rest(
     tmp_path: Path, sims: Sims, receiver: Receiver,
 ) -> None:
-    from bridge.delivery import LEASE, PER_TARGET
+    from bridge.delivery import LEASE
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -53,8 +53,10 @@ async def test_sigterm_lets_attempts_in_flight_finish_and_gives_back_the_rest(
                 answer = await api.post("/v1/jobs", json={
                     "provider": "infrai", "prompt": f"shutdown {index}", "duration_seconds": 5})
                 assert answer.status_code == 202, answer.text
-            await wait_until(lambda: _true(len(receiver.received) >= PER_TARGET), 20,
+            cap = endpoint.json()["max_concurrency"]
+            await wait_until(lambda: _true(len(receiver.received) >= cap), 20,
                              "a full round of attempts in flight")
+            await asyncio.sleep(0.5)  # the next round is claimed, waiting for a slot
             in_flight = len(receiver.received)
             stopping = time.monotonic()
             first.send_signal(signal.SIGTERM)
