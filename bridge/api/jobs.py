@@ -6,8 +6,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bridge import actions
 from bridge.api.common import authenticate, get_bridge, page, page_params, read_json
-from bridge.errors import InvalidRequest, NotFound
+from bridge.errors import InvalidRequest
 from bridge.models import JobStatus
 from bridge.settings import PROVIDERS
 
@@ -24,9 +25,7 @@ async def create_job(request: Request) -> JSONResponse:
 
 async def get_job(request: Request) -> JSONResponse:
     tenant = await authenticate(request)
-    job = await get_bridge(request).store.get_job(request.path_params["job_id"], tenant.id)
-    if job is None:
-        raise NotFound("no such job")
+    job = await actions.job(get_bridge(request), tenant, request.path_params["job_id"])
     return JSONResponse(job.to_json())
 
 
@@ -49,11 +48,8 @@ async def list_jobs(request: Request) -> JSONResponse:
 
 async def cancel_job(request: Request) -> JSONResponse:
     tenant = await authenticate(request)
-    bridge = get_bridge(request)
-    job = await bridge.store.get_job(request.path_params["job_id"], tenant.id)
-    if job is None:
-        raise NotFound("no such job")
-    canceled = await bridge.tracker.cancel(job)
+    canceled = await actions.cancel_job(get_bridge(request), tenant,
+                                        request.path_params["job_id"])
     return JSONResponse(canceled.to_json())
 
 
