@@ -1,4 +1,4 @@
-"""The ``bridge`` command: serve, demo, keys (create, list, revoke), tick."""
+"""The ``bridge`` command: serve, demo, keys (create, list, revoke), portal-link, tick."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 
 from bridge.logs import configure as configure_logs
-from bridge.settings import Settings, SettingsError
+from bridge.settings import Settings, SettingsError, parse_duration
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,6 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     listing.add_argument("--tenant", help="only this tenant's keys")
     revoke = key_commands.add_parser("revoke", help="revoke a key at once, in every process")
     revoke.add_argument("prefix", help="the key's prefix, as keys list shows it")
+
+    portal_link = commands.add_parser(
+        "portal-link", help="print a single-use sign-in link to the portal for a tenant")
+    portal_link.add_argument("--tenant", required=True)
+    portal_link.add_argument("--ttl", default="15m",
+                             help="how long the link may be used: 1m to 24h (default 15m)")
 
     commands.add_parser(
         "tick", help="do one bounded round of due submissions, polls and deliveries, then exit"
@@ -77,6 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.keys_command == "revoke":
             return asyncio.run(_revoke_key(settings, args.prefix))
         return asyncio.run(_create_key(settings, args.tenant))
+    if args.command == "portal-link":
+        try:
+            ttl = timedelta(seconds=parse_duration(args.ttl))
+        except ValueError:
+            print("bridge: --ttl must be a duration like 15m, 2h or 900s", file=sys.stderr)
+            return 2
+        return asyncio.run(_portal_link(settings, args.tenant, ttl))
     if args.command == "tick":
         return asyncio.run(_tick(settings))
     return 2  # pragma: no cover - argparse refuses unknown commands
@@ -140,6 +154,27 @@ async def _revoke_key(settings: Settings, prefix: str) -> int:
               file=sys.stderr)
         return 1
     print(json.dumps(revoked.to_json()))
+    return 0
+
+
+async def _portal_link(settings: Settings, tenant: str, ttl: timedelta) -> int:
+    from bridge.core import Bridge
+    from bridge.errors import InvalidRequest
+    from bridge.portal.sessions import issue_link
+
+    bridge = await Bridge.open(settings)
+    try:
+        link = await issue_link(bridge, tenant, ttl)
+    except InvalidRequest:
+        print("bridge: --ttl must be from 1m to 24h", file=sys.stderr)
+        return 2
+    finally:
+        await bridge.close()
+    if link is None:
+        print(f"bridge: no tenant {tenant!r} (tenants come with their keys: bridge keys "
+              "create --tenant NAME)", file=sys.stderr)
+        return 1
+    print(link[0])
     return 0
 
 
