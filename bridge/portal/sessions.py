@@ -106,12 +106,12 @@ async def redeem_link(bridge: Bridge, token: str) -> tuple[str, datetime]:
 def set_cookie(bridge: Bridge, response: Response, value: str, ends: datetime) -> None:
     response.set_cookie(
         COOKIE, value, max_age=max(0, int(ends.timestamp() - time.time())), path=COOKIE_PATH,
-        httponly=True, samesite="Lax",
+        httponly=True, samesite="lax",
         secure=not bridge.settings.public_url.startswith("http://"))
 
 
 def clear_cookie(bridge: Bridge, response: Response) -> None:
-    response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="Lax",
+    response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="lax",
                            secure=not bridge.settings.public_url.startswith("http://"))
 
 
