@@ -11,7 +11,7 @@ from starlette.staticfiles import StaticFiles
 
 from bridge.api.common import get_bridge
 from bridge.core import Bridge
-from bridge.errors import BridgeError, NotFound
+from bridge.errors import BridgeError
 from bridge.portal import catalog, deliveries, endpoints, jobs, sessions
 from bridge.portal.forms import read_form
 from bridge.portal.pages import back, error_page, page, render
@@ -40,10 +40,6 @@ async def logout(request: Request, bridge: Bridge, session: Session) -> Response
     return answer
 
 
-async def not_found(request: Request) -> Response:
-    return error_page(request, NotFound("There is no such page in the portal."))
-
-
 routes: list[BaseRoute] = [
     Route("/portal/login/{token}", login, methods=["GET"]),
     Route("/portal/logout", logout, methods=["POST"]),
@@ -53,5 +49,4 @@ routes: list[BaseRoute] = [
     *catalog.routes,
     Mount("/portal/static", app=StaticFiles(directory=Path(__file__).with_name("static")),
           name="portal-static"),
-    Route("/portal/{path:path}", not_found, methods=["GET", "POST"]),
 ]
