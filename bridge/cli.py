@@ -28,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--timeout", type=float, default=180.0,
                       help="seconds to wait for every job to finish (default 180)")
+    demo.add_argument("--stay", default=None,
+                      help="then keep serving this long with a link to the portal, e.g. 10m "
+                           "(default 10m at a terminal, 0 otherwise)")
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -63,7 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from bridge.demo import run_demo
 
-        return asyncio.run(run_demo(wait_seconds=args.timeout))
+        try:
+            stay = parse_duration(args.stay or ("10m" if sys.stdout.isatty() else "0"))
+        except ValueError:
+            print("bridge: --stay must be a duration like 10m or 0", file=sys.stderr)
+            return 2
+        return asyncio.run(run_demo(wait_seconds=args.timeout, stay_seconds=stay))
 
     try:
         settings = Settings.from_env()
