@@ -63,6 +63,7 @@ def _when(value: datetime | str | None) -> str:
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 templates.env.filters["json"] = _json
 templates.env.filters["when"] = _when
+templates.env.filters["short"] = lambda value: _when(value).removesuffix(" UTC")
 templates.env.globals["rfc3339"] = rfc3339
 
 
