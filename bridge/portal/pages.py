@@ -123,6 +123,7 @@ def error_page(request: Request, exc: BridgeError, session: Session | None = Non
     titles = {400: "Bad request", 403: "Refused", 404: "Not found", 409: "Not now",
               410: "Link no longer valid", 413: "Too large", 422: "Not valid",
               503: "Busy, try again"}
+    title = "Sign-in link refused" if link else titles.get(exc.status_code, "Error")
     return render(request, "error.html", session, status_code=exc.status_code,
-                  headers=headers, title=titles.get(exc.status_code, "Error"),
+                  headers=headers, title=title,
                   message=exc.message, field=exc.field, link=link)
