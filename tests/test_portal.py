@@ -109,6 +109,15 @@ async def portal(tmp_path: Path, sims: Sims, receiver: Receiver, browser: Browse
             await context.close()
 
 
+async def video_ready(page: Page, seconds: float = WAIT / 1000) -> None:
+    """Wait until the page's video can play (polled from here: the page's CSP forbids the
+    eval that ``wait_for_function`` would use for its polling)."""
+    deadline = time.monotonic() + seconds
+    while (state := await page.evaluate("() => document.querySelector('video').readyState")) < 2:
+        assert time.monotonic() < deadline, f"the video's readyState is {state} after {seconds} s"
+        await asyncio.sleep(0.1)
+
+
 async def wait_for_attempt(harness: Harness, endpoint_id: str, status: str) -> None:
     deadline = time.monotonic() + 15
     while True:
@@ -210,8 +219,7 @@ async def test_a_simulator_jobs_page_plays_its_video(portal: Portal) -> None:
         video = page.locator("video")
         assert await video.get_attribute("src") == job["result"]["video_url"]
         assert job["result"]["video_url"].startswith(f"{portal.url}/media/") is hosted_here
-        await page.wait_for_function("document.querySelector('video').readyState >= 2",
-                                     timeout=WAIT)
+        await video_ready(page)
         assert await video.evaluate("v => v.duration") > 0
         # The timeline: each event with its JSON.
         timeline = page.locator("ol.timeline")
