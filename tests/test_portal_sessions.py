@@ -5,8 +5,10 @@ in the database, and the store's list of a tenant's deliveries."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import sqlite3
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +27,16 @@ def _read_all(database: str) -> list[bytes]:
     """The database file and its write-ahead log, as bytes."""
     paths = [Path(database), Path(database + "-wal")]
     return [path.read_bytes() for path in paths if path.exists()]
+
+
+async def _rows(database: str, sql: str, params: tuple[str, ...] = ()) -> list[sqlite3.Row]:
+    """A look inside the database file, on a connection of the test's own."""
+    def read() -> list[sqlite3.Row]:
+        with contextlib.closing(sqlite3.connect(database)) as conn:
+            conn.row_factory = sqlite3.Row
+            return conn.execute(sql, params).fetchall()
+
+    return await asyncio.to_thread(read)
 
 
 def _path(url: str) -> str:
@@ -97,9 +109,8 @@ async def test_the_session_cookie_is_httponly_lax_and_lasts_at_most_12_hours(
         assert 0 < max_age <= SESSION_TTL.total_seconds() == 12 * 3600
         assert (await browser.get("/portal")).status_code == 200
     # The database ends the session after 12 hours, whatever the cookie says.
-    session_hashes = await harness.bridge.store._fetchall(
-        "SELECT id_hash, expires_at - created_at AS ttl FROM portal_sessions")
-    [row] = session_hashes
+    [row] = await _rows(harness.env["BRIDGE_DATABASE"],
+                        "SELECT id_hash, expires_at - created_at AS ttl FROM portal_sessions")
     assert row["ttl"] == SESSION_TTL.total_seconds()
     later = utcnow() + SESSION_TTL + timedelta(seconds=1)
     assert await harness.bridge.store.portal_session(row["id_hash"], later) is None
@@ -175,8 +186,7 @@ async def test_an_expired_link_is_refused_and_opens_no_session(harness: Harness)
         answer = await browser.get(_path(link[0]))
     assert answer.status_code == 410
     assert "expired" in answer.text and COOKIE not in answer.cookies
-    rows = await harness.bridge.store._fetchall("SELECT * FROM portal_sessions")
-    assert rows == []
+    assert await _rows(harness.env["BRIDGE_DATABASE"], "SELECT * FROM portal_sessions") == []
 
 
 # -- the store ----------------------------------------------------------------------------
@@ -218,9 +228,9 @@ async def test_list_deliveries_filters_by_endpoint_event_and_status(tmp_path: Pa
         other = await store.list_deliveries("u", endpoint_id="ep_a", event_id=None, status=None,
                                             limit=10, cursor=None)
         assert other.data == []  # another tenant's endpoint id finds nothing
-        plan = await store._fetchall(
-            "EXPLAIN QUERY PLAN SELECT * FROM deliveries WHERE tenant = ? ORDER BY seq DESC "
-            "LIMIT 5", ("t",))
+        plan = await _rows(
+            store.path, "EXPLAIN QUERY PLAN SELECT * FROM deliveries WHERE tenant = ? "
+                        "ORDER BY seq DESC LIMIT 5", ("t",))
         assert "deliveries_tenant" in " ".join(str(tuple(row)) for row in plan)
     finally:
         await store.close()
