@@ -401,7 +401,7 @@ def _html(description: str) -> Schema:
 
 
 def _page_op(summary: str, ok: dict[str, Schema], errors: tuple[str, ...],
-             params: list[Schema] | None = None, form: Schema | None = None,
+             params: list[Schema] | None = None, form: dict[str, str] | None = None,
              signed_in: bool = True) -> Schema:
     """A portal page or form post: HTML, signed in by the session cookie."""
     operation: Schema = {"summary": summary, "tags": ["portal"],
@@ -411,8 +411,10 @@ def _page_op(summary: str, ok: dict[str, Schema], errors: tuple[str, ...],
     if params:
         operation["parameters"] = params
     if form is not None:
-        operation["requestBody"] = {"required": True, "content": {
-            "application/x-www-form-urlencoded": {"schema": form}}}
+        # Named, not given as a requestBody schema: a form is the page's, posted by a browser.
+        operation["description"] = (
+            "A form post (application/x-www-form-urlencoded) with the fields: "
+            + ", ".join(f"{name} ({spec})" for name, spec in form.items()) + ".")
     return operation
 
 
@@ -420,11 +422,11 @@ def _portal_paths() -> dict[str, Schema]:
     page = {"200": _html("The page.")}
     moved = {"303": {"description": "Done; see the page Location names.",
                      "headers": {"Location": {"schema": STR}}}}
-    csrf = _obj({"csrf": STR}, ["csrf"])
-    endpoint_form = _obj({"csrf": STR, "url": STR, "description": STR,
-                          "events": {"type": "array", "items": EVENT_TYPE},
-                          "headers": {"type": "string", "description": "Name: value lines"}},
-                         ["csrf"])
+    token = "the session's CSRF token, required"
+    csrf = {"csrf": token}
+    endpoint_form = {"csrf": token, "url": "the webhook URL", "description": "text",
+                     "events": "an event type, repeated; none: the default set",
+                     "headers": "Name: value lines"}
     reads = ("401", "503")
     posts = ("401", "403", "404", "409", "413", "422", "503")
     status = _query("status", {"type": "string", "enum": [str(s) for s in JobStatus]})
@@ -468,7 +470,7 @@ def _portal_paths() -> dict[str, Schema]:
             csrf)},
         "/portal/endpoints/{endpoint_id}/recover": {"post": _page_op(
             "Send again what the endpoint missed since a time", moved, posts, [ENDPOINT_ID],
-            _obj({"csrf": STR, "since": STR}, ["csrf", "since"]))},
+            {"csrf": token, "since": "an RFC 3339 time, required"})},
         "/portal/endpoints/{endpoint_id}/delete": {
             "get": _page_op("Confirm the deletion", page, ("404", *reads), [ENDPOINT_ID]),
             "post": _page_op("Delete the endpoint", moved, posts, [ENDPOINT_ID], csrf)},
@@ -479,7 +481,7 @@ def _portal_paths() -> dict[str, Schema]:
             "An event, its body and its attempts", page, ("404", *reads), [EVENT_ID])},
         "/portal/events/{event_id}/replay": {"post": _page_op(
             "Send the event again (to endpoint_id, or to all that want it)", moved, posts,
-            [EVENT_ID], _obj({"csrf": STR, "endpoint_id": STR}, ["csrf"]))},
+            [EVENT_ID], {"csrf": token, "endpoint_id": "one endpoint; none: all that want it"})},
         "/portal/event-types": {"get": _page_op(
             "Each event type with its schema and example", page, reads)},
         "/portal/static/{path}": {"get": {
