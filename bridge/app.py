@@ -19,6 +19,7 @@ from bridge.api.common import JSONResponse
 from bridge.core import Bridge
 from bridge.errors import BridgeError, Unavailable
 from bridge.logs import RequestLog, log_unhandled
+from bridge.portal.routes import routes as portal_routes
 from bridge.settings import Settings
 
 log = logging.getLogger("bridge")
@@ -73,7 +74,7 @@ def create_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> 
             await bridge.close()
 
     return Starlette(
-        routes=routes,
+        routes=[*routes, *portal_routes],
         lifespan=lifespan,
         middleware=[Middleware(CallbackIngress), Middleware(RequestLog)],
         exception_handlers={

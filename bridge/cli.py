@@ -1,4 +1,4 @@
-"""The ``bridge`` command: serve, demo, keys (create, list, revoke), tick."""
+"""The ``bridge`` command: serve, demo, keys (create, list, revoke), portal-link, tick."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 
 from bridge.logs import configure as configure_logs
-from bridge.settings import Settings, SettingsError
+from bridge.settings import Settings, SettingsError, parse_duration
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--timeout", type=float, default=180.0,
                       help="seconds to wait for every job to finish (default 180)")
+    demo.add_argument("--stay", default=None,
+                      help="then keep serving this long with a link to the portal, e.g. 10m "
+                           "(default 10m at a terminal, 0 otherwise)")
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -37,6 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     listing.add_argument("--tenant", help="only this tenant's keys")
     revoke = key_commands.add_parser("revoke", help="revoke a key at once, in every process")
     revoke.add_argument("prefix", help="the key's prefix, as keys list shows it")
+
+    portal_link = commands.add_parser(
+        "portal-link", help="print a single-use sign-in link to the portal for a tenant")
+    portal_link.add_argument("--tenant", required=True)
+    portal_link.add_argument("--ttl", default="15m",
+                             help="how long the link may be used: 1m to 24h (default 15m)")
 
     commands.add_parser(
         "tick", help="do one bounded round of due submissions, polls and deliveries, then exit"
@@ -56,7 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from bridge.demo import run_demo
 
-        return asyncio.run(run_demo(wait_seconds=args.timeout))
+        try:
+            stay = parse_duration(args.stay or ("10m" if sys.stdout.isatty() else "0"))
+        except ValueError:
+            print("bridge: --stay must be a duration like 10m or 0", file=sys.stderr)
+            return 2
+        return asyncio.run(run_demo(wait_seconds=args.timeout, stay_seconds=stay))
 
     try:
         settings = Settings.from_env()
@@ -81,6 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.keys_command == "revoke":
             return asyncio.run(_revoke_key(settings, args.prefix))
         return asyncio.run(_create_key(settings, args.tenant))
+    if args.command == "portal-link":
+        try:
+            ttl = timedelta(seconds=parse_duration(args.ttl))
+        except ValueError:
+            print("bridge: --ttl must be a duration like 15m, 2h or 900s", file=sys.stderr)
+            return 2
+        return asyncio.run(_portal_link(settings, args.tenant, ttl))
     if args.command == "tick":
         return asyncio.run(_tick(settings))
     return 2  # pragma: no cover - argparse refuses unknown commands
@@ -158,6 +180,27 @@ async def _revoke_key(settings: Settings, prefix: str) -> int:
               file=sys.stderr)
         return 1
     print(json.dumps(revoked.to_json()))
+    return 0
+
+
+async def _portal_link(settings: Settings, tenant: str, ttl: timedelta) -> int:
+    from bridge.core import Bridge
+    from bridge.errors import InvalidRequest
+    from bridge.portal.sessions import issue_link
+
+    bridge = await Bridge.open(settings)
+    try:
+        link = await issue_link(bridge, tenant, ttl)
+    except InvalidRequest:
+        print("bridge: --ttl must be from 1m to 24h", file=sys.stderr)
+        return 2
+    finally:
+        await bridge.close()
+    if link is None:
+        print(f"bridge: no tenant {tenant!r} (tenants come with their keys: bridge keys "
+              "create --tenant NAME)", file=sys.stderr)
+        return 1
+    print(link[0])
     return 0
 
 

@@ -7,6 +7,10 @@ as the bridge records it, every webhook as it arrives (verified with the ``stand
 library, as a user's receiver would) and the jobs' progress; then checks that each finished
 video can be fetched. Exits 0 only when all four jobs succeeded and each one's
 ``job.succeeded`` webhook arrived and verified.
+
+With ``stay`` (the default at a terminal), the bridge then keeps serving for that long and
+the demo prints a sign-in link to its portal: the database is a temporary file that goes
+when the demo ends, and so does everything the link shows.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,7 @@ from starlette.routing import Route
 from bridge.app import create_app
 from bridge.core import Bridge
 from bridge.models import Event
+from bridge.portal.sessions import MAX_LINK_TTL, MIN_LINK_TTL, issue_link
 from bridge.serving import bind, serve_in_background, url_of
 from bridge.settings import Settings
 from bridge.simulators import airforce, apixo, infrai, venice
@@ -105,7 +112,7 @@ class Receiver:
                    for e in self.verified)
 
 
-async def run_demo(wait_seconds: float = 180.0) -> int:
+async def run_demo(wait_seconds: float = 180.0, stay_seconds: float = 0.0) -> int:
     for name in ("bridge", "uvicorn", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
     console = Console()
@@ -150,7 +157,38 @@ async def run_demo(wait_seconds: float = 180.0) -> int:
             receiver.secret = endpoint.json()["secret"]
             console.line(f"endpoint {endpoint.json()['id']} registered for every event type "
                          "but job.progress")
-            return await _run_jobs(client, console, receiver, wait_seconds)
+            code = await _run_jobs(client, console, receiver, wait_seconds)
+            await _offer_portal(bridge, console, stay_seconds)
+            return code
+
+
+async def _offer_portal(bridge: Bridge, console: Console, stay_seconds: float) -> None:
+    """Keep serving for ``stay_seconds`` (Ctrl-C ends it sooner) and print a portal link
+    that works meanwhile; without a stay, say how to get one."""
+    if stay_seconds <= 0:
+        console.line("portal   run `bridge demo --stay 10m` to keep this bridge serving after "
+                     "the jobs and open its portal (its database goes when the demo ends)")
+        return
+    ttl = min(max(timedelta(seconds=stay_seconds), MIN_LINK_TTL), MAX_LINK_TTL)
+    link = await issue_link(bridge, "default", ttl)
+    assert link is not None  # the demo's API key made the tenant
+    minutes = stay_seconds / 60
+    console.line("portal   open this link in a browser to see this demo's jobs, videos, "
+                 "endpoints and deliveries:")
+    print(f"\n    {link[0]}\n", flush=True)
+    console.line(f"portal   it signs in once; this bridge serves it for {minutes:g} more minutes "
+                 "(Ctrl-C stops it sooner)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), stay_seconds)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    console.line("portal   stopping; the demo's database goes with it")
 
 
 async def _run_jobs(client: httpx.AsyncClient, console: Console, receiver: Receiver,

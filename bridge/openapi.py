@@ -191,6 +191,13 @@ SCHEMAS: dict[str, Schema] = {
     }, ["prefix", "tenant", "source", "created_at", "last_used_at", "revoked_at"]),
     "Hook": _obj({"id": {"type": "string", "pattern": "^ep_"}, "target_url": STR,
                   "event": EVENT_TYPE}, ["id"]),
+    "PortalSession": _obj({
+        "url": {"type": "string", "format": "uri",
+                "description": "signs in once, then opens the portal"},
+        "expires_at": TIME}, ["url", "expires_at"]),
+    "PortalSessionCreate": _obj({
+        "ttl_seconds": {"type": "number", "minimum": 60, "maximum": 86400, "default": 900,
+                        "description": "how long the link may be used"}}, additional=False),
     "Tick": _obj({"jobs": {"type": "integer"}, "deliveries": {"type": "integer"},
                   "rounds": {"type": "integer"}, "finished": {"type": "boolean"},
                   "seconds": {"type": "number"}},
@@ -376,6 +383,11 @@ def _paths() -> dict[str, Schema]:
             "Revoke an API key at once; answers the revoked key",
             {"200": _json(_ref("ApiKey"), "Revoked.")}, errors=("401", "404"),
             params=[_path("prefix")])},
+        "/v1/portal-sessions": {"post": _op(
+            "A single-use sign-in link to the portal for the key's tenant",
+            {"201": _json(_ref("PortalSession"))}, errors=("400", "401", "404", "413", "422"),
+            body=_ref("PortalSessionCreate"), body_required=False)},
+        **_portal_paths(),
         "/v1/models": {"get": _op("Every enabled provider's models and capabilities",
                                   {"200": _json(_ref("ModelPage"))})},
         "/v1/tick": {method: {**_op(
@@ -414,6 +426,118 @@ def _paths() -> dict[str, Schema]:
             "security": [{}, {"metricsToken": []}]}},
         "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})},
                                      errors=(), auth=False)},
+    }
+
+
+_PAGE_ERRORS = {
+    "400": "A filter or cursor is not valid.",
+    "401": "Not signed in (no session, or it ended): the page says how to get a link.",
+    "403": "The form's CSRF token is missing or wrong; nothing was changed.",
+    "404": "No such object for the session's tenant.",
+    "409": "The object is in a state that does not allow this.",
+    "410": "The sign-in link expired or was used already.",
+    "413": "The form is too large.",
+    "422": "A field is not valid; the page names it.",
+    "503": "The database is locked or full; nothing was kept. Try again after Retry-After.",
+}
+
+
+def _html(description: str) -> Schema:
+    return {"description": description,
+            "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _page_op(summary: str, ok: dict[str, Schema], errors: tuple[str, ...],
+             params: list[Schema] | None = None, form: dict[str, str] | None = None,
+             signed_in: bool = True) -> Schema:
+    """A portal page or form post: HTML, signed in by the session cookie."""
+    operation: Schema = {"summary": summary, "tags": ["portal"],
+                         "responses": {**ok, **{code: _html(_PAGE_ERRORS[code])
+                                                for code in errors}},
+                         "security": [{"portalSession": []}] if signed_in else []}
+    if params:
+        operation["parameters"] = params
+    if form is not None:
+        # Named, not given as a requestBody schema: a form is the page's, posted by a browser.
+        operation["description"] = (
+            "A form post (application/x-www-form-urlencoded) with the fields: "
+            + ", ".join(f"{name} ({spec})" for name, spec in form.items()) + ".")
+    return operation
+
+
+def _portal_paths() -> dict[str, Schema]:
+    page = {"200": _html("The page.")}
+    moved = {"303": {"description": "Done; see the page Location names.",
+                     "headers": {"Location": {"schema": STR}}}}
+    token = "the session's CSRF token, required"
+    csrf = {"csrf": token}
+    endpoint_form = {"csrf": token, "url": "the webhook URL", "description": "text",
+                     "events": "an event type, repeated; none: the default set",
+                     "headers": "Name: value lines"}
+    reads = ("401", "503")
+    posts = ("401", "403", "404", "409", "413", "422", "503")
+    status = _query("status", {"type": "string", "enum": [str(s) for s in JobStatus]})
+    provider = _query("provider", {"type": "string", "enum": list(PROVIDERS)})
+    outcome = _query("outcome", {"type": "string",
+                                 "enum": ["succeeded", "failed", "pending", "skipped"]})
+    cursor = _query("cursor", STR)
+    return {
+        "/portal": {"get": _page_op("The jobs, newest first", page, ("400", *reads),
+                                    [status, provider, cursor])},
+        "/portal/login/{token}": {"get": _page_op(
+            "Sign in with a magic link: sets the session cookie, then to /portal", {
+                "303": {"description": "Signed in.", "headers": {
+                    "Set-Cookie": {"schema": STR}, "Location": {"schema": STR}}}},
+            ("400", "410", "503"), [_path("token")], signed_in=False)},
+        "/portal/logout": {"post": _page_op("Sign out: the session ends everywhere", page,
+                                            ("401", "403", "413", "503"), form=csrf)},
+        "/portal/jobs/{job_id}": {"get": _page_op(
+            "A job: details, video, events", page, ("404", *reads), [JOB_ID])},
+        "/portal/jobs/{job_id}/cancel": {"post": _page_op(
+            "Cancel the job", moved, posts, [JOB_ID], csrf)},
+        "/portal/endpoints": {
+            "get": _page_op("The endpoints", page, ("400", *reads), [cursor]),
+            "post": _page_op("Create an endpoint; the page shows its secret once",
+                             {"201": _html("Created.")}, posts, form=endpoint_form)},
+        "/portal/endpoints/new": {"get": _page_op("The form for a new endpoint", page,
+                                                  reads)},
+        "/portal/endpoints/{endpoint_id}": {
+            "get": _page_op("An endpoint, its actions and latest attempts", page,
+                            ("404", *reads), [ENDPOINT_ID]),
+            "post": _page_op("Save an endpoint's url, events, headers, description",
+                             moved, posts, [ENDPOINT_ID], endpoint_form)},
+        "/portal/endpoints/{endpoint_id}/edit": {"get": _page_op(
+            "The form to edit an endpoint", page, ("404", *reads), [ENDPOINT_ID])},
+        **{f"/portal/endpoints/{{endpoint_id}}/{action}": {"post": _page_op(
+            summary, moved, posts, [ENDPOINT_ID], csrf)} for action, summary in (
+            ("disable", "Disable the endpoint"), ("enable", "Enable the endpoint"),
+            ("test", "Send endpoint.test to the endpoint"))},
+        "/portal/endpoints/{endpoint_id}/rotate-secret": {"post": _page_op(
+            "Rotate the secret; the page shows the new one once", page, posts, [ENDPOINT_ID],
+            csrf)},
+        "/portal/endpoints/{endpoint_id}/recover": {"post": _page_op(
+            "Send again what the endpoint missed since a time", moved, posts, [ENDPOINT_ID],
+            {"csrf": token, "since": "an RFC 3339 time, required"})},
+        "/portal/endpoints/{endpoint_id}/delete": {
+            "get": _page_op("Confirm the deletion", page, ("404", *reads), [ENDPOINT_ID]),
+            "post": _page_op("Delete the endpoint", moved, posts, [ENDPOINT_ID], csrf)},
+        "/portal/deliveries": {"get": _page_op(
+            "Every delivery attempt, newest first", page, ("400", "404", *reads),
+            [_query("endpoint", STR), outcome, cursor])},
+        "/portal/events/{event_id}": {"get": _page_op(
+            "An event, its body and its attempts", page, ("404", *reads), [EVENT_ID])},
+        "/portal/events/{event_id}/replay": {"post": _page_op(
+            "Send the event again (to endpoint_id, or to all that want it)", moved, posts,
+            [EVENT_ID], {"csrf": token, "endpoint_id": "one endpoint; none: all that want it"})},
+        "/portal/event-types": {"get": _page_op(
+            "Each event type with its schema and example", page, reads)},
+        "/portal/static/{path}": {"get": {
+            "summary": "The portal's stylesheet and script", "tags": ["portal"],
+            "security": [], "parameters": [_path("path")],
+            "responses": {
+                "200": {"description": "The file.", "content": {
+                    "text/css": {"schema": STR}, "text/javascript": {"schema": STR}}},
+                "404": _json(_ref("Error"), "No such file.")}}},
     }
 
 
@@ -500,6 +624,8 @@ def document(version: str) -> dict[str, Any]:
                                "description": "Authorization: Bearer <BRIDGE_TICK_SECRET>"},
                 "metricsToken": {"type": "http", "scheme": "bearer",
                                  "description": "Authorization: Bearer <BRIDGE_METRICS_TOKEN>"},
+                "portalSession": {"type": "apiKey", "in": "cookie", "name": "bridge_portal",
+                                  "description": "the portal's session, set by a magic link"},
             },
         },
         "security": [{"bearer": []}, {"apiKey": []}],

@@ -1,8 +1,10 @@
-"""Signed tokens in URLs: provider callbacks and hosted media links (itsdangerous).
+"""Signed tokens in URLs: provider callbacks, hosted media links and the portal's magic
+links and session cookies (itsdangerous).
 
 A callback token names the job (and provider) it belongs to, so the receiver can refuse a
 forged callback before it touches the database. A media token names a file and carries its
-own expiry time.
+own expiry time, and so does a portal link. A portal session cookie carries only the
+session's id, signed; the session itself is kept in the database.
 """
 
 from __future__ import annotations
@@ -110,6 +112,9 @@ class Signer:
     def __init__(self, secret_key: str) -> None:
         self._callbacks = _CallbackSerializer(secret_key, salt="bridge.callback")
         self._media = _Serializer(secret_key, salt="bridge.media")
+        self._portal_links = _Serializer(secret_key, salt="bridge.portal-link")
+        self._portal_sessions = _Serializer(secret_key, salt="bridge.portal-session")
+        self._csrf = _KeptKeySigner(secret_key, salt="bridge.portal-csrf")
 
     def callback_token(self, provider: str, job_id: str) -> str:
         return self._callbacks.dumps([provider, job_id])
@@ -141,3 +146,36 @@ class Signer:
         if (time.time() if now is None else now) >= value[1]:
             raise TokenExpired("media link expired")
         return value[0]
+
+    def portal_link_token(self, link_id: str, expires_at: float) -> str:
+        return self._portal_links.dumps([link_id, int(expires_at)])
+
+    def portal_link_id(self, token: str, now: float | None = None) -> str:
+        """The link id a portal link names; ``TokenInvalid`` or ``TokenExpired`` otherwise."""
+        try:
+            value = self._portal_links.loads(token)
+        except BadSignature:
+            raise TokenInvalid("bad portal link") from None
+        if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+                and isinstance(value[1], int)):
+            raise TokenInvalid("bad portal link")
+        if (time.time() if now is None else now) >= value[1]:
+            raise TokenExpired("portal link expired")
+        return value[0]
+
+    def portal_session_token(self, session_id: str) -> str:
+        return self._portal_sessions.dumps(session_id)
+
+    def portal_session_id(self, token: str) -> str:
+        """The session id a portal cookie carries; ``TokenInvalid`` if it is not ours."""
+        try:
+            value = self._portal_sessions.loads(token)
+        except BadSignature:
+            raise TokenInvalid("bad portal session") from None
+        if not isinstance(value, str):
+            raise TokenInvalid("bad portal session")
+        return value
+
+    def csrf_token(self, session_id: str) -> str:
+        """The token every form of a portal session carries: an HMAC of the session id."""
+        return self._csrf.get_signature(session_id).decode()

@@ -219,3 +219,11 @@ async def receiver() -> AsyncIterator[Receiver]:
     async with serve_in_background(made.app) as url:
         made.url = url
         yield made
+
+
+# -- each phase's report on its test item (the portal's browser tests screenshot a failure) --
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

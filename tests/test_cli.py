@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,6 +39,41 @@ def test_demo_runs_one_job_per_provider_and_exits_0(tmp_path: Path) -> None:
                 if "webhook  job.succeeded" in line and "verified" in line]) == 4
     assert "REJECTED" not in out
     assert not (tmp_path / "bridge.db").exists()  # the demo keeps its files to itself
+    # Not at a terminal and not asked to stay: no portal link, which could never work.
+    assert "/portal/login/" not in out
+    assert "bridge demo --stay 10m" in out
+
+
+def test_demo_that_stays_prints_a_portal_link_that_signs_in(tmp_path: Path) -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "demo", "--timeout", "120", "--stay", "2m"],
+        env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(demo.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 150
+        while not any("/portal/login/" in line for line in lines):
+            assert demo.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "no portal link:\n" + "".join(lines)
+            time.sleep(0.2)
+        link = next(line.strip() for line in lines if "/portal/login/" in line)
+        assert "all four jobs succeeded" in "".join(lines)
+        with httpx.Client(timeout=10) as browser:
+            signed_in = browser.get(link)
+            assert signed_in.status_code == 303
+            jobs = browser.get(link.split("/portal/")[0] + "/portal")
+        assert jobs.status_code == 200
+        assert jobs.text.count('href="/portal/jobs/job_') == 4
+    finally:
+        demo.send_signal(signal.SIGINT)  # Ctrl-C ends the stay at once
+        code = demo.wait(timeout=30)
+        reader.join(timeout=5)
+        if demo.stdout is not None:
+            demo.stdout.close()
+    assert code == 0, "".join(lines)
+    assert "stopping" in lines[-1]
 
 
 def test_serve_answers_health_and_stops_cleanly(tmp_path: Path) -> None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from bridge.api import routes
 from bridge.models import EVENT_TYPES
+from bridge.portal.routes import routes as portal_routes
 from tests.conftest import Harness
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "events"
@@ -49,3 +50,16 @@ async def test_max_concurrency_and_the_test_routes_429_are_described(harness: Ha
     assert "max_concurrency" in schemas["Endpoint"]["required"]
     limited = document["paths"]["/v1/endpoints/{endpoint_id}/test"]["post"]["responses"]["429"]
     assert "Retry-After" in limited["headers"]
+
+
+async def test_the_document_covers_every_portal_route(harness: Harness) -> None:
+    document = (await harness.client.get("/openapi.json")).json()
+    for route in portal_routes:
+        if isinstance(route, Mount):  # the static files
+            assert document["paths"][f"{route.path}/{{path}}"]["get"]["responses"]["200"]
+            continue
+        assert isinstance(route, Route)
+        for method in (route.methods or set()) - {"HEAD"}:
+            operation = document["paths"][route.path][method.lower()]
+            assert "text/html" in str(operation["responses"]), (route.path, method)
+    assert document["components"]["securitySchemes"]["portalSession"]["in"] == "cookie"

@@ -2,7 +2,7 @@
 
 from starlette.routing import BaseRoute
 
-from bridge.api import account, callbacks, endpoints, events, health, jobs, keys, tick
+from bridge.api import account, callbacks, endpoints, events, health, jobs, keys, portal, tick
 
 routes: list[BaseRoute] = [
     *jobs.routes,
@@ -10,6 +10,7 @@ routes: list[BaseRoute] = [
     *endpoints.routes,
     *account.routes,
     *keys.routes,
+    *portal.routes,
     *callbacks.routes,
     *health.routes,
     *tick.routes,

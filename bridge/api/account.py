@@ -5,8 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.routing import Route
 
+from bridge.actions import ROTATION_OVERLAP
 from bridge.api.common import JSONResponse, authenticate, get_bridge
-from bridge.api.endpoints import ROTATION_OVERLAP
 from bridge.core import new_signing_secret
 from bridge.errors import NotFound
 from bridge.models import utcnow

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-from datetime import timedelta
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bridge import actions
 from bridge.api.common import (
     JSONResponse,
     authenticate,
@@ -17,62 +15,15 @@ from bridge.api.common import (
     page_params,
     read_json,
 )
-from bridge.core import TEST_BURST, TEST_PER_SECOND, Bridge, new_signing_secret
-from bridge.endpoints import (
-    check_description,
-    check_events,
-    check_fields,
-    check_headers,
-    check_max_concurrency,
-    check_url,
-)
-from bridge.errors import Conflict, InvalidRequest, NotFound, RateLimited
-from bridge.models import (
-    DEFAULT_MAX_CONCURRENCY,
-    EVENT_TYPES,
-    Endpoint,
-    Event,
-    Tenant,
-    new_id,
-    parse_rfc3339,
-    utcnow,
-)
-
-ROTATION_OVERLAP = timedelta(hours=24)  # the old secret keeps signing beside the new one
-
-
-async def _endpoint(request: Request) -> tuple[Bridge, Tenant, Endpoint]:
-    tenant = await authenticate(request)
-    bridge = get_bridge(request)
-    endpoint = await bridge.store.get_endpoint(request.path_params["endpoint_id"], tenant.id)
-    if endpoint is None:
-        raise NotFound("no such endpoint")
-    return bridge, tenant, endpoint
-
-
-def require_enabled(endpoint: Endpoint) -> None:
-    """409 for a disabled endpoint: nothing is sent to it until it is enabled again."""
-    if endpoint.disabled:
-        raise Conflict("the endpoint is disabled; enable it first (PATCH disabled=false)")
+from bridge.endpoints import check_url
+from bridge.errors import InvalidRequest, NotFound
+from bridge.models import EVENT_TYPES, Endpoint, new_id, utcnow
 
 
 async def create_endpoint(request: Request) -> JSONResponse:
     tenant = await authenticate(request)
     bridge = get_bridge(request)
-    body = check_fields(await read_json(request), required_url=True)
-    endpoint = Endpoint(
-        id=new_id("ep"),
-        tenant=tenant.id,
-        url=await check_url(bridge.guard, body["url"]),
-        events=check_events(body.get("events")),
-        description=check_description(body.get("description")),
-        headers=check_headers(body.get("headers")),
-        secret=new_signing_secret(),
-        created_at=utcnow(),
-        max_concurrency=check_max_concurrency(body["max_concurrency"])
-        if "max_concurrency" in body else DEFAULT_MAX_CONCURRENCY,
-    )
-    await bridge.store.create_endpoint(endpoint)
+    endpoint = await actions.create_endpoint(bridge, tenant, await read_json(request))
     return JSONResponse({**endpoint.to_json(), "secret": endpoint.secret}, status_code=201)
 
 
@@ -85,107 +36,60 @@ async def list_endpoints(request: Request) -> JSONResponse:
 
 
 async def get_endpoint(request: Request) -> JSONResponse:
-    _, _, endpoint = await _endpoint(request)
+    tenant = await authenticate(request)
+    endpoint = await actions.endpoint(get_bridge(request), tenant,
+                                      request.path_params["endpoint_id"])
     return JSONResponse(endpoint.to_json())
 
 
 async def update_endpoint(request: Request) -> JSONResponse:
-    bridge, tenant, endpoint = await _endpoint(request)
-    body = check_fields(await read_json(request), required_url=False)
-    url = await check_url(bridge.guard, body["url"]) if "url" in body else endpoint.url
-    events = check_events(body["events"]) if "events" in body else endpoint.events
-    if endpoint.kind == "hook" and (events is None or len(events) != 1):
-        raise InvalidRequest("a REST hook has exactly one event type", field="events")
-    description = (check_description(body["description"]) if "description" in body
-                   else endpoint.description)
-    headers = check_headers(body["headers"]) if "headers" in body else endpoint.headers
-    max_concurrency = (check_max_concurrency(body["max_concurrency"])
-                       if "max_concurrency" in body else endpoint.max_concurrency)
-
-    def change(current: Endpoint) -> Endpoint:
-        updated = replace(current, url=url, events=events, description=description,
-                          headers=headers, max_concurrency=max_concurrency)
-        if body.get("disabled") is True and not current.disabled:
-            updated = replace(updated, disabled=True, disabled_reason="disabled by the user")
-        elif body.get("disabled") is False:
-            updated = replace(updated, disabled=False)
-        return updated
-
-    updated = await bridge.store.update_endpoint(endpoint.id, tenant.id, change)
-    if updated is None:
-        raise NotFound("no such endpoint")
+    tenant = await authenticate(request)
+    bridge = get_bridge(request)
+    endpoint_id = request.path_params["endpoint_id"]
+    await actions.endpoint(bridge, tenant, endpoint_id)  # 404 before the body is read
+    updated = await actions.update_endpoint(bridge, tenant, endpoint_id,
+                                            await read_json(request))
     return JSONResponse(updated.to_json())
 
 
 async def delete_endpoint(request: Request) -> Response:
     tenant = await authenticate(request)
-    if not await get_bridge(request).store.delete_endpoint(
-        request.path_params["endpoint_id"], tenant.id
-    ):
-        raise NotFound("no such endpoint")
+    await actions.delete_endpoint(get_bridge(request), tenant,
+                                  request.path_params["endpoint_id"])
     return Response(status_code=204)
 
 
 async def rotate_secret(request: Request) -> JSONResponse:
-    bridge, tenant, endpoint = await _endpoint(request)
-    if endpoint.secret is None:
-        raise Conflict("a REST hook is signed with the tenant's signing secret (GET /v1/me); "
-                       "it has no secret of its own to rotate")
-    secret = new_signing_secret()
-    now = utcnow()
-
-    def rotate(current: Endpoint) -> Endpoint:
-        return replace(current, secret=secret, previous_secret=current.secret,
-                       previous_secret_until=now + ROTATION_OVERLAP)
-
-    updated = await bridge.store.update_endpoint(endpoint.id, tenant.id, rotate)
-    if updated is None:
-        raise NotFound("no such endpoint")
+    tenant = await authenticate(request)
+    updated, secret = await actions.rotate_secret(get_bridge(request), tenant,
+                                                  request.path_params["endpoint_id"])
     return JSONResponse({**updated.to_json(), "secret": secret})
 
 
 async def test_endpoint(request: Request) -> JSONResponse:
-    bridge, tenant, endpoint = await _endpoint(request)
-    require_enabled(endpoint)
-    wait = bridge.test_sends.take(endpoint.id)
-    if wait:
-        raise RateLimited(f"at most {TEST_BURST} test events at once to one endpoint, then "
-                          f"{TEST_PER_SECOND:g} a second; try again later", retry_after=wait)
-    event = Event(
-        id=new_id("evt"), tenant=tenant.id, type="endpoint.test", job_id=None,
-        created_at=utcnow(),
-        data={"endpoint_id": endpoint.id, "message": "a test event from bridge"},
-    )
-    delivery = await bridge.store.add_event(event, endpoint_id=endpoint.id)
-    bridge.deliverer.wake()
-    assert delivery is not None
+    tenant = await authenticate(request)
+    delivery = await actions.send_test(get_bridge(request), tenant,
+                                       request.path_params["endpoint_id"])
     return JSONResponse(delivery.to_json(), status_code=202)
 
 
 async def endpoint_deliveries(request: Request) -> JSONResponse:
-    bridge, _, endpoint = await _endpoint(request)
+    tenant = await authenticate(request)
+    bridge = get_bridge(request)
+    endpoint = await actions.endpoint(bridge, tenant, request.path_params["endpoint_id"])
     limit, cursor = page_params(request)
     result = await bridge.store.endpoint_deliveries(endpoint.id, limit=limit, cursor=cursor)
     return page([delivery.to_json() for delivery in result.data], result.next_cursor)
 
 
 async def recover(request: Request) -> JSONResponse:
-    bridge, _, endpoint = await _endpoint(request)
+    tenant = await authenticate(request)
+    bridge = get_bridge(request)
+    endpoint_id = request.path_params["endpoint_id"]
+    await actions.endpoint(bridge, tenant, endpoint_id)  # 404 before the body is read
     body = await read_json(request)
-    since_text = body.get("since") if isinstance(body, dict) else None
-    if not isinstance(since_text, str):
-        raise InvalidRequest("since is required: an RFC 3339 time", field="since")
-    try:
-        since = parse_rfc3339(since_text)
-    except ValueError:
-        raise InvalidRequest("since must be an RFC 3339 time, e.g. 2026-11-22T10:00:00Z",
-                             field="since") from None
-    now = utcnow()
-    if since > now:
-        raise InvalidRequest("since is in the future", field="since")
-    require_enabled(endpoint)
-    count, more = await bridge.store.recover_endpoint(endpoint, since, now)
-    bridge.deliverer.wake()
+    since = body.get("since") if isinstance(body, dict) else None
+    count, more = await actions.recover(bridge, tenant, endpoint_id, since)
     # ``more``: the cap was reached; the same call again queues the next ones.
     return JSONResponse({"recovering": count, "more": more}, status_code=202)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.routing import Route
 
+from bridge import actions
 from bridge.api.common import (
     JSONResponse,
     authenticate,
@@ -13,9 +14,8 @@ from bridge.api.common import (
     page_params,
     read_json,
 )
-from bridge.api.endpoints import require_enabled
 from bridge.errors import InvalidRequest, NotFound
-from bridge.models import EVENT_TYPES, utcnow
+from bridge.models import EVENT_TYPES
 
 
 async def list_events(request: Request) -> JSONResponse:
@@ -44,23 +44,11 @@ async def replay_event(request: Request) -> JSONResponse:
     """Send one event again: to ``endpoint_id``, or to every enabled endpoint that wants
     its type and its job's own webhook."""
     tenant = await authenticate(request)
-    bridge = get_bridge(request)
     body = await read_json(request, required=False) or {}
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object", status_code=400)
-    endpoint_id = body.get("endpoint_id")
-    if endpoint_id is not None and not isinstance(endpoint_id, str):
-        raise InvalidRequest("endpoint_id must be a string", field="endpoint_id")
-    event = await bridge.store.get_event(request.path_params["event_id"], tenant.id)
-    if event is None:
-        raise NotFound("no such event")
-    if endpoint_id is not None:
-        endpoint = await bridge.store.get_endpoint(endpoint_id, tenant.id)
-        if endpoint is None:
-            raise NotFound("no such endpoint", field="endpoint_id")
-        require_enabled(endpoint)
-    deliveries = await bridge.store.replay_event(event, endpoint_id, utcnow())
-    bridge.deliverer.wake()
+    deliveries = await actions.replay(get_bridge(request), tenant,
+                                      request.path_params["event_id"], body.get("endpoint_id"))
     return JSONResponse({"data": [d.to_json() for d in deliveries]}, status_code=202)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.routing import Route
 
+from bridge import actions
 from bridge.api.common import (
     JSONResponse,
     authenticate,
@@ -13,7 +14,7 @@ from bridge.api.common import (
     page_params,
     read_json,
 )
-from bridge.errors import InvalidRequest, NotFound
+from bridge.errors import InvalidRequest
 from bridge.inline import MAX_JOB_BODY
 from bridge.models import JobStatus
 from bridge.settings import PROVIDERS
@@ -29,9 +30,7 @@ async def create_job(request: Request) -> JSONResponse:
 
 async def get_job(request: Request) -> JSONResponse:
     tenant = await authenticate(request)
-    job = await get_bridge(request).store.get_job(request.path_params["job_id"], tenant.id)
-    if job is None:
-        raise NotFound("no such job")
+    job = await actions.job(get_bridge(request), tenant, request.path_params["job_id"])
     return JSONResponse(job.to_json())
 
 
@@ -54,11 +53,8 @@ async def list_jobs(request: Request) -> JSONResponse:
 
 async def cancel_job(request: Request) -> JSONResponse:
     tenant = await authenticate(request)
-    bridge = get_bridge(request)
-    job = await bridge.store.get_job(request.path_params["job_id"], tenant.id)
-    if job is None:
-        raise NotFound("no such job")
-    canceled = await bridge.tracker.cancel(job)
+    canceled = await actions.cancel_job(get_bridge(request), tenant,
+                                        request.path_params["job_id"])
     return JSONResponse(canceled.to_json())
 
 

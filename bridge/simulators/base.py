@@ -21,12 +21,14 @@ them (the client sees the connection time out after its request was processed).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -227,10 +229,17 @@ async def read_json(request: Request) -> Any:
         return None
 
 
-# A tiny but well-formed MP4 header ("ftyp" box) followed by filler, standing in for video.
-def fake_mp4(job_id: str, size: int = 64 * 1024) -> bytes:
-    ftyp = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
-    filler = (f"bridge-simulated-video:{job_id};".encode() * (size // 16 + 1))
-    mdat_payload = filler[: max(0, size - len(ftyp) - 8)]
-    mdat = (len(mdat_payload) + 8).to_bytes(4, "big") + b"mdat" + mdat_payload
-    return ftyp + mdat
+SAMPLE_VIDEO = Path(__file__).with_name("sample.mp4")
+
+
+@functools.cache
+def _sample() -> bytes:
+    return SAMPLE_VIDEO.read_bytes()
+
+
+def fake_mp4(job_id: str) -> bytes:
+    """A real, playable video standing in for a generated one: 2 s of a test pattern, VP9 in
+    MP4 (which every Chromium decodes), with the job id in a trailing ``free`` box (players
+    skip it) so that each job's file is its own."""
+    note = f"bridge-simulated-video:{job_id}".encode()
+    return _sample() + (len(note) + 8).to_bytes(4, "big") + b"free" + note

@@ -277,6 +277,37 @@ class Store(Protocol):
         nor are pending; answer how many, and whether more remain (call again)."""
         ...
 
+    async def list_deliveries(
+        self, tenant: str, *, endpoint_id: str | None, event_id: str | None,
+        status: str | None, limit: int, cursor: str | None,
+    ) -> Page[Delivery]:
+        """Every delivery attempt of the tenant, newest first; each filter (``None``: none)
+        narrows to one endpoint, one event or one status."""
+        ...
+
+    # -- portal --------------------------------------------------------------------------
+    async def create_portal_link(self, link_hash: str, tenant: str, now: datetime,
+                                 expires_at: datetime) -> bool:
+        """Record a single-use portal link, by the SHA-256 of its id, valid until
+        ``expires_at``; ``False``, storing nothing, when there is no such tenant."""
+        ...
+
+    async def redeem_portal_link(self, link_hash: str, now: datetime, session_hash: str,
+                                 session_expires_at: datetime) -> str | None:
+        """Use the link and open a session for its tenant, in one transaction; the tenant,
+        or ``None`` (storing nothing) when the link is unknown, used already or expired.
+        Of two redemptions of one link, one alone succeeds."""
+        ...
+
+    async def portal_session(self, session_hash: str, now: datetime) -> Tenant | None:
+        """The tenant of a session that is neither ended nor expired, read from the database
+        every time (a session ended by any process is refused at once)."""
+        ...
+
+    async def end_portal_session(self, session_hash: str, now: datetime) -> bool:
+        """End a session (logging out); ``False`` when it was not open."""
+        ...
+
     # -- deliveries ----------------------------------------------------------------------
     async def claim_due_deliveries(
         self, now: datetime, limit: int, lease: float, *,

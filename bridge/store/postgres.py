@@ -48,7 +48,7 @@ CONNECT_TIMEOUT = 5.0  # seconds to get a connection before answering 503
 LISTEN_BACKOFF = (0.5, 5.0)  # seconds between attempts to listen again, first and last
 
 MIGRATIONS: Sequence[str] = (
-    # 1: the schema of SQLite's migrations 1-5, in PostgreSQL's types. Times are Unix seconds
+    # 1: the schema of SQLite's migrations 1-6, in PostgreSQL's types. Times are Unix seconds
     # (double precision) and JSON is text, as in SQLite: the same works read both.
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -179,6 +179,25 @@ MIGRATIONS: Sequence[str] = (
         WHERE status = 'pending';
     CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id, seq);
     CREATE INDEX deliveries_event ON deliveries(event_id);
+    CREATE INDEX deliveries_tenant ON deliveries(tenant, seq);
+
+    CREATE TABLE portal_links (
+        id_hash TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        used_at DOUBLE PRECISION
+    );
+    CREATE INDEX portal_links_expiry ON portal_links(expires_at);
+
+    CREATE TABLE portal_sessions (
+        id_hash TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        ended_at DOUBLE PRECISION
+    );
+    CREATE INDEX portal_sessions_expiry ON portal_sessions(expires_at);
     """,
 )
 

@@ -212,6 +212,29 @@ MIGRATIONS: Sequence[str] = (
         media TEXT NOT NULL
     );
     """,
+    # 6: the portal's single-use links and its sessions (both kept by the SHA-256 of their
+    # id), and a tenant's deliveries listed newest first
+    """
+    CREATE TABLE portal_links (
+        id_hash TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at REAL
+    );
+    CREATE INDEX portal_links_expiry ON portal_links(expires_at);
+
+    CREATE TABLE portal_sessions (
+        id_hash TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        ended_at REAL
+    );
+    CREATE INDEX portal_sessions_expiry ON portal_sessions(expires_at);
+
+    CREATE INDEX deliveries_tenant ON deliveries(tenant, seq);
+    """,
 )
 
 _JOB_COLUMNS = (
@@ -234,6 +257,7 @@ _JOB_INSERT = (
 )
 
 
+PORTAL_KEPT = 86400.0  # seconds an expired portal link or session is kept before it goes
 KEY_USE_RESOLUTION = 60.0  # seconds: a key's last use is written at most this often
 BUSY_TIMEOUT = 3.0  # seconds a write waits for another process's lock before it fails
 CHECKPOINT_EVERY = 64  # commits between checkpoints of the write-ahead log
@@ -938,6 +962,70 @@ class SQLiteStore:
             return min(len(rows), RECOVER_LIMIT), len(rows) > RECOVER_LIMIT
 
         return await self._transaction(work, heavy=True)
+
+    async def list_deliveries(
+        self, tenant: str, *, endpoint_id: str | None, event_id: str | None,
+        status: str | None, limit: int, cursor: str | None,
+    ) -> Page[Delivery]:
+        rows = await self._newest_first(
+            "deliveries", tenant,
+            {"endpoint_id": endpoint_id, "event_id": event_id, "status": status},
+            limit, cursor, columns=_DELIVERY_READ,
+        )
+        return _page(rows, limit, _delivery)
+
+    # -- portal --------------------------------------------------------------------------
+    async def create_portal_link(self, link_hash: str, tenant: str, now: datetime,
+                                 expires_at: datetime) -> bool:
+        stamp = now.timestamp()
+
+        def work(conn: Conn) -> bool:
+            if _one(conn, "SELECT 1 FROM tenants WHERE id = ?", (tenant,)) is None:
+                return False
+            # What can no longer be used is kept a day (for a clear answer), then let go.
+            conn.execute("DELETE FROM portal_links WHERE expires_at < ?",
+                         (stamp - PORTAL_KEPT,))
+            conn.execute("DELETE FROM portal_sessions WHERE expires_at < ?",
+                         (stamp - PORTAL_KEPT,))
+            conn.execute(
+                "INSERT INTO portal_links (id_hash, tenant, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?)", (link_hash, tenant, stamp, expires_at.timestamp()))
+            return True
+
+        return await self._transaction(work)
+
+    async def redeem_portal_link(self, link_hash: str, now: datetime, session_hash: str,
+                                 session_expires_at: datetime) -> str | None:
+        stamp = now.timestamp()
+
+        def work(conn: Conn) -> str | None:
+            row = _one(conn, "UPDATE portal_links SET used_at = ? WHERE id_hash = ? "
+                             "AND used_at IS NULL AND expires_at > ? RETURNING tenant",
+                       (stamp, link_hash, stamp))
+            if row is None:
+                return None
+            conn.execute(
+                "INSERT INTO portal_sessions (id_hash, tenant, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?)",
+                (session_hash, row["tenant"], stamp, session_expires_at.timestamp()))
+            return str(row["tenant"])
+
+        return await self._transaction(work)
+
+    async def portal_session(self, session_hash: str, now: datetime) -> Tenant | None:
+        row = await self._fetchone(
+            "SELECT t.id, t.signing_secret FROM portal_sessions s JOIN tenants t "
+            "ON t.id = s.tenant WHERE s.id_hash = ? AND s.ended_at IS NULL "
+            "AND s.expires_at > ?", (session_hash, now.timestamp()))
+        return Tenant(id=row["id"], signing_secret=row["signing_secret"]) if row else None
+
+    async def end_portal_session(self, session_hash: str, now: datetime) -> bool:
+        def work(conn: Conn) -> bool:
+            return bool(conn.execute(
+                "UPDATE portal_sessions SET ended_at = ? WHERE id_hash = ? "
+                "AND ended_at IS NULL", (now.timestamp(), session_hash)).rowcount)
+
+        return await self._transaction(work)
 
     # -- deliveries ----------------------------------------------------------------------
     async def claim_due_deliveries(
