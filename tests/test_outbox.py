@@ -16,6 +16,7 @@ from bridge.delivery import next_attempt
 from bridge.models import DeliveryStatus, Endpoint, Event, new_id, utcnow
 from bridge.store import open_store
 from bridge.store.base import AttemptResult, Outgoing
+from bridge.store.sql import SQLStore
 from bridge.store.sqlite import SQLiteStore
 
 LEASE = 30.0
@@ -24,7 +25,7 @@ LEASE = 30.0
 @pytest.fixture
 async def store(database: str) -> AsyncIterator[SQLiteStore]:
     opened = await open_store(database)
-    assert isinstance(opened, SQLiteStore)
+    assert isinstance(opened, SQLStore)
     await opened.ensure_tenant("acme", new_signing_secret)
     try:
         yield opened

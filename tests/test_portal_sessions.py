@@ -20,7 +20,7 @@ from bridge.models import Delivery, DeliveryStatus, Event, new_id, parse_rfc3339
 from bridge.portal.sessions import COOKIE, SESSION_TTL, issue_link
 from bridge.signing import Signer
 from bridge.store.sqlite import SQLiteStore
-from tests.conftest import Harness, Sims, running_bridge
+from tests.conftest import SQLITE_ONLY, Harness, Sims, running_bridge
 
 
 def _read_all(database: str) -> list[bytes]:
@@ -93,6 +93,7 @@ async def test_a_link_signs_in_once_even_when_two_use_it_at_once(harness: Harnes
     assert loser.headers["content-type"].startswith("text/html")
 
 
+@SQLITE_ONLY
 async def test_the_session_cookie_is_httponly_lax_and_lasts_at_most_12_hours(
     harness: Harness,
 ) -> None:
@@ -139,6 +140,7 @@ async def test_a_forged_or_foreign_cookie_is_signed_out(harness: Harness) -> Non
         assert 'max-age=0' in answer.headers["set-cookie"].lower()  # the cookie is dropped
 
 
+@SQLITE_ONLY
 async def test_links_and_sessions_are_kept_only_as_hashes(harness: Harness) -> None:
     link = (await harness.client.post("/v1/portal-sessions")).json()["url"]
     async with httpx.AsyncClient(base_url=harness.url) as browser:
@@ -179,6 +181,7 @@ async def test_portal_link_prints_a_link_that_signs_in(tmp_path: Path, sims: Sim
         assert code == 2 and "--ttl" in err
 
 
+@SQLITE_ONLY
 async def test_an_expired_link_is_refused_and_opens_no_session(harness: Harness) -> None:
     link = await issue_link(harness.bridge, "default", now=utcnow() - timedelta(minutes=16))
     assert link is not None

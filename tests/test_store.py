@@ -34,7 +34,9 @@ from bridge.models import (
 )
 from bridge.providers.base import Snapshot
 from bridge.store import Change, Decide, open_store
-from bridge.store.sqlite import BUSY_TIMEOUT, MIGRATIONS, SQLiteStore, encode_cursor
+from bridge.store.codec import encode_cursor
+from bridge.store.sql import SQLStore
+from bridge.store.sqlite import BUSY_TIMEOUT, MIGRATIONS, SQLiteStore
 from tests.conftest import SQLITE_ONLY
 
 DAY = 24 * 3600.0
@@ -60,7 +62,7 @@ INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
 @pytest.fixture
 async def store(database: str) -> AsyncIterator[SQLiteStore]:
     store = await open_store(database)
-    assert isinstance(store, SQLiteStore)
+    assert isinstance(store, SQLStore)
     await store.ensure_tenant("acme", lambda: "whsec_acme")
     await store.ensure_tenant("other", lambda: "whsec_other")
     yield store
@@ -71,7 +73,7 @@ async def store(database: str) -> AsyncIterator[SQLiteStore]:
 async def second(store: SQLiteStore, database: str) -> AsyncIterator[SQLiteStore]:
     """Another store on the same database: what a second process (``bridge tick``) sees."""
     other = await open_store(database)
-    assert isinstance(other, SQLiteStore)
+    assert isinstance(other, SQLStore)
     yield other
     await other.close()
 
@@ -872,7 +874,7 @@ async def test_a_batch_whose_shared_event_write_fails_is_written_work_by_work(
     # fails, and the batch is run again work by work (new ids, the same clash), so only the
     # third fails.
     made = iter(["evt_1", "evt_2", "evt_2", "evt_3", "evt_4", "evt_4"])
-    monkeypatch.setattr("bridge.store.sqlite.new_id", lambda prefix: next(made))
+    monkeypatch.setattr("bridge.store.sql.new_id", lambda prefix: next(made))
     outcomes = await asyncio.gather(*(
         store.update_job(job.id, touch("job.submitted", status=JobStatus.SUBMITTED))
         for job in jobs

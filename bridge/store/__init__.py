@@ -2,9 +2,10 @@
 ``PostgresStore`` the one many processes share."""
 
 from bridge.store.base import Change, Decide, Page, Store
+from bridge.store.sql import SQLStore
 from bridge.store.sqlite import SQLiteStore
 
-__all__ = ["Change", "Decide", "Page", "SQLiteStore", "Store", "open_store"]
+__all__ = ["Change", "Decide", "Page", "SQLStore", "SQLiteStore", "Store", "open_store"]
 
 
 async def open_store(database: str, *, pool_size: int = 10) -> Store:

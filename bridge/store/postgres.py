@@ -1,13 +1,13 @@
 """The PostgreSQL backend: any number of bridge processes on one database.
 
-The store's works (``bridge.store.sql``) are plain functions over a DB-API connection, shared
-with SQLite; here each runs in a transaction of its own on a pooled psycopg connection, in a
-thread (psycopg's synchronous API; the works are synchronous by design, see ``sql``). Rows a
-work claims are locked (``FOR UPDATE``, ``SKIP LOCKED`` for claims), a provider's submission
-slots and an idempotency key are serialized by transaction-level advisory locks, and a
-transaction that loses a race (a serialization failure, a deadlock, a unique key taken
-meanwhile) is run again. Schema changes are applied at start-up under a session advisory
-lock, so that processes starting together migrate once.
+The store's works (``bridge.store.sql``, ``bridge.store.works``) are plain functions over a
+DB-API connection, shared with SQLite; here each runs in a transaction of its own on a
+pooled psycopg connection, in a thread (psycopg's synchronous API). Rows a work reads to
+change are locked (``FOR UPDATE``; claims pass over rows others hold, ``SKIP LOCKED``), a
+provider's submission slots and an idempotency key are serialized by transaction-level
+advisory locks, and a transaction that loses a race (a serialization failure, a deadlock, a
+unique key taken meanwhile) is run again. Schema changes are applied at start-up under a
+session advisory lock, so that processes starting together migrate once.
 
 Commits that add deliveries or make jobs due ``NOTIFY`` the other processes, which wake
 their workers at once instead of at their next look.
@@ -35,8 +35,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from bridge.errors import Unavailable
 from bridge.store.base import Stats
-from bridge.store.sqlite import Conn, SQLiteStore
-from bridge.store.sqlite import _JobBatch as JobBatch
+from bridge.store.sql import SQLStore
+from bridge.store.works import Conn, JobBatch
 
 _T = TypeVar("_T")
 log = logging.getLogger("bridge.store")
@@ -462,12 +462,13 @@ class PostgresConnector:
             listener()
 
 
-class PostgresStore(SQLiteStore):
-    """The store's works and queries (written once, in ``bridge.store.sqlite``) on
-    PostgreSQL, through ``PostgresConnector``."""
+class PostgresStore(SQLStore):
+    """The store's operations (``bridge.store.sql``) on PostgreSQL, through
+    ``PostgresConnector``."""
 
     def __init__(self, url: str, pool_size: int = 10) -> None:
-        super().__init__(url)
+        super().__init__()
+        self.path = url
         self.connector = PostgresConnector(url, pool_size)
         # Called after a commit of any process that added deliveries or made jobs due.
         self.connector.listeners["deliveries"] = self.outbox_listeners

@@ -1,0 +1,772 @@
+"""The store's operations, written once in SQL over the works' connection
+(``bridge.store.works``); each backend supplies the transactions and reads
+(``_transaction``, ``_fetchone``, ``_fetchall``). See ``bridge.store.base`` for the
+guarantees every operation keeps."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from bridge import jsoncodec
+from bridge.config import ConfiguredEndpoint
+from bridge.errors import Unavailable
+from bridge.models import (
+    EVENT_TYPES,
+    TERMINAL,
+    ApiKey,
+    Delivery,
+    Endpoint,
+    Event,
+    Job,
+    Tenant,
+    hashed_key_prefix,
+    new_id,
+)
+from bridge.store.base import AttemptResult, Decide, Media, Outgoing, Page, Stats
+from bridge.store.codec import (
+    DELIVERY_READ,
+    ENDPOINT_INSERT,
+    JOB_BY_ID,
+    JOB_COLUMNS,
+    JOB_ENCODERS,
+    JOB_INSERT,
+    JOB_READ,
+    JOB_SELECT,
+    KEY_COLUMNS,
+    LEASE_UNTIL,
+    STATUS,
+    TERMINAL_STATUSES,
+    api_key_of,
+    decode_cursor,
+    delivery_of,
+    dumps,
+    endpoint_of,
+    endpoint_params,
+    event_of,
+    event_params,
+    job_of,
+    job_params,
+    page_of,
+    stamp_of,
+)
+from bridge.store.works import (
+    RECOVER_LIMIT,
+    UNREAD,
+    Conn,
+    fail_pending,
+    fan_out,
+    finish,
+    in_turns,
+    insert_delivery,
+    insert_event,
+    one,
+    outgoing_of,
+    scalar,
+    wake_waiting,
+    write_endpoint,
+)
+
+_T = TypeVar("_T")
+log = logging.getLogger("bridge.store")
+
+PORTAL_KEPT = 86400.0  # seconds an expired portal link or session is kept before it goes
+KEY_USE_RESOLUTION = 60.0  # seconds: a key's last use is written at most this often
+TURN_SCAN = 2  # a claim taking tenants in turns reads up to this many times its limit
+
+
+class SQLStore:
+    """``bridge.store.base.Store`` in SQL; a backend subclasses it with its connections."""
+
+    def __init__(self) -> None:
+        # Called after each commit that added deliveries (the deliverer's wake-up) or made
+        # jobs due (the tracker's): events that go to no endpoint wake nobody.
+        self.outbox_listeners: list[Callable[[], None]] = []
+        self.job_listeners: list[Callable[[], None]] = []
+
+    async def _transaction(
+        self, work: Callable[[Conn], _T], *, heavy: bool = False
+    ) -> _T:
+        """Run ``work`` in a transaction; return once it is committed. ``heavy``: a bulk
+        work (many rows)."""
+        raise NotImplementedError
+
+    def _enqueue(self, work: Callable[[Conn], Any], heavy: bool = False) -> asyncio.Future[Any]:
+        """``_transaction`` as a future, started now."""
+        raise NotImplementedError
+
+    async def _fetchone(self, sql: str, params: Any = ()) -> Any:
+        raise NotImplementedError
+
+    async def _fetchall(self, sql: str, params: Any = ()) -> list[Any]:
+        raise NotImplementedError
+
+    async def _newest_first(
+        self, table: str, tenant: str, equal: dict[str, Any], limit: int, cursor: str | None,
+        columns: str = "*",
+    ) -> list[sqlite3.Row]:
+        """One page of a tenant's rows, newest first: ``equal`` filters (``None``: no
+        filter), one row more than ``limit`` to tell whether another page follows."""
+        where = ["tenant = ?"]
+        params: list[Any] = [tenant]
+        for column, value in equal.items():
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if cursor is not None:
+            where.append("seq < ?")
+            params.append(decode_cursor(cursor))
+        return await self._fetchall(
+            f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)} ORDER BY seq DESC "
+            "LIMIT ?",
+            (*params, limit + 1),
+        )
+
+    # -- meta ----------------------------------------------------------------------------
+    async def get_or_set_meta(self, key: str, make: Callable[[], str]) -> str:
+        def work(conn: Conn) -> str:
+            row = one(conn, "SELECT value FROM meta WHERE key = ?", (key,))
+            if row is not None:
+                return str(row[0])
+            value = make()
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+            return value
+
+        return await self._transaction(work)
+
+    # -- tenants and keys ----------------------------------------------------------------
+    async def ensure_tenant(self, name: str, make_secret: Callable[[], str]) -> Tenant:
+        def work(conn: Conn) -> Tenant:
+            conn.execute(
+                "INSERT INTO tenants (id, signing_secret, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                (name, make_secret(), time.time()),
+            )
+            row = one(conn, "SELECT id, signing_secret FROM tenants WHERE id = ?", (name,))
+            assert row is not None  # inserted just above, or already there
+            return Tenant(id=row["id"], signing_secret=row["signing_secret"])
+
+        return await self._transaction(work)
+
+    async def add_api_key(self, tenant: str, key_hash: str, *, prefix: str | None = None,
+                          source: str = "cli") -> bool:
+        prefix = prefix or hashed_key_prefix(key_hash)
+
+        def work(conn: Conn) -> bool:
+            if one(conn, "SELECT 1 FROM api_keys WHERE prefix = ? AND key_hash != ? "
+                          "AND revoked_at IS NULL", (prefix, key_hash)) is not None:
+                return False
+            conn.execute(
+                "INSERT INTO api_keys (key_hash, tenant, created_at, prefix, source) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant",
+                (key_hash, tenant, time.time(), prefix, source),
+            )
+            return True
+
+        return await self._transaction(work)
+
+    async def set_env_api_key(self, tenant: str, key_hash: str) -> tuple[list[ApiKey], bool]:
+        def work(conn: Conn) -> tuple[list[ApiKey], bool]:
+            now = time.time()
+            conn.execute(
+                "INSERT INTO api_keys (key_hash, tenant, created_at, prefix, source) "
+                "VALUES (?, ?, ?, ?, 'env') "
+                "ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant, source = 'env'",
+                (key_hash, tenant, now, hashed_key_prefix(key_hash)),
+            )
+            earlier = conn.execute(
+                f"UPDATE api_keys SET revoked_at = ? WHERE tenant = ? AND source = 'env' "
+                f"AND key_hash != ? AND revoked_at IS NULL RETURNING {KEY_COLUMNS}",
+                (now, tenant, key_hash)).fetchall()
+            usable = one(conn, "SELECT revoked_at IS NULL FROM api_keys WHERE key_hash = ?",
+                          (key_hash,))
+            return [api_key_of(row) for row in earlier], bool(usable and usable[0])
+
+        return await self._transaction(work)
+
+    async def tenant_for_key(self, key_hash: str) -> Tenant | None:
+        # Read from the database at every request, never cached: a key revoked by any
+        # process is refused at once.
+        row = await self._fetchone(
+            "SELECT t.id, t.signing_secret, k.last_used_at FROM api_keys k "
+            "JOIN tenants t ON t.id = k.tenant WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+            (key_hash,),
+        )
+        if row is None:
+            return None
+        now = time.time()
+        if row["last_used_at"] is None or now - row["last_used_at"] >= KEY_USE_RESOLUTION:
+            await self._touch_key(key_hash, now)
+        return Tenant(id=row["id"], signing_secret=row["signing_secret"])
+
+    async def _touch_key(self, key_hash: str, now: float) -> None:
+        """Record a key's use; one that cannot be recorded (the database busy) is let go."""
+        def work(conn: Conn) -> None:
+            conn.execute(
+                "UPDATE api_keys SET last_used_at = ? WHERE key_hash = ? "
+                "AND (last_used_at IS NULL OR last_used_at <= ?)",
+                (now, key_hash, now - KEY_USE_RESOLUTION))
+
+        try:
+            await self._transaction(work)
+        except (sqlite3.OperationalError, Unavailable) as exc:
+            log.warning("could not record an API key's last use: %s", exc)
+
+    async def list_api_keys(self, tenant: str | None) -> list[ApiKey]:
+        where, params = ("AND tenant = ?", (tenant,)) if tenant is not None else ("", ())
+        rows = await self._fetchall(
+            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL {where} "
+            "ORDER BY created_at DESC, prefix", params)
+        return [api_key_of(row) for row in rows]
+
+    async def revoke_api_key(self, prefix: str, tenant: str | None,
+                             now: datetime) -> ApiKey | None:
+        def work(conn: Conn) -> ApiKey | None:
+            # A prefix names one active key (see add_api_key); should two keys stored before
+            # prefixes share one, both go.
+            where, params = ("AND tenant = ?", (tenant,)) if tenant is not None else ("", ())
+            rows = conn.execute(
+                f"UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL "
+                f"{where} RETURNING {KEY_COLUMNS}", (now.timestamp(), prefix, *params),
+            ).fetchall()
+            return api_key_of(rows[0]) if rows else None
+
+        return await self._transaction(work)
+
+    async def rotate_signing_secret(self, tenant: str, secret: str,
+                                    previous_until: datetime) -> Tenant | None:
+        def work(conn: Conn) -> Tenant | None:
+            row = one(conn, "UPDATE tenants SET previous_signing_secret = signing_secret, "
+                             "previous_signing_secret_until = ?, signing_secret = ? "
+                             "WHERE id = ? RETURNING id, signing_secret",
+                       (previous_until.timestamp(), secret, tenant))
+            return Tenant(id=row["id"], signing_secret=row["signing_secret"]) if row else None
+
+        return await self._transaction(work)
+
+    # -- jobs ----------------------------------------------------------------------------
+    async def create_job(
+        self, job: Job, *, idempotency_window: float, media: Media = (),
+    ) -> tuple[Job, bool]:
+        def work(conn: Conn) -> tuple[Job, bool]:
+            conn.jobs_due += 1
+            if job.idempotency_key is not None:
+                conn.lock(f"idempotency:{job.tenant}:{job.idempotency_key}")
+                row = one(
+                    conn,
+                    f"{JOB_SELECT} WHERE tenant = ? AND idempotency_key = ?",
+                    (job.tenant, job.idempotency_key),
+                )
+                if row is not None:
+                    if row["created_at"] >= time.time() - idempotency_window:
+                        return job_of(row), False
+                    # The key's window has passed: it may name a new job now.
+                    conn.execute(
+                        "UPDATE jobs SET idempotency_key = NULL WHERE id = ?", (row["id"],)
+                    )
+            conn.execute(JOB_INSERT, job_params(job))
+            if media:
+                conn.execute("INSERT INTO job_media (job_id, media) VALUES (?, ?)",
+                             (job.id, dumps([[list(path), url] for path, url in media])))
+            return job, True
+
+        # A body with media is written in a thread: a few MiB are not copied on the loop.
+        return await self._transaction(work, heavy=bool(media))
+
+    async def job_media(self, job_id: str) -> Media:
+        rows = await self._fetchall("SELECT media FROM job_media WHERE job_id = ?", (job_id,))
+        if not rows:
+            return []
+        return [(tuple(path), url) for path, url in jsoncodec.loads(rows[0]["media"])]
+
+    async def get_job(self, job_id: str, tenant: str | None = None) -> Job | None:
+        if tenant is None:
+            row = await self._fetchone(JOB_BY_ID, (job_id,))
+        else:
+            row = await self._fetchone(
+                f"{JOB_SELECT} WHERE id = ? AND tenant = ?", (job_id, tenant)
+            )
+        return job_of(row) if row else None
+
+    async def list_jobs(
+        self,
+        tenant: str,
+        *,
+        status: str | None,
+        provider: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[Job]:
+        rows = await self._newest_first(
+            "jobs", tenant, {"status": status, "provider": provider}, limit, cursor,
+            columns=f"{JOB_READ}, seq",
+        )
+        return page_of(rows, limit, job_of)
+
+    async def update_job(
+        self, job_id: str, decide: Decide, *, release_lease: bool = False
+    ) -> tuple[Job, Event | None] | None:
+        def work(conn: Conn) -> tuple[Job, Event | None] | None:
+            batch = conn.batch
+            row = batch.rows.pop(job_id, UNREAD) if batch is not None else UNREAD
+            if row is UNREAD:
+                row = one(conn, JOB_BY_ID + conn.for_update, (job_id,))
+            if row is None or row[STATUS] in TERMINAL_STATUSES:
+                return None
+            current = job_of(row)
+            change = decide(current)
+            if change is None:
+                if release_lease:
+                    conn.execute("UPDATE jobs SET lease_until = NULL WHERE id = ?", (job_id,))
+                return None
+            job = change.job
+            event = None
+            stamp = job.updated_at.timestamp()
+            if change.event_type is not None:
+                job = job.evolve(sequence=current.sequence + 1)
+                data = job.to_json()
+                data["sequence"] = job.sequence
+                event = Event(
+                    id=new_id("evt"),
+                    tenant=job.tenant,
+                    type=change.event_type,
+                    job_id=job.id,
+                    created_at=job.updated_at,
+                    data=data,
+                )
+                if batch is not None:
+                    batch.events.append(event_params(event))
+                else:
+                    insert_event(conn, event)
+                fan_out(conn, event, job, stamp)
+            # Write only the columns that changed: each untouched index is a page not
+            # rewritten, and a change that changes nothing costs no write at all. Job
+            # fields are named as their columns; ``evolve`` shares what it leaves alone.
+            before, after = current.__dict__, job.__dict__
+            changed = [c for c in JOB_COLUMNS
+                       if after[c] is not before[c] and after[c] != before[c]]
+            values = [JOB_ENCODERS[c](job) for c in changed]
+            if release_lease and row[LEASE_UNTIL] is not None:
+                changed.append("lease_until")
+                values.append(None)
+            if changed:
+                assignments = ", ".join(f"{c} = ?" for c in changed)
+                conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values, job_id))
+            if job.status in TERMINAL:
+                # A finished job frees its slot at the provider: the provider's jobs waiting
+                # for one are due now.
+                if batch is not None:
+                    batch.freed[job.provider] = max(stamp, batch.freed.get(job.provider, 0))
+                else:
+                    wake_waiting(conn, job.provider, stamp)
+            return job, event
+
+        work.job_id = job_id  # type: ignore[attr-defined]  # a job update: see JobBatch
+        return await self._transaction(work)
+
+    async def claim_due_jobs(self, now: datetime, limit: int, lease: float) -> list[Job]:
+        stamp = now.timestamp()
+
+        def work(conn: Conn) -> list[sqlite3.Row]:
+            return conn.execute(
+                "UPDATE jobs SET lease_until = ? WHERE id IN ("
+                "  SELECT id FROM jobs WHERE next_check_at <= ?"
+                "  AND (lease_until IS NULL OR lease_until < ?)"
+                f"  ORDER BY next_check_at LIMIT ?{conn.skip_locked}"
+                f") RETURNING {JOB_READ}",
+                (stamp + lease, stamp, stamp, limit),
+            ).fetchall()
+
+        jobs = [job_of(row) for row in await self._transaction(work)]
+        jobs.sort(key=lambda job: job.next_check_at or now)
+        return jobs
+
+    async def release_job(self, job_id: str, next_check_at: datetime | None) -> None:
+        def work(conn: Conn) -> None:
+            conn.execute(
+                "UPDATE jobs SET lease_until = NULL, next_check_at = ? "
+                "WHERE id = ? AND status NOT IN (?, ?, ?, ?)",
+                (stamp_of(next_check_at), job_id, *TERMINAL_STATUSES),
+            )
+
+        await self._transaction(work)
+
+    async def begin_submit(
+        self, job_id: str, provider: str, limit: int | None, now: datetime
+    ) -> bool:
+        def work(conn: Conn) -> bool:
+            if limit is not None:
+                conn.lock(f"submit:{provider}")  # the provider's slots, across processes
+                busy = scalar(
+                    conn,
+                    "SELECT COUNT(*) FROM jobs WHERE provider = ? AND id != ? AND ("
+                    "  status IN ('submitted', 'running')"
+                    "  OR (status = 'queued' AND submit_started_at IS NOT NULL))",
+                    (provider, job_id),
+                )
+                if busy >= limit:
+                    return False
+            conn.execute(
+                "UPDATE jobs SET submit_started_at = ? WHERE id = ? AND status = 'queued'",
+                (now.timestamp(), job_id),
+            )
+            return True
+
+        return await self._transaction(work)
+
+    async def unfinished_jobs(self) -> list[Job]:
+        rows = await self._fetchall(
+            f"{JOB_SELECT} WHERE status NOT IN (?, ?, ?, ?) ORDER BY seq", TERMINAL_STATUSES
+        )
+        return [job_of(row) for row in rows]
+
+    async def adopted_provider_job(self, provider: str, provider_job_id: str) -> str | None:
+        row = await self._fetchone(
+            "SELECT id FROM jobs WHERE provider = ? AND provider_job_id = ?",
+            (provider, provider_job_id),
+        )
+        return str(row["id"]) if row else None
+
+    # -- events --------------------------------------------------------------------------
+    async def list_events(
+        self,
+        tenant: str,
+        *,
+        type: str | None,
+        job_id: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[Event]:
+        rows = await self._newest_first(
+            "events", tenant, {"type": type, "job_id": job_id}, limit, cursor
+        )
+        return page_of(rows, limit, event_of)
+
+    async def get_event(self, event_id: str, tenant: str) -> Event | None:
+        row = await self._fetchone(
+            "SELECT * FROM events WHERE id = ? AND tenant = ?", (event_id, tenant)
+        )
+        return event_of(row) if row else None
+
+    async def job_events(self, job_id: str) -> list[Event]:
+        rows = await self._fetchall("SELECT * FROM events WHERE job_id = ? ORDER BY seq", (job_id,))
+        return [event_of(row) for row in rows]
+
+    async def add_event(self, event: Event, *, endpoint_id: str | None = None) -> Delivery | None:
+        def work(conn: Conn) -> Delivery | None:
+            insert_event(conn, event)
+            if endpoint_id is None:
+                return None
+            return insert_delivery(conn, event, endpoint_id, None,
+                                    event.created_at.timestamp())
+
+        return await self._transaction(work)
+
+    async def replay_event(
+        self, event: Event, endpoint_id: str | None, now: datetime
+    ) -> list[Delivery]:
+        stamp = now.timestamp()
+
+        def work(conn: Conn) -> list[Delivery]:
+            if endpoint_id is not None:
+                return [insert_delivery(conn, event, endpoint_id, None, stamp, again=True)]
+            job = None
+            if event.job_id is not None:
+                row = one(conn, JOB_BY_ID, (event.job_id,))
+                job = job_of(row) if row is not None else None
+            return fan_out(conn, event, job, stamp, again=True)
+
+        return await self._transaction(work)
+
+    # -- endpoints -----------------------------------------------------------------------
+    async def create_endpoint(self, endpoint: Endpoint) -> Endpoint:
+        def work(conn: Conn) -> Endpoint:
+            conn.execute(ENDPOINT_INSERT, endpoint_params(endpoint))
+            return endpoint
+
+        return await self._transaction(work)
+
+    async def get_endpoint(self, endpoint_id: str, tenant: str) -> Endpoint | None:
+        row = await self._fetchone(
+            "SELECT * FROM endpoints WHERE id = ? AND tenant = ?", (endpoint_id, tenant)
+        )
+        return endpoint_of(row) if row else None
+
+    async def list_endpoints(
+        self, tenant: str, *, limit: int, cursor: str | None
+    ) -> Page[Endpoint]:
+        rows = await self._newest_first("endpoints", tenant, {}, limit, cursor)
+        return page_of(rows, limit, endpoint_of)
+
+    async def update_endpoint(
+        self, endpoint_id: str, tenant: str, change: Callable[[Endpoint], Endpoint]
+    ) -> Endpoint | None:
+        def work(conn: Conn) -> Endpoint | None:
+            row = one(conn, "SELECT * FROM endpoints WHERE id = ? AND tenant = ?"
+                       + conn.for_update, (endpoint_id, tenant))
+            if row is None:
+                return None
+            current = endpoint_of(row)
+            updated = change(current)
+            if current.disabled and not updated.disabled:
+                updated = replace(updated, disabled_reason=None, failing_since=None)
+            write_endpoint(conn, updated)
+            if updated.disabled and not current.disabled:
+                fail_pending(conn, "endpoint_id = ?", (endpoint_id,), "endpoint disabled")
+            return updated
+
+        return await self._transaction(work)
+
+    async def delete_endpoint(self, endpoint_id: str, tenant: str) -> bool:
+        def work(conn: Conn) -> bool:
+            gone = conn.execute("DELETE FROM endpoints WHERE id = ? AND tenant = ?",
+                                (endpoint_id, tenant)).rowcount
+            if gone:
+                conn.execute("DELETE FROM deliveries WHERE endpoint_id = ?", (endpoint_id,))
+            return bool(gone)
+
+        return await self._transaction(work)
+
+    async def endpoint_deliveries(
+        self, endpoint_id: str, *, limit: int, cursor: str | None
+    ) -> Page[Delivery]:
+        params: list[Any] = [endpoint_id]
+        before = ""
+        if cursor is not None:
+            before = " AND seq < ?"
+            params.append(decode_cursor(cursor))
+        rows = await self._fetchall(
+            f"SELECT {DELIVERY_READ} FROM deliveries WHERE endpoint_id = ?{before} "
+            "ORDER BY seq DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+        return page_of(rows, limit, delivery_of)
+
+    async def recover_endpoint(
+        self, endpoint: Endpoint, since: datetime, now: datetime
+    ) -> tuple[int, bool]:
+        stamp = now.timestamp()
+        wanted = [t for t in EVENT_TYPES if t != "endpoint.test" and endpoint.wants(t)]
+
+        def work(conn: Conn) -> tuple[int, bool]:
+            rows = conn.execute(
+                "SELECT * FROM events v WHERE v.tenant = ? AND v.created_at >= ? "
+                f"AND v.type IN ({', '.join('?' * len(wanted))}) AND NOT EXISTS ("
+                "  SELECT 1 FROM deliveries d WHERE d.event_id = v.id AND d.endpoint_id = ?"
+                "  AND d.status IN ('pending', 'succeeded', 'skipped')"
+                ") ORDER BY v.seq LIMIT ?",
+                (endpoint.tenant, max(since, endpoint.created_at).timestamp(), *wanted,
+                 endpoint.id, RECOVER_LIMIT + 1),
+            ).fetchall()
+            for row in rows[:RECOVER_LIMIT]:
+                insert_delivery(conn, event_of(row), endpoint.id, None, stamp, again=True)
+            return min(len(rows), RECOVER_LIMIT), len(rows) > RECOVER_LIMIT
+
+        return await self._transaction(work, heavy=True)
+
+    async def list_deliveries(
+        self, tenant: str, *, endpoint_id: str | None, event_id: str | None,
+        status: str | None, limit: int, cursor: str | None,
+    ) -> Page[Delivery]:
+        rows = await self._newest_first(
+            "deliveries", tenant,
+            {"endpoint_id": endpoint_id, "event_id": event_id, "status": status},
+            limit, cursor, columns=DELIVERY_READ,
+        )
+        return page_of(rows, limit, delivery_of)
+
+    # -- portal --------------------------------------------------------------------------
+    async def create_portal_link(self, link_hash: str, tenant: str, now: datetime,
+                                 expires_at: datetime) -> bool:
+        stamp = now.timestamp()
+
+        def work(conn: Conn) -> bool:
+            if one(conn, "SELECT 1 FROM tenants WHERE id = ?", (tenant,)) is None:
+                return False
+            # What can no longer be used is kept a day (for a clear answer), then let go.
+            conn.execute("DELETE FROM portal_links WHERE expires_at < ?",
+                         (stamp - PORTAL_KEPT,))
+            conn.execute("DELETE FROM portal_sessions WHERE expires_at < ?",
+                         (stamp - PORTAL_KEPT,))
+            conn.execute(
+                "INSERT INTO portal_links (id_hash, tenant, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?)", (link_hash, tenant, stamp, expires_at.timestamp()))
+            return True
+
+        return await self._transaction(work)
+
+    async def redeem_portal_link(self, link_hash: str, now: datetime, session_hash: str,
+                                 session_expires_at: datetime) -> str | None:
+        stamp = now.timestamp()
+
+        def work(conn: Conn) -> str | None:
+            row = one(conn, "UPDATE portal_links SET used_at = ? WHERE id_hash = ? "
+                             "AND used_at IS NULL AND expires_at > ? RETURNING tenant",
+                       (stamp, link_hash, stamp))
+            if row is None:
+                return None
+            conn.execute(
+                "INSERT INTO portal_sessions (id_hash, tenant, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?)",
+                (session_hash, row["tenant"], stamp, session_expires_at.timestamp()))
+            return str(row["tenant"])
+
+        return await self._transaction(work)
+
+    async def portal_session(self, session_hash: str, now: datetime) -> Tenant | None:
+        row = await self._fetchone(
+            "SELECT t.id, t.signing_secret FROM portal_sessions s JOIN tenants t "
+            "ON t.id = s.tenant WHERE s.id_hash = ? AND s.ended_at IS NULL "
+            "AND s.expires_at > ?", (session_hash, now.timestamp()))
+        return Tenant(id=row["id"], signing_secret=row["signing_secret"]) if row else None
+
+    async def end_portal_session(self, session_hash: str, now: datetime) -> bool:
+        def work(conn: Conn) -> bool:
+            return bool(conn.execute(
+                "UPDATE portal_sessions SET ended_at = ? WHERE id_hash = ? "
+                "AND ended_at IS NULL", (now.timestamp(), session_hash)).rowcount)
+
+        return await self._transaction(work)
+
+    # -- deliveries ----------------------------------------------------------------------
+    async def claim_due_deliveries(
+        self, now: datetime, limit: int, lease: float, *,
+        skip_endpoints: frozenset[str] = frozenset(),
+        per_tenant: int | None = None,
+        tenant_room: Mapping[str, int] | None = None,
+    ) -> list[Outgoing]:
+        stamp = now.timestamp()
+        until = stamp + lease
+        room = dict(tenant_room or {})
+        full = sorted(tenant for tenant, left in room.items() if left <= 0)
+        skip = ""
+        if skip_endpoints:
+            skip = f"  AND d.channel NOT IN ({', '.join('?' * len(skip_endpoints))})"
+        if full:
+            skip += f"  AND d.tenant NOT IN ({', '.join('?' * len(full))})"
+        # Taking tenants in turns looks further than ``limit``: past the first tenant's rows.
+        scan = limit if per_tenant is None else TURN_SCAN * limit
+
+        def work(conn: Conn) -> list[Outgoing]:
+            # A delivery waits while its target has an earlier pending one of the same job:
+            # an earlier event, or the same event queued before it (a replay).
+            due = conn.execute(
+                "SELECT d.seq, d.tenant FROM deliveries d WHERE d.status = 'pending'"
+                "  AND d.next_attempt_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?)"
+                f"{skip}"
+                "  AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.status = 'pending'"
+                "    AND e.channel = d.channel AND e.job_id = d.job_id"
+                "    AND (e.sequence < d.sequence OR (e.sequence = d.sequence AND e.seq < d.seq)))"
+                f"  ORDER BY d.next_attempt_at, d.seq LIMIT ?{conn.skip_locked}",
+                (stamp, stamp, *sorted(skip_endpoints), *full, scan),
+            ).fetchall()
+            taken = in_turns(due, limit, per_tenant, room)
+            if not taken:
+                return []
+            rows = conn.execute(
+                "UPDATE deliveries SET lease_until = ? "
+                f"WHERE seq IN ({', '.join('?' * len(taken))}) RETURNING {DELIVERY_READ}",
+                (until, *taken),
+            ).fetchall()
+            turn = {seq: index for index, seq in enumerate(taken)}
+            deliveries = [delivery_of(row) for row in sorted(rows, key=lambda r: turn[r["seq"]])]
+            return outgoing_of(conn, deliveries, stamp, until)
+
+        return await self._transaction(work)
+
+    async def finish_delivery(self, outgoing: Outgoing, result: AttemptResult) -> bool:
+        return await self._transaction(
+            functools.partial(finish, outgoing=outgoing, result=result))
+
+    async def finish_deliveries(
+        self, finished: Sequence[tuple[Outgoing, AttemptResult]]
+    ) -> list[bool | Exception]:
+        def work(conn: Conn) -> list[bool | Exception]:
+            return [finish(conn, outgoing, result) for outgoing, result in finished]
+
+        try:
+            return await self._transaction(work)  # one work: what nearly always happens
+        except Exception as exc:
+            if len(finished) == 1:
+                return [exc]
+        # One of them raised, and all were undone: each again on its own, so that only the
+        # one that raises fails.
+        futures = [self._enqueue(functools.partial(finish, outgoing=outgoing, result=result))
+                   for outgoing, result in finished]
+        return list(await asyncio.gather(*futures, return_exceptions=True))
+
+    async def release_deliveries(self, claimed: Sequence[Outgoing]) -> None:
+        def work(conn: Conn) -> None:
+            conn.executemany(
+                "UPDATE deliveries SET lease_until = NULL "
+                "WHERE id = ? AND status = 'pending' AND lease_until = ?",
+                [(outgoing.delivery.id, outgoing.lease_until) for outgoing in claimed])
+
+        await self._transaction(work)
+
+    async def sync_configured_endpoints(
+        self, endpoints: Sequence[ConfiguredEndpoint], now: datetime,
+        make_secret: Callable[[], str],
+    ) -> dict[str, int]:
+        removed_reason = "removed from BRIDGE_CONFIG"
+
+        def work(conn: Conn) -> dict[str, int]:
+            conn.lock("configured endpoints")  # processes starting together sync once
+            counts = {"created": 0, "updated": 0, "disabled": 0}
+            current = {(e.tenant, e.url): e for e in map(endpoint_of, conn.execute(
+                "SELECT * FROM endpoints WHERE source = 'config'").fetchall())}
+            for wanted in endpoints:
+                conn.execute(
+                    "INSERT INTO tenants (id, signing_secret, created_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (id) DO NOTHING", (wanted.tenant, make_secret(), now.timestamp()))
+                have = current.pop((wanted.tenant, wanted.url), None)
+                if have is None:
+                    conn.execute(ENDPOINT_INSERT, endpoint_params(Endpoint(
+                        id=new_id("ep"), tenant=wanted.tenant, url=wanted.url,
+                        events=wanted.events, description=wanted.description, headers={},
+                        secret=wanted.secret, created_at=now, source="config")))
+                    counts["created"] += 1
+                    continue
+                updated = replace(have, events=wanted.events, description=wanted.description)
+                if have.secret != wanted.secret:  # as a rotation: the old one signs for a day
+                    updated = replace(updated, secret=wanted.secret, previous_secret=have.secret,
+                                      previous_secret_until=now + timedelta(hours=24))
+                if have.disabled and have.disabled_reason == removed_reason:
+                    updated = replace(updated, disabled=False, disabled_reason=None,
+                                      failing_since=None)
+                if updated != have:
+                    write_endpoint(conn, updated)
+                    counts["updated"] += 1
+            for gone in current.values():
+                if not gone.disabled:
+                    write_endpoint(conn, replace(gone, disabled=True,
+                                                  disabled_reason=removed_reason))
+                    fail_pending(conn, "endpoint_id = ?", (gone.id,), "endpoint disabled")
+                    counts["disabled"] += 1
+            return counts
+
+        return await self._transaction(work, heavy=True)
+
+    async def stats(self, now: datetime) -> Stats:
+        jobs = await self._fetchall(
+            "SELECT provider, status, COUNT(*) AS n FROM jobs GROUP BY provider, status")
+        # A scan of the outbox, on the reader's thread (``_fetchone`` is for lookups).
+        pending = next(iter(await self._fetchall(
+            "SELECT COUNT(*) AS n, MIN(v.created_at) AS oldest FROM deliveries d "
+            "JOIN events v ON v.id = d.event_id WHERE d.status = 'pending'")), None)
+        depth = int(pending["n"]) if pending else 0
+        oldest = pending["oldest"] if pending else None
+        return Stats(
+            jobs={(row["provider"], row["status"]): int(row["n"]) for row in jobs},
+            outbox_depth=depth,
+            oldest_pending_seconds=max(0.0, now.timestamp() - oldest) if oldest else 0.0,
+        )
+

@@ -1,0 +1,393 @@
+"""The works' shared parts: the connection a work runs on, and the steps that more than one
+work takes (the outbox's fan-out, an attempt's record, what a claimed delivery needs).
+
+A work is a plain function over a DB-API connection, run inside one transaction by the
+backend (``bridge.store.sqlite``, ``bridge.store.postgres``): its SQL is written once. The
+connection says what its backend needs beyond that SQL: PostgreSQL locks the rows a work
+reads to change (``for_update``), lets claims pass over rows that others hold
+(``skip_locked``) and serializes what must not run twice at once (``lock``); SQLite's
+``BEGIN IMMEDIATE`` already serializes every write transaction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from bridge import jsoncodec
+from bridge.models import (
+    DEFAULT_ENDPOINT_EVENTS,
+    DEFAULT_MAX_CONCURRENCY,
+    Delivery,
+    DeliveryStatus,
+    Endpoint,
+    Event,
+    Job,
+    new_id,
+    rfc3339_stamp,
+)
+from bridge.store.base import AttemptResult, Outgoing
+from bridge.store.codec import (
+    DELIVERY_INSERT,
+    ENDPOINT_COLUMNS,
+    EVENT_INSERT,
+    JOB_SELECT,
+    delivery_params,
+    dumps,
+    endpoint_params,
+    event_params,
+    loads,
+    stamp_of,
+)
+
+
+class Cursor(Protocol):
+    """What the works use of a cursor: ``sqlite3.Cursor`` and psycopg's alike."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def close(self) -> None: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Conn(Protocol):
+    """The connection a work runs on, inside its transaction (see ``_WriteConnection``)."""
+
+    deliveries_added: int
+    jobs_due: int
+    batch: JobBatch | None
+    for_update: str
+    skip_locked: str
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any: ...
+
+    def lock(self, key: str) -> None: ...
+
+
+def one(conn: Conn, sql: str, params: Any = ()) -> sqlite3.Row | None:
+    """The first row, with the statement finished (an unfinished one blocks COMMIT)."""
+    cursor = conn.execute(sql, params)
+    try:
+        row: sqlite3.Row | None = cursor.fetchone()
+        return row
+    finally:
+        cursor.close()
+
+
+def scalar(conn: Conn, sql: str, params: Any = ()) -> Any:
+    row = one(conn, sql, params)
+    assert row is not None
+    return row[0]
+
+
+UNREAD: Any = object()  # a job row not read ahead
+
+
+class JobBatch:
+    """What a run of job updates in one transaction shares, so that each does less alone.
+
+    A burst of callbacks is a burst of ``update_job`` works, committed together; each would
+    read its job, insert its event, read its tenant's endpoints and wake its provider's
+    waiting jobs with statements of its own. Together:
+
+    * ``rows``: the jobs' rows, read ahead with one ``SELECT ... IN``; a work takes its own
+      row (once: a second update of the same job reads it again, after the first);
+    * ``events``: the events the works make, inserted with one ``executemany`` at the end;
+    * ``endpoints``: each tenant's enabled endpoints, read once;
+    * ``freed``: the providers whose jobs ended, their waiting jobs woken once at the end
+      (waking one early costs only a check: it asks for its slot again).
+
+    It holds only while job updates run back to back, all of it inside the transaction:
+    before any other work (which may write jobs, events or endpoints, or read events) it is
+    settled and ended, and a batch that fails is run again without one.
+    """
+
+    __slots__ = ("endpoints", "events", "freed", "rows")
+
+    def __init__(self, conn: Conn, job_ids: list[str]) -> None:
+        self.rows: dict[str, sqlite3.Row | None] = {}
+        self.events: list[tuple[Any, ...]] = []
+        self.endpoints: dict[str, list[sqlite3.Row]] = {}
+        self.freed: dict[str, float] = {}
+        wanted = list(dict.fromkeys(job_ids))
+        if len(wanted) < 2:
+            return  # one job reads its own row: the same one statement
+        for start in range(0, len(wanted), READ_AHEAD):
+            chunk = wanted[start:start + READ_AHEAD]
+            # Padded to a power of two with the last id: a handful of statements to
+            # prepare and keep, not one for every size of batch.
+            padded = chunk + chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
+            self.rows.update(dict.fromkeys(chunk))  # None: no such job
+            for row in conn.execute(
+                f"{JOB_SELECT} WHERE id IN ({', '.join('?' * len(padded))})", padded
+            ):
+                self.rows[row[0]] = row
+
+    def settle(self, conn: Conn) -> None:
+        if self.events:
+            conn.executemany(EVENT_INSERT, self.events)
+        for provider, stamp in self.freed.items():
+            wake_waiting(conn, provider, stamp)
+
+
+READ_AHEAD = 256  # job rows per read-ahead statement (SQLite's older limit is 999 values)
+
+
+# -- events and the outbox ----------------------------------------------------------------
+RECOVER_LIMIT = 10_000  # events one recover call queues again, oldest first
+
+
+def insert_event(conn: Conn, event: Event) -> None:
+    conn.execute(EVENT_INSERT, event_params(event))
+
+
+def wake_waiting(conn: Conn, provider: str, stamp: float) -> None:
+    """A job of ``provider`` ended at ``stamp``: its jobs waiting for a slot are due then."""
+    conn.jobs_due += 1
+    conn.execute(
+        "UPDATE jobs SET next_check_at = ? WHERE provider = ? AND status = 'queued' "
+        "AND submit_started_at IS NULL AND next_check_at > ?",
+        (stamp, provider, stamp),
+    )
+
+
+def fan_out(
+    conn: Conn, event: Event, job: Job | None, stamp: float, *,
+    again: bool = False,
+) -> list[Delivery]:
+    """The event's deliveries: one per enabled endpoint of the tenant that wants it, one
+    for the job's own webhook. Each target's older ``job.progress`` still waiting for the
+    same job is skipped: this event supersedes it."""
+    made = []
+    batch = conn.batch
+    rows = batch.endpoints.get(event.tenant) if batch is not None else None
+    if rows is None:
+        rows = conn.execute(
+            "SELECT id, events FROM endpoints WHERE tenant = ? AND disabled = 0",
+            (event.tenant,),
+        ).fetchall()
+        if batch is not None:
+            batch.endpoints[event.tenant] = rows
+    for row in rows:
+        events = loads(row["events"])
+        if event.type in (events if events is not None else DEFAULT_ENDPOINT_EVENTS):
+            made.append(insert_delivery(conn, event, row["id"], None, stamp, again=again))
+    if job is not None and job.webhook_url is not None and event.type in (
+        job.webhook_events if job.webhook_events is not None else DEFAULT_ENDPOINT_EVENTS
+    ):
+        made.append(insert_delivery(conn, event, None, job.webhook_url, stamp, again=again))
+    if made and event.job_id is not None:
+        channels = [d.endpoint_id or "job" for d in made]
+        conn.execute(
+            "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL, "
+            "error = 'superseded by a later event of the job' WHERE status = 'pending' "
+            f"AND channel IN ({', '.join('?' * len(channels))}) AND job_id = ? "
+            "AND sequence < ? AND event_type = 'job.progress' "
+            "AND (lease_until IS NULL OR lease_until < ?)",
+            (*channels, event.job_id, sequence_of(event), stamp),
+        )
+    return made
+
+
+def sequence_of(event: Event) -> int:
+    value = event.data.get("sequence") if isinstance(event.data, dict) else None
+    return value if isinstance(value, int) else 0
+
+
+def finish(conn: Conn, outgoing: Outgoing, result: AttemptResult) -> bool:
+    """Record one attempt (see ``Store.finish_delivery``)."""
+    delivery = outgoing.delivery
+    retry_at = None if result.ok or result.gone else stamp_of(result.retry_at)
+    if retry_at is not None and delivery.event_type == "job.progress" and one(
+        conn,
+        "SELECT 1 FROM deliveries WHERE channel = ? AND job_id = ? AND sequence > ?",
+        (delivery.endpoint_id or "job", delivery.job_id, delivery.sequence),
+    ):
+        retry_at = None  # superseded while it was being sent: not tried again
+    recorded = conn.execute(
+        "UPDATE deliveries SET status = ?, lease_until = NULL, next_attempt_at = ?, "
+        "response_status = ?, duration_ms = ?, error = ?, response_excerpt = ? "
+        "WHERE id = ? AND status = 'pending' AND lease_until = ?",
+        (DeliveryStatus.SUCCEEDED if result.ok else DeliveryStatus.FAILED, retry_at,
+         result.response_status, result.duration_ms, result.error,
+         result.response_excerpt, delivery.id, outgoing.lease_until),
+    ).rowcount
+    if not recorded:
+        return False  # deleted, failed by a disable, or claimed again meanwhile
+    if retry_at is not None:
+        conn.execute(DELIVERY_INSERT, delivery_params(replace(
+            delivery, id=new_id("del"), attempt=delivery.attempt + 1,
+            status=DeliveryStatus.PENDING, created_at=result.at,
+            next_attempt_at=result.retry_at, response_status=None, duration_ms=None,
+            error=None, response_excerpt=None)))
+    after_attempt(conn, delivery, result, result.at.timestamp())
+    return True
+
+
+def after_attempt(
+    conn: Conn, delivery: Delivery, result: AttemptResult, stamp: float
+) -> None:
+    """Keep the target's failure record after an attempt (see ``finish_delivery``)."""
+    if delivery.endpoint_id is None:
+        if result.gone:  # the job's own webhook said 410: send it nothing more
+            fail_pending(conn, "channel = 'job' AND job_id = ?", (delivery.job_id,),
+                          "the target answered 410 Gone")
+            conn.execute("UPDATE jobs SET webhook_url = NULL WHERE id = ?", (delivery.job_id,))
+        return
+    if result.ok:
+        conn.execute("UPDATE endpoints SET failing_since = NULL "
+                     "WHERE id = ? AND failing_since IS NOT NULL",
+                     (delivery.endpoint_id,))
+        return
+    endpoint = one(conn, "SELECT failing_since, disabled FROM endpoints WHERE id = ?"
+                    + conn.for_update, (delivery.endpoint_id,))
+    if endpoint is None or endpoint["disabled"]:
+        return
+    since = endpoint["failing_since"] or stamp
+    reason = None
+    if result.gone:
+        reason = "the endpoint answered 410 Gone"
+    elif stamp - since >= result.disable_after:
+        days = result.disable_after / 86400
+        reason = f"every delivery failed for {days:g} days"
+    if reason is None:
+        conn.execute("UPDATE endpoints SET failing_since = ? WHERE id = ?",
+                     (since, delivery.endpoint_id))
+        return
+    conn.execute(
+        "UPDATE endpoints SET disabled = 1, disabled_reason = ?, failing_since = ? "
+        "WHERE id = ?", (reason, since, delivery.endpoint_id),
+    )
+    fail_pending(conn, "endpoint_id = ?", (delivery.endpoint_id,), "endpoint disabled")
+
+
+def insert_delivery(
+    conn: Conn, event: Event, endpoint_id: str | None, url: str | None,
+    stamp: float, *, again: bool = False,
+) -> Delivery:
+    """A pending delivery, due at ``stamp``; ``again``: the event was sent before (replay,
+    recover), so its attempts are numbered on from the earlier ones."""
+    attempts = scalar(
+        conn,
+        "SELECT COUNT(*) FROM deliveries WHERE event_id = ? AND channel = ?",
+        (event.id, endpoint_id or "job"),
+    ) if again else 0
+    delivery = Delivery(
+        id=new_id("del"), tenant=event.tenant, event_id=event.id, event_type=event.type,
+        endpoint_id=endpoint_id, url=url, job_id=event.job_id, sequence=sequence_of(event),
+        attempt=attempts + 1, first_attempt=attempts + 1, status=DeliveryStatus.PENDING,
+        created_at=datetime.fromtimestamp(stamp, UTC),
+        next_attempt_at=datetime.fromtimestamp(stamp, UTC),
+    )
+    conn.execute(DELIVERY_INSERT, delivery_params(delivery))
+    conn.deliveries_added += 1
+    return delivery
+
+
+def fail_pending(
+    conn: Conn, where: str, params: tuple[Any, ...], error: str
+) -> None:
+    conn.execute(
+        "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, lease_until = NULL, "
+        f"error = ? WHERE status = 'pending' AND {where}", (error, *params),
+    )
+
+
+def by_id(
+    conn: Conn, columns: str, table: str, ids: set[str]
+) -> dict[str, sqlite3.Row]:
+    if not ids:
+        return {}
+    rows = conn.execute(
+        f"SELECT {columns} FROM {table} WHERE id IN ({', '.join('?' * len(ids))})", tuple(ids)
+    ).fetchall()
+    return {row["id"]: row for row in rows}
+
+
+def in_turns(
+    due: list[sqlite3.Row], limit: int, per_tenant: int | None, room: dict[str, int]
+) -> list[int]:
+    """Up to ``limit`` of the ``due`` rows' seqs (earliest first), the tenants taking turns:
+    each tenant's first, then each one's second, and so on; at most ``room[tenant]`` or
+    ``per_tenant`` rows of one tenant."""
+    if per_tenant is None:
+        return [seq for seq, _ in due[:limit]]
+    queues: dict[str, list[int]] = {}
+    for seq, tenant in due:
+        queue = queues.setdefault(tenant, [])
+        if len(queue) < room.get(tenant, per_tenant):
+            queue.append(seq)
+    taken = [seq for turn in itertools.zip_longest(*queues.values()) for seq in turn
+             if seq is not None]
+    return taken[:limit]
+
+
+def outgoing_of(
+    conn: Conn, deliveries: list[Delivery], stamp: float, lease_until: float
+) -> list[Outgoing]:
+    """What sending each claimed delivery needs, read in the claiming transaction (one
+    query per table for the whole batch)."""
+    events = by_id(conn, "id, type, created_at, data", "events",
+                    {d.event_id for d in deliveries})
+    tenants = by_id(conn, "id, signing_secret, previous_signing_secret, "
+                     "previous_signing_secret_until", "tenants", {d.tenant for d in deliveries})
+    endpoints = by_id(conn, "id, url, headers, secret, previous_secret, previous_secret_until, "
+                       "max_concurrency", "endpoints",
+                       {d.endpoint_id for d in deliveries if d.endpoint_id})
+    out = []
+    for delivery in deliveries:
+        event = events.get(delivery.event_id)
+        tenant = tenants.get(delivery.tenant)
+        if event is None or tenant is None:
+            continue
+        # The tenant's secrets: the current one first, the one before while it overlaps.
+        _, tenant_secret, tenant_previous, tenant_until = tenant
+        tenant_secrets = [tenant_secret]
+        if tenant_previous and tenant_until is not None and tenant_until > stamp:
+            tenant_secrets.append(tenant_previous)
+        headers: dict[str, str] = {}
+        cap = DEFAULT_MAX_CONCURRENCY
+        if delivery.endpoint_id is None:
+            url, secrets = delivery.url or "", tenant_secrets
+        else:
+            endpoint = endpoints.get(delivery.endpoint_id)
+            if endpoint is None:
+                continue
+            _, url, stored_headers, secret, previous, until, cap = endpoint
+            if stored_headers not in (None, "{}"):
+                headers = jsoncodec.loads(stored_headers)
+            if secret is None:  # a REST hook: signed as the tenant signs
+                secrets = tenant_secrets
+            else:
+                secrets = [secret]
+                if previous and until is not None and until > stamp:
+                    secrets.append(previous)
+        # The stored event's own JSON text goes out as is: the bytes signed are the bytes
+        # sent, and the body is the same on every attempt.
+        _, event_type, created_at, data = event
+        body = (
+            '{"id":' + dumps(delivery.event_id) + ',"type":' + dumps(event_type)
+            + ',"timestamp":"' + rfc3339_stamp(created_at) + '","data":' + data + "}"
+        ).encode()
+        out.append(Outgoing(delivery, url, headers, secrets, body, lease_until, cap))
+    return out
+
+
+def write_endpoint(conn: Conn, endpoint: Endpoint) -> None:
+    columns = [c for c in ENDPOINT_COLUMNS if c not in ("id", "tenant", "created_at")]
+    conn.execute(f"UPDATE endpoints SET {', '.join(f'{c} = :{c}' for c in columns)} "
+                 "WHERE id = :id", endpoint_params(endpoint))
+
+
