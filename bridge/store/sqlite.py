@@ -22,6 +22,7 @@ import asyncio
 import itertools
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -405,8 +406,6 @@ def _statements(script: str) -> list[str]:
     return [part.strip() for part in script.split(";") if part.strip()]
 
 
-
-
 class SQLiteStore(SQLStore):
     def __init__(self, path: str) -> None:
         super().__init__()
@@ -420,6 +419,7 @@ class SQLiteStore(SQLStore):
         self._checkpoint: asyncio.Task[None] | None = None
         self._checkpointer: sqlite3.Connection | None = None  # used in a thread only
         self._closing = False
+        self._locked_until = 0.0  # until then, a lock found held fails a batch at once
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -520,8 +520,15 @@ class SQLiteStore(SQLStore):
                 try:
                     outcomes = _commit(write, works)
                 except _Locked:
+                    if time.monotonic() < self._locked_until:
+                        # The batch before waited out BUSY_TIMEOUT for this same lock
+                        # moments ago: these callers are answered now, not after a wait
+                        # of their own.
+                        raise Unavailable(_FAULTS[sqlite3.SQLITE_BUSY][0]) from None
                     outcomes = await self._in_thread(write, batch, works)
         except BaseException as exc:  # the commit itself failed: nothing was written
+            if isinstance(_fault(exc), Unavailable):
+                self._locked_until = time.monotonic() + BUSY_TIMEOUT
             for _, future, _ in batch:
                 if not future.done():
                     if isinstance(exc, asyncio.CancelledError):
