@@ -10,13 +10,14 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
+from bridge.jobs import end_job
 from bridge.models import Job, JobStatus, Tracking, new_id, utcnow
 from bridge.store import open_store
 from bridge.store.postgres import PostgresStore
@@ -226,3 +227,56 @@ async def test_a_lost_connection_is_answered_with_503_and_then_recovers(
         assert answers[-1] == 200, answers
         job = await harness.create({**FOX, "prompt": "[sim:duration=0.3] after"})
         assert (await harness.wait(job["id"]))["status"] == "succeeded"
+
+
+def running_job(provider: str = "airforce", status: JobStatus = JobStatus.RUNNING,
+                due_in: float | None = None) -> Job:
+    now = utcnow()
+    due = now + timedelta(seconds=due_in) if due_in is not None else None
+    return Job(id=new_id("job"), tenant="acme", provider=provider, model="wan-2.6",
+               status=status, tracking=Tracking.STREAM,
+               request={"provider": provider, "prompt": "a fox", "mode": "text"},
+               created_at=now, updated_at=now, next_check_at=due)
+
+
+async def notified_jobs(url: str, work: Callable[[], Awaitable[object]]) -> int:
+    """How many "jobs" NOTIFYs other processes hear while ``work`` runs: a marker NOTIFY
+    sent after it arrives after every one its commits sent."""
+    import psycopg
+
+    from bridge.store.postgres import CHANNEL
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as listener:
+        await listener.execute(f"LISTEN {CHANNEL}")
+        await work()
+        await listener.execute("SELECT pg_notify(%s, 'marker')", (CHANNEL,))
+        heard = 0
+        async with asyncio.timeout(10):
+            async for notify in listener.notifies():
+                if notify.payload == "marker":
+                    return heard
+                heard += notify.payload.startswith("jobs ")
+    raise AssertionError("unreachable")
+
+
+async def test_a_finished_job_wakes_other_processes_only_when_it_frees_a_waiting_job(
+    url: str,
+) -> None:
+    # A NOTIFY serializes the commits of every process (PostgreSQL takes one lock for
+    # it): a job ending with nobody waiting for its provider's slot sends none.
+    async with stores(url, 1) as (store,):
+        first, second = running_job(), running_job()
+        for job in (first, second):
+            await store.create_job(job, idempotency_window=0)
+
+        def finish(job_id: str) -> Callable[[], Awaitable[object]]:
+            return lambda: store.update_job(
+                job_id, lambda job: end_job(job, JobStatus.SUCCEEDED, None, utcnow()))
+
+        assert await notified_jobs(url, finish(first.id)) == 0
+        waiting = running_job(status=JobStatus.QUEUED, due_in=5.0)  # waits for a slot
+        await store.create_job(waiting, idempotency_window=0)
+        assert await notified_jobs(url, finish(second.id)) == 1
+        woken = await store.get_job(waiting.id)
+        assert woken is not None and woken.next_check_at is not None
+        assert woken.next_check_at <= utcnow()

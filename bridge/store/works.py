@@ -154,13 +154,15 @@ def insert_event(conn: Conn, event: Event) -> None:
 
 
 def wake_waiting(conn: Conn, provider: str, stamp: float) -> None:
-    """A job of ``provider`` ended at ``stamp``: its jobs waiting for a slot are due then."""
-    conn.jobs_due += 1
-    conn.execute(
+    """A job of ``provider`` ended at ``stamp``: its jobs waiting for a slot are due then.
+    Only when there were any are the job listeners woken (on PostgreSQL, a NOTIFY)."""
+    woken = conn.execute(
         "UPDATE jobs SET next_check_at = ? WHERE provider = ? AND status = 'queued' "
         "AND submit_started_at IS NULL AND next_check_at > ?",
         (stamp, provider, stamp),
-    )
+    ).rowcount
+    if woken:
+        conn.jobs_due += 1
 
 
 def fan_out(
