@@ -35,6 +35,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from bridge.errors import Unavailable
 from bridge.store.base import Stats
+from bridge.store.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from bridge.store.sql import SQLStore
 from bridge.store.works import Conn, JobBatch
 
@@ -47,159 +48,15 @@ RETRIES = 5  # runs of a transaction that keeps losing races before it fails
 CONNECT_TIMEOUT = 5.0  # seconds to get a connection before answering 503
 LISTEN_BACKOFF = (0.5, 5.0)  # seconds between attempts to listen again, first and last
 
-MIGRATIONS: Sequence[str] = (
-    # 1: the schema of SQLite's migrations 1-6, in PostgreSQL's types. Times are Unix seconds
-    # (double precision) and JSON is text, as in SQLite: the same works read both.
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+def _in_postgres_types(script: str) -> str:
+    """A migration of ``bridge.store.schema`` in PostgreSQL's types: Unix times as double
+    precision, and ``seq`` an identity column, as SQLite's rowid alias is."""
+    script = script.replace("INTEGER PRIMARY KEY AUTOINCREMENT",
+                            "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+    return re.sub(r"\bREAL\b", "DOUBLE PRECISION", script)
 
-    CREATE TABLE tenants (
-        id TEXT PRIMARY KEY,
-        signing_secret TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        previous_signing_secret TEXT,
-        previous_signing_secret_until DOUBLE PRECISION
-    );
 
-    CREATE TABLE api_keys (
-        key_hash TEXT PRIMARY KEY,
-        tenant TEXT NOT NULL REFERENCES tenants(id),
-        created_at DOUBLE PRECISION NOT NULL,
-        prefix TEXT NOT NULL DEFAULT '',
-        source TEXT NOT NULL DEFAULT 'unknown',
-        last_used_at DOUBLE PRECISION,
-        revoked_at DOUBLE PRECISION
-    );
-    CREATE INDEX api_keys_prefix ON api_keys(prefix);
-    CREATE INDEX api_keys_tenant ON api_keys(tenant, created_at);
-
-    CREATE TABLE jobs (
-        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        tenant TEXT NOT NULL REFERENCES tenants(id),
-        provider TEXT NOT NULL,
-        model TEXT,
-        status TEXT NOT NULL,
-        tracking TEXT NOT NULL,
-        provider_job_id TEXT,
-        progress INTEGER,
-        request TEXT NOT NULL,
-        result TEXT,
-        error TEXT,
-        cost TEXT,
-        metadata TEXT,
-        provider_data TEXT NOT NULL DEFAULT '{}',
-        webhook_url TEXT,
-        webhook_events TEXT,
-        idempotency_key TEXT,
-        sequence INTEGER NOT NULL DEFAULT 0,
-        created_at DOUBLE PRECISION NOT NULL,
-        updated_at DOUBLE PRECISION NOT NULL,
-        completed_at DOUBLE PRECISION,
-        submit_started_at DOUBLE PRECISION,
-        submitted_at DOUBLE PRECISION,
-        next_check_at DOUBLE PRECISION,
-        lease_until DOUBLE PRECISION,
-        check_count INTEGER NOT NULL DEFAULT 0,
-        error_streak INTEGER NOT NULL DEFAULT 0,
-        progress_event_at DOUBLE PRECISION,
-        request_hash TEXT
-    );
-    CREATE INDEX jobs_due ON jobs(next_check_at) WHERE next_check_at IS NOT NULL;
-    CREATE INDEX jobs_tenant ON jobs(tenant, seq);
-    CREATE INDEX jobs_provider_status ON jobs(provider, status);
-    CREATE UNIQUE INDEX jobs_idempotency ON jobs(tenant, idempotency_key)
-        WHERE idempotency_key IS NOT NULL;
-    CREATE INDEX jobs_provider_task ON jobs(provider, provider_job_id)
-        WHERE provider_job_id IS NOT NULL;
-
-    CREATE TABLE events (
-        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        tenant TEXT NOT NULL,
-        job_id TEXT,
-        type TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        data TEXT NOT NULL
-    );
-    CREATE TABLE job_media (
-        job_id TEXT PRIMARY KEY,
-        media TEXT NOT NULL
-    );
-
-    CREATE INDEX events_tenant ON events(tenant, seq);
-    CREATE INDEX events_tenant_type ON events(tenant, type, seq);
-    CREATE INDEX events_job ON events(job_id, seq);
-
-    CREATE TABLE endpoints (
-        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        tenant TEXT NOT NULL REFERENCES tenants(id),
-        kind TEXT NOT NULL DEFAULT 'endpoint',
-        url TEXT NOT NULL,
-        events TEXT,
-        description TEXT,
-        headers TEXT NOT NULL DEFAULT '{}',
-        secret TEXT,
-        previous_secret TEXT,
-        previous_secret_until DOUBLE PRECISION,
-        disabled INTEGER NOT NULL DEFAULT 0,
-        disabled_reason TEXT,
-        failing_since DOUBLE PRECISION,
-        source TEXT NOT NULL DEFAULT 'api',
-        created_at DOUBLE PRECISION NOT NULL,
-        max_concurrency INTEGER NOT NULL DEFAULT 4
-    );
-    CREATE INDEX endpoints_tenant ON endpoints(tenant, seq);
-
-    CREATE TABLE deliveries (
-        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        tenant TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        event_type TEXT NOT NULL,
-        endpoint_id TEXT,
-        url TEXT,
-        channel TEXT NOT NULL,
-        job_id TEXT,
-        sequence INTEGER NOT NULL DEFAULT 0,
-        attempt INTEGER NOT NULL,
-        first_attempt INTEGER NOT NULL DEFAULT 1,
-        status TEXT NOT NULL,
-        next_attempt_at DOUBLE PRECISION,
-        lease_until DOUBLE PRECISION,
-        response_status INTEGER,
-        duration_ms INTEGER,
-        error TEXT,
-        response_excerpt TEXT,
-        created_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
-    CREATE INDEX deliveries_order ON deliveries(channel, job_id, sequence)
-        WHERE status = 'pending';
-    CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id, seq);
-    CREATE INDEX deliveries_event ON deliveries(event_id);
-    CREATE INDEX deliveries_tenant ON deliveries(tenant, seq);
-
-    CREATE TABLE portal_links (
-        id_hash TEXT PRIMARY KEY,
-        tenant TEXT NOT NULL REFERENCES tenants(id),
-        created_at DOUBLE PRECISION NOT NULL,
-        expires_at DOUBLE PRECISION NOT NULL,
-        used_at DOUBLE PRECISION
-    );
-    CREATE INDEX portal_links_expiry ON portal_links(expires_at);
-
-    CREATE TABLE portal_sessions (
-        id_hash TEXT PRIMARY KEY,
-        tenant TEXT NOT NULL REFERENCES tenants(id),
-        created_at DOUBLE PRECISION NOT NULL,
-        expires_at DOUBLE PRECISION NOT NULL,
-        ended_at DOUBLE PRECISION
-    );
-    CREATE INDEX portal_sessions_expiry ON portal_sessions(expires_at);
-    """,
-)
+MIGRATIONS: Sequence[str] = tuple(_in_postgres_types(script) for script in SQLITE_MIGRATIONS)
 
 
 # -- the connection the shared works see ------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The works' shared parts: the connection a work runs on, and the steps that more than one
-work takes (the outbox's fan-out, an attempt's record, what a claimed delivery needs).
+"""The works' shared parts: the connection a work runs on, what a backend gives the
+operations (``Backend``), and the steps that more than one work takes (the outbox's fan-out,
+an attempt's record, what a claimed delivery needs).
 
 A work is a plain function over a DB-API connection, run inside one transaction by the
 backend (``bridge.store.sqlite``, ``bridge.store.postgres``): its SQL is written once. The
@@ -11,12 +12,13 @@ reads to change (``for_update``), lets claims pass over rows that others hold
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from bridge import jsoncodec
 from bridge.models import (
@@ -36,6 +38,7 @@ from bridge.store.codec import (
     ENDPOINT_COLUMNS,
     EVENT_INSERT,
     JOB_SELECT,
+    decode_cursor,
     delivery_params,
     dumps,
     endpoint_params,
@@ -44,6 +47,7 @@ from bridge.store.codec import (
     stamp_of,
 )
 
+_T = TypeVar("_T")
 
 class Cursor(Protocol):
     """What the works use of a cursor: ``sqlite3.Cursor`` and psycopg's alike."""
@@ -393,3 +397,50 @@ def write_endpoint(conn: Conn, endpoint: Endpoint) -> None:
                  "WHERE id = :id", endpoint_params(endpoint))
 
 
+class Backend:
+    """What a backend gives the store's operations: transactions and reads on its
+    connections (``bridge.store.sqlite``, ``bridge.store.postgres``)."""
+
+    def __init__(self) -> None:
+        # Called after each commit that added deliveries (the deliverer's wake-up) or made
+        # jobs due (the tracker's): events that go to no endpoint wake nobody.
+        self.outbox_listeners: list[Callable[[], None]] = []
+        self.job_listeners: list[Callable[[], None]] = []
+
+    async def _transaction(
+        self, work: Callable[[Conn], _T], *, heavy: bool = False
+    ) -> _T:
+        """Run ``work`` in a transaction; return once it is committed. ``heavy``: a bulk
+        work (many rows)."""
+        raise NotImplementedError
+
+    def _enqueue(self, work: Callable[[Conn], Any], heavy: bool = False) -> asyncio.Future[Any]:
+        """``_transaction`` as a future, started now."""
+        raise NotImplementedError
+
+    async def _fetchone(self, sql: str, params: Any = ()) -> Any:
+        raise NotImplementedError
+
+    async def _fetchall(self, sql: str, params: Any = ()) -> list[Any]:
+        raise NotImplementedError
+
+    async def _newest_first(
+        self, table: str, tenant: str, equal: dict[str, Any], limit: int, cursor: str | None,
+        columns: str = "*",
+    ) -> list[sqlite3.Row]:
+        """One page of a tenant's rows, newest first: ``equal`` filters (``None``: no
+        filter), one row more than ``limit`` to tell whether another page follows."""
+        where = ["tenant = ?"]
+        params: list[Any] = [tenant]
+        for column, value in equal.items():
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if cursor is not None:
+            where.append("seq < ?")
+            params.append(decode_cursor(cursor))
+        return await self._fetchall(
+            f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)} ORDER BY seq DESC "
+            "LIMIT ?",
+            (*params, limit + 1),
+        )

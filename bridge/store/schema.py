@@ -1,0 +1,178 @@
+"""The schema, as versioned migrations in SQLite's words. PostgreSQL applies the same ones
+in its own types (``bridge.store.postgres``), so the two never drift apart. Append new
+migrations; never edit one that has shipped."""
+
+from collections.abc import Sequence
+
+MIGRATIONS: Sequence[str] = (
+    # 1: tenants, keys, jobs, events
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+    CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        signing_secret TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+
+    CREATE TABLE api_keys (
+        key_hash TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        created_at REAL NOT NULL
+    );
+
+    CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        provider TEXT NOT NULL,
+        model TEXT,
+        status TEXT NOT NULL,
+        tracking TEXT NOT NULL,
+        provider_job_id TEXT,
+        progress INTEGER,
+        request TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        cost TEXT,
+        metadata TEXT,
+        provider_data TEXT NOT NULL DEFAULT '{}',
+        webhook_url TEXT,
+        webhook_events TEXT,
+        idempotency_key TEXT,
+        sequence INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        completed_at REAL,
+        submit_started_at REAL,
+        submitted_at REAL,
+        next_check_at REAL,
+        lease_until REAL,
+        check_count INTEGER NOT NULL DEFAULT 0,
+        error_streak INTEGER NOT NULL DEFAULT 0,
+        progress_event_at REAL
+    );
+    CREATE INDEX jobs_due ON jobs(next_check_at) WHERE next_check_at IS NOT NULL;
+    CREATE INDEX jobs_tenant ON jobs(tenant, seq);
+    CREATE INDEX jobs_provider_status ON jobs(provider, status);
+    CREATE UNIQUE INDEX jobs_idempotency ON jobs(tenant, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX jobs_provider_task ON jobs(provider, provider_job_id)
+        WHERE provider_job_id IS NOT NULL;
+
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        job_id TEXT,
+        type TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_tenant ON events(tenant, seq);
+    CREATE INDEX events_tenant_type ON events(tenant, type, seq);
+    CREATE INDEX events_job ON events(job_id, seq);
+    """,
+    # 2: webhook endpoints and the delivery outbox
+    """
+    CREATE TABLE endpoints (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        kind TEXT NOT NULL DEFAULT 'endpoint',
+        url TEXT NOT NULL,
+        events TEXT,
+        description TEXT,
+        headers TEXT NOT NULL DEFAULT '{}',
+        secret TEXT,
+        previous_secret TEXT,
+        previous_secret_until REAL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        disabled_reason TEXT,
+        failing_since REAL,
+        source TEXT NOT NULL DEFAULT 'api',
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX endpoints_tenant ON endpoints(tenant, seq);
+
+    CREATE TABLE deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        endpoint_id TEXT,
+        url TEXT,
+        channel TEXT NOT NULL,
+        job_id TEXT,
+        sequence INTEGER NOT NULL DEFAULT 0,
+        attempt INTEGER NOT NULL,
+        first_attempt INTEGER NOT NULL DEFAULT 1,
+        status TEXT NOT NULL,
+        next_attempt_at REAL,
+        lease_until REAL,
+        response_status INTEGER,
+        duration_ms INTEGER,
+        error TEXT,
+        response_excerpt TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX deliveries_order ON deliveries(channel, job_id, sequence)
+        WHERE status = 'pending';
+    CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id, seq);
+    CREATE INDEX deliveries_event ON deliveries(event_id);
+    """,
+    # 3: keys named by a prefix, their source, last use and revocation; a tenant's signing
+    # secret rotated with an overlap. Keys stored before are named by their hash: their text
+    # is not known.
+    """
+    ALTER TABLE api_keys ADD COLUMN prefix TEXT NOT NULL DEFAULT '';
+    UPDATE api_keys SET prefix = 'sha256:' || substr(key_hash, 1, 8);
+    ALTER TABLE api_keys ADD COLUMN source TEXT NOT NULL DEFAULT 'unknown';
+    ALTER TABLE api_keys ADD COLUMN last_used_at REAL;
+    ALTER TABLE api_keys ADD COLUMN revoked_at REAL;
+    CREATE INDEX api_keys_prefix ON api_keys(prefix);
+    CREATE INDEX api_keys_tenant ON api_keys(tenant, created_at);
+
+    ALTER TABLE tenants ADD COLUMN previous_signing_secret TEXT;
+    ALTER TABLE tenants ADD COLUMN previous_signing_secret_until REAL;
+    """,
+    # 4: each endpoint's cap on attempts in flight at once
+    """
+    ALTER TABLE endpoints ADD COLUMN max_concurrency INTEGER NOT NULL DEFAULT 4;
+    """,
+    # 5: what a job's Idempotency-Key was first used with; a job's data: URLs, kept apart
+    # from its row (read for its submission only)
+    """
+    ALTER TABLE jobs ADD COLUMN request_hash TEXT;
+
+    CREATE TABLE job_media (
+        job_id TEXT PRIMARY KEY,
+        media TEXT NOT NULL
+    );
+    """,
+    # 6: the portal's single-use links and its sessions (both kept by the SHA-256 of their
+    # id), and a tenant's deliveries listed newest first
+    """
+    CREATE TABLE portal_links (
+        id_hash TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at REAL
+    );
+    CREATE INDEX portal_links_expiry ON portal_links(expires_at);
+
+    CREATE TABLE portal_sessions (
+        id_hash TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        ended_at REAL
+    );
+    CREATE INDEX portal_sessions_expiry ON portal_sessions(expires_at);
+
+    CREATE INDEX deliveries_tenant ON deliveries(tenant, seq);
+    """,
+)
