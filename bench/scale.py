@@ -84,7 +84,7 @@ from urllib.parse import urlsplit, urlunsplit
 SCRIPT = os.path.abspath(__file__)
 sys.path.insert(0, str(Path(SCRIPT).parent.parent))
 
-from bench.ingest import cpu_seconds, machine_busy_seconds  # noqa: E402
+from bench.ingest import callback_body, cpu_seconds, machine_busy_seconds  # noqa: E402
 
 API_KEY = "brk_bench_scale_key"
 SECRET_KEY = "bench-scale-secret-key-0123456789"
@@ -481,15 +481,6 @@ async def fill_jobs(database: str, count: int, first: int) -> list[tuple[str, st
     finally:
         await store.close()
     return pairs
-
-
-def callback_body(task_id: str) -> bytes:
-    """What apixo POSTs when a task ends: the status envelope of a successful task."""
-    now_ms = int(time.time() * 1000)
-    return json.dumps({"code": 200, "message": "success", "data": {
-        "taskId": task_id, "state": "success",
-        "resultJson": json.dumps({"resultUrls": [f"https://r2.apixo.ai/{task_id}.mp4"]}),
-        "createTime": now_ms - 120_000, "completeTime": now_ms, "costTime": 120_000}}).encode()
 
 
 # -- parent: measuring ------------------------------------------------------------------------

@@ -76,26 +76,37 @@ def test_demo_that_stays_prints_a_portal_link_that_signs_in(tmp_path: Path) -> N
     assert "stopping" in lines[-1]
 
 
-def test_serve_answers_health_and_stops_cleanly(tmp_path: Path) -> None:
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _serve_until_ready(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], str]:
+    """``bridge serve`` on a free port, once ``/readyz`` answers 200; its base URL."""
+    port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "bridge.cli", "serve", "--port", str(port)],
-        env=_env(tmp_path, BRIDGE_API_KEY="brk_cli_test_key"), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+        env=_env(tmp_path, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return server, base
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            server.kill()
+            raise AssertionError("bridge serve did not start: " + server.communicate()[0])
+        time.sleep(0.2)
+
+
+def test_serve_answers_health_and_stops_cleanly(tmp_path: Path) -> None:
+    server, base = _serve_until_ready(tmp_path, BRIDGE_API_KEY="brk_cli_test_key")
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "bridge serve did not start"
-                time.sleep(0.2)
-        assert answer.status_code == 200
-        me = httpx.get(f"http://127.0.0.1:{port}/v1/me",
-                       headers={"X-API-Key": "brk_cli_test_key"}, timeout=5)
+        me = httpx.get(f"{base}/v1/me", headers={"X-API-Key": "brk_cli_test_key"}, timeout=5)
         assert me.json()["tenant"] == "default"
     finally:
         server.terminate()
@@ -107,26 +118,9 @@ def test_serve_answers_health_and_stops_cleanly(tmp_path: Path) -> None:
 
 
 def test_serve_warns_once_that_private_targets_are_allowed(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "serve", "--port", str(port)],
-        env=_env(tmp_path, BRIDGE_ALLOW_PRIVATE_TARGETS="1"), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "bridge serve did not start"
-            time.sleep(0.2)
-    finally:
-        server.terminate()
-        output, _ = server.communicate(timeout=20)
+    server, _ = _serve_until_ready(tmp_path, BRIDGE_ALLOW_PRIVATE_TARGETS="1")
+    server.terminate()
+    output, _ = server.communicate(timeout=20)
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     warnings = [line for line in lines if "BRIDGE_ALLOW_PRIVATE_TARGETS" in line["message"]]
     assert len(warnings) == 1, output
@@ -134,13 +128,6 @@ def test_serve_warns_once_that_private_targets_are_allowed(tmp_path: Path) -> No
     assert warnings[0]["message"] == (
         "BRIDGE_ALLOW_PRIVATE_TARGETS=1: webhooks may go over plain http and to loopback, "
         "private, link-local and cloud metadata addresses; use it for local development only")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def test_a_database_that_cannot_be_opened_stops_start_up_with_one_line(tmp_path: Path) -> None:
