@@ -639,6 +639,23 @@ async def test_a_job_ending_makes_its_providers_waiting_jobs_due(store: SQLiteSt
     assert {started.id, running.id, elsewhere.id}.isdisjoint(claimed)
 
 
+async def test_each_job_ending_wakes_one_waiting_job_the_longest_waiting_first(
+    store: SQLiteStore,
+) -> None:
+    now = utcnow()
+    later = now + timedelta(minutes=5)
+    waiting = [await add(store, next_check_at=later) for _ in range(5)]
+    running = [await add(store, status=JobStatus.RUNNING, next_check_at=later)
+               for _ in range(3)]
+    await store.update_job(running[0].id,
+                           lambda job: end_job(job, JobStatus.SUCCEEDED, None, now))
+    await asyncio.gather(*(  # two ending together (one batch on SQLite)
+        store.update_job(job.id, lambda job: end_job(job, JobStatus.SUCCEEDED, None, now))
+        for job in running[1:]
+    ))
+    assert ids(await store.claim_due_jobs(now, 10, 60)) == ids(waiting[:3])
+
+
 async def test_unfinished_jobs_are_every_job_not_terminal(store: SQLiteStore) -> None:
     unfinished = [await add(store, status=status) for status in
                   (JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING)]

@@ -175,4 +175,9 @@ MIGRATIONS: Sequence[str] = (
 
     CREATE INDEX deliveries_tenant ON deliveries(tenant, seq);
     """,
+    # 7: a provider's jobs waiting for a slot, in the order they came
+    """
+    CREATE INDEX jobs_waiting ON jobs(provider, seq)
+        WHERE status = 'queued' AND submit_started_at IS NULL;
+    """,
 )

@@ -187,10 +187,11 @@ class SQLStore(Accounts):
                 assignments = ", ".join(f"{c} = ?" for c in changed)
                 conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values, job_id))
             if job.status in TERMINAL:
-                # A finished job frees its slot at the provider: the provider's jobs waiting
-                # for one are due now.
+                # A finished job frees its slot at the provider: the provider's job waiting
+                # longest for one is due now.
                 if batch is not None:
-                    batch.freed[job.provider] = max(stamp, batch.freed.get(job.provider, 0))
+                    last, count = batch.freed.get(job.provider, (0.0, 0))
+                    batch.freed[job.provider] = (max(stamp, last), count + 1)
                 else:
                     wake_waiting(conn, job.provider, stamp)
             return job, event

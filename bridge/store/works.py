@@ -110,8 +110,8 @@ class JobBatch:
       row (once: a second update of the same job reads it again, after the first);
     * ``events``: the events the works make, inserted with one ``executemany`` at the end;
     * ``endpoints``: each tenant's enabled endpoints, read once;
-    * ``freed``: the providers whose jobs ended, their waiting jobs woken once at the end
-      (waking one early costs only a check: it asks for its slot again).
+    * ``freed``: the providers whose jobs ended (when the last did, and how many), their
+      waiting jobs woken once at the end.
 
     It holds only while job updates run back to back, all of it inside the transaction:
     before any other work (which may write jobs, events or endpoints, or read events) it is
@@ -124,7 +124,7 @@ class JobBatch:
         self.rows: dict[str, sqlite3.Row | None] = {}
         self.events: list[tuple[Any, ...]] = []
         self.endpoints: dict[str, list[sqlite3.Row]] = {}
-        self.freed: dict[str, float] = {}
+        self.freed: dict[str, tuple[float, int]] = {}
         wanted = list(dict.fromkeys(job_ids))
         if len(wanted) < 2:
             return  # one job reads its own row: the same one statement
@@ -142,8 +142,8 @@ class JobBatch:
     def settle(self, conn: Conn) -> None:
         if self.events:
             conn.executemany(EVENT_INSERT, self.events)
-        for provider, stamp in self.freed.items():
-            wake_waiting(conn, provider, stamp)
+        for provider, (stamp, count) in self.freed.items():
+            wake_waiting(conn, provider, stamp, count)
 
 
 READ_AHEAD = 256  # job rows per read-ahead statement (SQLite's older limit is 999 values)
@@ -157,13 +157,16 @@ def insert_event(conn: Conn, event: Event) -> None:
     conn.execute(EVENT_INSERT, event_params(event))
 
 
-def wake_waiting(conn: Conn, provider: str, stamp: float) -> None:
-    """A job of ``provider`` ended at ``stamp``: its jobs waiting for a slot are due then.
+def wake_waiting(conn: Conn, provider: str, stamp: float, freed: int = 1) -> None:
+    """``freed`` jobs of ``provider`` ended at ``stamp``: as many of its jobs waiting for a
+    slot, the longest waiting first, are due then (not all of them, to be refused again).
     Only when there were any are the job listeners woken (on PostgreSQL, a NOTIFY)."""
     woken = conn.execute(
-        "UPDATE jobs SET next_check_at = ? WHERE provider = ? AND status = 'queued' "
-        "AND submit_started_at IS NULL AND next_check_at > ?",
-        (stamp, provider, stamp),
+        "UPDATE jobs SET next_check_at = ? WHERE id IN ("
+        "  SELECT id FROM jobs WHERE provider = ? AND status = 'queued'"
+        "  AND submit_started_at IS NULL AND next_check_at > ?"
+        f"  ORDER BY seq LIMIT ?{conn.skip_locked})",
+        (stamp, provider, stamp, freed),
     ).rowcount
     if woken:
         conn.jobs_due += 1
