@@ -40,14 +40,16 @@ and everything else on the machine (the PostgreSQL server among it, and whatever
 
 Then the hold: one PostgreSQL process with the defaults (callbacks confirmed by a status
 call), an endpoint wanting ``job.succeeded`` at the receiver's verifying path, and
-``--hold`` apixo jobs created through ``POST /v1/jobs``; each is submitted to the simulator,
-which holds it running (``SimSettings.duration`` of an hour). Once every job is submitted
-and the process is quiet: its resident memory (VmRSS) and its CPU over ``--idle`` seconds,
-with the simulator's count of status requests in that window (tracking callback: the first
-safety-net poll is due 120 s after a job's submission). Then the release: the simulator
-ends every task at once and POSTs each one's callback, as apixo does when a task ends, at
-most 64 at a time; the drain is the time from the release to the last ``job.succeeded``
-webhook verified by the receiver.
+``--hold`` apixo jobs created through ``POST /v1/jobs``. apixo runs at most 1,000 tasks at
+once per key (the adapter's ``max_concurrent``, from its documented limits): that many are
+submitted and held running at the simulator (``SimSettings.duration`` of an hour), the rest
+stay queued in the bridge for a slot. Once the simulator holds its 1,000: the process's
+resident memory (VmRSS) and its CPU over ``--idle`` seconds, with the simulator's count of
+status requests in that window (tracking callback: the first safety-net poll is due 120 s
+after a job's submission). Then the release: the simulator ends every task at once and POSTs
+each one's callback, as apixo does when a task ends, at most 64 at a time, and from then on
+ends each new task as it is submitted; the drain is the time from the release to the last
+``job.succeeded`` webhook verified by the receiver, every one of the ``--hold`` jobs.
 
 Targets: pg x1 >= 0.5x sqlite and pg x2 >= 1.4x pg x1, for deliveries and for callbacks;
 the hold in <= 150 MB RSS and <= 0.05 cores idle; the release drains at >= 200 jobs/s;
@@ -191,9 +193,12 @@ async def serve_receiver(lifetime: float) -> None:
 
 # -- child: the apixo simulator, holding its tasks ---------------------------------------------
 def _simulator_app() -> Any:
-    """apixo's simulator, its tasks running for an hour, with three routes of the bench's:
-    ``GET /__bench/count``, ``POST /__bench/release`` (every task ends now and its callback
-    is POSTed, as apixo does when a task ends) and ``GET /__bench/released``."""
+    """apixo's simulator, its tasks running for an hour, with two routes of the bench's:
+    ``GET /__bench/count`` and ``POST /__bench/release``: from then on every task, those
+    held and those submitted later, ends as soon as it is seen, and its callback is POSTed
+    (the envelope apixo POSTs when a task ends, retried as the simulator does) over one
+    client: the simulator's own sender opens a client per callback, whose set-up would
+    make the simulator, not the bridge, the slowest part of the drain."""
     import aiohttp
     from starlette.types import Receive, Scope, Send
 
@@ -202,19 +207,15 @@ def _simulator_app() -> Any:
 
     sim = apixo.create_app(SimSettings(api_key=SIM_KEY, duration=(HOLD_SECONDS, HOLD_SECONDS),
                                        queue_delay=0.0, seed=1))
-    counts: dict[str, Any] = {"status": 0, "sent": 0, "ok": 0, "failed": 0, "done": None}
+    counts: dict[str, Any] = {"status": 0, "sent": 0, "ok": 0, "failed": 0, "released": 0,
+                              "done": None}
     running: set[asyncio.Task[None]] = set()
 
     async def release() -> None:
-        now = time.time()
-        tasks = [task for task in sim.state.jobs.values() if task.callback_url]
-        for task in tasks:  # ends now: status requests answer success from here on
-            task.sim.duration = max(0.0, now - task.sim.created - task.sim.queue_delay)
-        for waiting in list(sim.state.callback_tasks):  # each was asleep until the hour's end
-            waiting.cancel()
         slots = asyncio.Semaphore(RELEASE_CONCURRENCY)
         timeout = aiohttp.ClientTimeout(total=apixo.CALLBACK_TIMEOUT)
         connector = aiohttp.TCPConnector(limit=RELEASE_CONCURRENCY)
+        calls: set[asyncio.Task[None]] = set()
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             async def call(task: Any) -> None:
                 payload = {"code": 200, "message": "success", "data": task.data()}
@@ -227,13 +228,31 @@ def _simulator_app() -> Any:
                                 await answer.read()
                                 if answer.status == 200:
                                     counts["ok"] += 1
-                                    return
+                                    break
                         except (aiohttp.ClientError, TimeoutError):
                             pass
-                    counts["failed"] += 1
+                    else:
+                        counts["failed"] += 1
+                counts["done"] = time.time()
 
-            await asyncio.gather(*(call(task) for task in tasks))
-        counts["done"] = time.time()
+            seen = 0
+            while True:  # ends with the process
+                fresh = list(sim.state.jobs.values())[seen:]
+                seen += len(fresh)
+                if fresh:
+                    now = time.time()
+                    sleeping = {t.get_name(): t for t in sim.state.callback_tasks}
+                    for task in fresh:  # ends now: status requests answer success from here on
+                        task.sim.duration = max(0.0, now - task.sim.created - task.sim.queue_delay)
+                        waiting = sleeping.get(f"apixo-callback:{task.sim.id}")
+                        if waiting is not None:  # asleep until the hour's end
+                            waiting.cancel()
+                        if task.callback_url:
+                            counts["released"] += 1
+                            sent = asyncio.create_task(call(task))
+                            calls.add(sent)
+                            sent.add_done_callback(calls.discard)
+                await asyncio.sleep(0.02)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/__bench/"):
@@ -680,7 +699,9 @@ class Hold:
     idle_seconds: float = 0.0
     idle_status_calls: int = 0
     idle_other: float = 0.0
-    in_flight: int = 0
+    in_flight: int = 0  # submitted or running at the simulator
+    waiting: int = 0  # queued for a slot under apixo's cap
+    error: str = ""  # why the hold could not be measured
     drain_seconds: float = float("inf")
     verified: int = 0
     repeats: int = 0
@@ -725,6 +746,9 @@ async def hold(args: argparse.Namespace, sim: tuple[Any, str], receiver: tuple[A
                post: Post) -> Hold:
     import httpx
 
+    from bridge.providers.apixo import ApixoProvider
+
+    cap = ApixoProvider.max_concurrent or args.hold  # apixo's tasks per key at once
     result = Hold(args.hold)
     sim_proc, sim_url = sim
     receiver_proc, receiver_url = receiver
@@ -763,16 +787,16 @@ async def hold(args: argparse.Namespace, sim: tuple[Any, str], receiver: tuple[A
 
             async def all_submitted() -> bool:
                 counts = await get_json(f"{sim_url}/__bench/count")
-                queued = await asyncio.to_thread(
-                    scalar, url, "SELECT COUNT(*) FROM jobs WHERE status = 'queued' "
-                    "OR lease_until IS NOT NULL")
-                return bool(counts["submissions"] >= result.created and queued == 0)
+                return bool(counts["submissions"] >= min(result.created, cap))
 
-            await wait_for(all_submitted, args.hold / 20 + 120, "every held job submitted")
+            await wait_for(all_submitted, args.hold / 20 + 120,
+                           "the held jobs submitted up to apixo's cap")
             result.submit_seconds = time.monotonic() - began
             await asyncio.sleep(3.0)  # the last writes and wake-ups settle
             result.in_flight = await asyncio.to_thread(
                 scalar, url, "SELECT COUNT(*) FROM jobs WHERE status IN ('submitted', 'running')")
+            result.waiting = await asyncio.to_thread(
+                scalar, url, "SELECT COUNT(*) FROM jobs WHERE status = 'queued'")
             calls_before = (await get_json(f"{sim_url}/__bench/count"))["status"]
             with Window({"bridge": [bridge.proc.pid]}) as idle:
                 await asyncio.sleep(args.idle)
@@ -837,7 +861,7 @@ async def main_async(args: argparse.Namespace) -> int:
         try:
             sim = await spawn_child("--serve-sim", lifetime)
             try:
-                setups = prepare(args, databases)
+                setups = [] if args.only_hold else prepare(args, databases)
                 others = {"receiver+sim": [receiver[0].pid, sim[0].pid]}
                 rows = {(s.kind, s.config): Row(s.kind, s.config) for s in setups}
                 slice_ = args.duration / args.rounds
@@ -862,7 +886,10 @@ async def main_async(args: argparse.Namespace) -> int:
                         scalar, s.database,
                         "SELECT COUNT(*) FROM events WHERE type = 'job.succeeded'")
                         for s in setups if s.kind == "callbacks"}
-                    held = await hold(args, sim, receiver, post)
+                    try:
+                        held = await hold(args, sim, receiver, post)
+                    except RuntimeError as exc:  # a time limit: reported, rows kept
+                        held = Hold(args.hold, error=str(exc))
             finally:
                 await stop(sim[0])
         finally:
@@ -903,16 +930,21 @@ def report(args: argparse.Namespace, rows: list[Row], setups: list[Setup],
             print(f"callbacks {label(*setup.config)}: {setup.answered} answered 2xx (warm-ups "
                   f"included), {stored[setup.config]} job.succeeded events stored")
     print()
+    if held.error:
+        print(f"hold: not measured: {held.error}")
     print(f"hold: {held.created} apixo jobs created through POST /v1/jobs in "
-          f"{held.create_seconds:.0f} s ({held.create_errors} failed), all submitted to the "
-          f"simulator after {held.submit_seconds:.0f} s; {held.in_flight} in flight")
+          f"{held.create_seconds:.0f} s ({held.create_errors} failed); after "
+          f"{held.submit_seconds:.0f} s {held.in_flight} submitted and running at the "
+          f"simulator (apixo allows 1,000 tasks at once per key) and {held.waiting} queued "
+          f"for a slot: {held.in_flight + held.waiting} unfinished")
     print(f"  one PostgreSQL process holding them: {held.rss_mb:.0f} MB RSS; "
           f"{held.idle_cores:.3f} cores over {held.idle_seconds:.0f} s idle "
           f"({held.idle_status_calls} status requests at the simulator; the rest of the "
           f"machine {held.idle_other:.2f} cores)")
-    print(f"  release: {held.verified} job.succeeded webhooks verified {held.drain_seconds:.1f} s "
+    print(f"  release (the simulator's tasks end at once and new ones at their submission): "
+          f"{held.verified} job.succeeded webhooks verified {held.drain_seconds:.1f} s "
           f"after the release = {held.drain_rate:.0f} jobs/s ({held.repeats} repeats, "
-          f"{held.invalid} invalid); the simulator's callbacks all answered after "
+          f"{held.invalid} invalid); the simulator's last callback answered after "
           f"{held.callbacks_seconds:.1f} s ({held.callbacks_failed} given up); "
           f"{held.succeeded} jobs succeeded; peak RSS during the drain "
           f"{held.release_rss_mb:.0f} MB")
@@ -924,7 +956,7 @@ def report(args: argparse.Namespace, rows: list[Row], setups: list[Setup],
     print()
 
     checks = []
-    for kind in ("deliveries", "callbacks"):
+    for kind in ("deliveries", "callbacks") if rows else ():
         sqlite_rate = by[(kind, ("sqlite", 1))].rate
         pg1, pg2 = by[(kind, ("pg", 1))].rate, by[(kind, ("pg", 2))].rate
         checks.append((pg1 >= TARGETS["pg1/sqlite"] * sqlite_rate,
@@ -933,18 +965,20 @@ def report(args: argparse.Namespace, rows: list[Row], setups: list[Setup],
         checks.append((pg2 >= TARGETS["pg2/pg1"] * pg1,
                        f"{kind}: pg x2 {pg2:.0f}/s = {pg2 / pg1 if pg1 else 0:.2f}x pg x1 "
                        f"(target >= {TARGETS['pg2/pg1']}x)"))
-    checks.append((held.rss_mb <= TARGETS["rss_mb"],
-                   f"hold: {held.in_flight} in flight in {held.rss_mb:.0f} MB RSS "
+    measured = not held.error
+    checks.append((measured and held.rss_mb <= TARGETS["rss_mb"],
+                   f"hold: {held.in_flight + held.waiting} unfinished ({held.in_flight} running "
+                   f"at the simulator) in {held.rss_mb:.0f} MB RSS "
                    f"(target <= {TARGETS['rss_mb']:g} MB)"))
-    checks.append((held.idle_cores <= TARGETS["idle_cores"],
+    checks.append((measured and held.idle_cores <= TARGETS["idle_cores"],
                    f"hold: {held.idle_cores:.3f} cores idle (target <= "
                    f"{TARGETS['idle_cores']})"))
-    checks.append((held.drain_rate >= TARGETS["drain_per_s"],
+    checks.append((measured and held.drain_rate >= TARGETS["drain_per_s"],
                    f"release: {held.drain_rate:.0f} jobs/s to the last verified webhook "
                    f"(target >= {TARGETS['drain_per_s']:g})"))
     errors = sum(row.errors for row in rows) + held.create_errors
     lost = lost_callbacks + (held.created - held.verified) + held.invalid
-    checks.append((lost == 0 and errors == 0,
+    checks.append((measured and lost == 0 and errors == 0,
                    f"lost: {lost} (callbacks not stored {lost_callbacks}, held jobs without a "
                    f"verified job.succeeded {held.created - held.verified}, invalid "
                    f"{held.invalid}); failed requests or deliveries {errors} (target 0)"))
@@ -955,7 +989,8 @@ def report(args: argparse.Namespace, rows: list[Row], setups: list[Setup],
                        if row.kind == "deliveries"},
         "callbacks": {label(*row.config): round(row.rate) for row in rows
                       if row.kind == "callbacks"},
-        "hold": {"jobs": held.in_flight, "rss_mb": round(held.rss_mb, 1),
+        "hold": {"unfinished": held.in_flight + held.waiting, "running": held.in_flight,
+                 "rss_mb": round(held.rss_mb, 1),
                  "idle_cores": round(held.idle_cores, 4),
                  "drain_jobs_per_s": round(held.drain_rate, 1)},
         "lost": lost}))
@@ -980,6 +1015,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="jobs waiting for their callback stored before each slice")
     parser.add_argument("--hold", type=int, default=10000, help="jobs held in flight")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measured")
+    parser.add_argument("--only-hold", action="store_true", help="skip the rate rows")
     parser.add_argument("--no-analyze", action="store_true",
                         help="leave PostgreSQL's statistics to autovacuum after storing")
     parser.add_argument("--no-fail", action="store_true", help="exit 0 even on a miss")
