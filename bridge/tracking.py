@@ -49,7 +49,7 @@ LEASE = 120.0  # seconds a claimed job is held by its worker (longer than any pr
 STREAM_HOLD = 60.0  # while a stream is open, the job is next due this far ahead
 # A job waiting for a provider slot is made due when one frees (the store wakes the one
 # waiting longest); this look is only the safety net, for a slot freed some other way.
-CAPACITY_WAIT = 30.0
+CAPACITY_WAIT = 120.0
 MAX_STREAM_BREAKS = 3  # after this many breaks a job is followed by polling alone
 MAX_SUBMIT_ATTEMPTS = 12  # retryable submit failures before the job fails
 IDLE_WAIT = 0.5  # seconds between looks for due jobs when nothing wakes the loop
@@ -191,9 +191,9 @@ class Tracker:
             return
         whole = await self._whole(job)  # read before the submission is marked as begun
         now = utcnow()
-        if not await self.store.begin_submit(job.id, job.provider, provider.max_concurrent, now):
-            await self.store.release_job(job.id, due_in(now, CAPACITY_WAIT))
-            return
+        if not await self.store.begin_submit(job.id, job.provider, provider.max_concurrent, now,
+                                             wait_until=due_in(now, CAPACITY_WAIT)):
+            return  # waiting for a slot: a job of the provider that ends makes it due
         callback_url = self.callback_url(job) if job.tracking is Tracking.CALLBACK else None
         try:
             submission = await provider.submit(whole, callback_url=callback_url)

@@ -656,6 +656,39 @@ async def test_each_job_ending_wakes_one_waiting_job_the_longest_waiting_first(
     assert ids(await store.claim_due_jobs(now, 10, 60)) == ids(waiting[:3])
 
 
+async def test_a_job_refused_a_slot_waits_until_a_job_of_its_provider_ends(
+    store: SQLiteStore,
+) -> None:
+    now = utcnow()
+    busy = [await add(store, status=JobStatus.RUNNING, next_check_at=now + timedelta(hours=1))
+            for _ in range(4)]
+    job = await add(store, next_check_at=now)
+    assert ids(await store.claim_due_jobs(now, 10, 60)) == [job.id]
+    assert not await store.begin_submit(job.id, "airforce", 4, now,
+                                        wait_until=now + timedelta(minutes=2))
+    assert await store.claim_due_jobs(now + timedelta(minutes=1), 10, 60) == []
+    await store.update_job(busy[0].id, lambda job: end_job(job, JobStatus.SUCCEEDED, None, now))
+    assert ids(await store.claim_due_jobs(now, 10, 60)) == [job.id]  # its lease was ended
+
+
+async def test_a_submission_given_up_frees_its_slot_for_the_job_waiting_longest(
+    store: SQLiteStore,
+) -> None:
+    now = utcnow()
+    for _ in range(3):
+        await add(store, status=JobStatus.RUNNING, next_check_at=now + timedelta(hours=1))
+    submitting = await add(store, next_check_at=now)
+    assert await store.begin_submit(submitting.id, "airforce", 4, now)
+    waiting = await add(store, next_check_at=now)
+    assert not await store.begin_submit(waiting.id, "airforce", 4, now,
+                                        wait_until=now + timedelta(minutes=2))
+    later = now + timedelta(seconds=30)
+    await store.update_job(submitting.id, touch(None, submit_started_at=None,
+                                                next_check_at=later))
+    # The waiting job is due now; the one that gave up only after its own backoff.
+    assert ids(await store.claim_due_jobs(now + timedelta(seconds=1), 10, 60)) == [waiting.id]
+
+
 async def test_unfinished_jobs_are_every_job_not_terminal(store: SQLiteStore) -> None:
     unfinished = [await add(store, status=status) for status in
                   (JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING)]

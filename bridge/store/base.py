@@ -6,7 +6,8 @@ One method per operation, named for the domain. Every backend gives the same gua
   its event (if any) in one transaction, with the row locked against concurrent writers: a
   callback, a stream message and a poll racing on one job are applied one after another,
   each seeing the other's result. A terminal job is never passed to the caller's function,
-  and a job's reaching a terminal state makes its provider's waiting queued jobs due.
+  and a job's reaching a terminal state makes its provider's job waiting longest for a slot
+  due.
 - ``claim_due_jobs`` hands each due job to one caller at a time (a lease), so overlapping
   workers or ticks never work the same job twice; finding due jobs uses an index on the
   next-check time, so its cost does not grow with the number of jobs in flight.
@@ -204,9 +205,11 @@ class Store(Protocol):
         ...
 
     async def begin_submit(self, job_id: str, provider: str, limit: int | None,
-                           now: datetime) -> bool:
+                           now: datetime, wait_until: datetime | None = None) -> bool:
         """Mark the job's submission as started, if fewer than ``limit`` of the provider's
-        jobs are at the provider or being submitted. Atomic; ``False`` when full."""
+        jobs are at the provider or being submitted. Atomic; ``False`` when full, and then
+        the job waits for a slot: its lease ends and it is next due at ``wait_until``, or
+        when a job of the provider frees one."""
         ...
 
     async def unfinished_jobs(self) -> list[Job]:

@@ -183,6 +183,11 @@ class SQLStore(Accounts):
             if release_lease and row[LEASE_UNTIL] is not None:
                 changed.append("lease_until")
                 values.append(None)
+            if (job.status not in TERMINAL and current.submit_started_at is not None
+                    and job.submit_started_at is None):
+                # Its submission given up, to be tried later: its slot is free for the job
+                # waiting longest, woken before this row changes so that it is not itself.
+                wake_waiting(conn, job.provider, stamp)
             if changed:
                 assignments = ", ".join(f"{c} = ?" for c in changed)
                 conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values, job_id))
@@ -227,7 +232,8 @@ class SQLStore(Accounts):
         await self._transaction(work)
 
     async def begin_submit(
-        self, job_id: str, provider: str, limit: int | None, now: datetime
+        self, job_id: str, provider: str, limit: int | None, now: datetime,
+        wait_until: datetime | None = None,
     ) -> bool:
         def work(conn: Conn) -> bool:
             if limit is not None:
@@ -240,6 +246,11 @@ class SQLStore(Accounts):
                     (provider, job_id),
                 )
                 if busy >= limit:
+                    # Waiting from now on, in the same transaction: a slot freed after
+                    # this count wakes this job (see wake_waiting).
+                    conn.execute("UPDATE jobs SET lease_until = NULL, "
+                                 "next_check_at = COALESCE(?, next_check_at) WHERE id = ?",
+                                 (stamp_of(wait_until), job_id))
                     return False
             conn.execute(
                 "UPDATE jobs SET submit_started_at = ? WHERE id = ? AND status = 'queued'",
