@@ -333,9 +333,10 @@ class Result:
     latencies: list[float]  # seconds, of the requests counted
     error_samples: list[str]
     cpu: dict[str, float]  # CPU share (1.0 = one core) of each process over the whole load
-    total: int  # requests completed, warm-up included
+    total: int  # requests answered 2xx, warm-up included
     elapsed: float = 0.0  # wall seconds of the whole load, warm-up included
     ran_out: bool = False  # once: every URL was used before the end (the slice is void)
+    taken: int = 0  # URLs taken, whatever came of them
 
     @property
     def rate(self) -> float:
@@ -395,14 +396,15 @@ async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurre
     window_start = start + warmup
     window_end = window_start + duration
     latencies: list[float] = []
-    errors = 0
+    errors = 0  # failed requests, warm-up and tail included
+    window_errors = 0
     samples: list[str] = []
     counter = 0
     total = 0
     ran_out = False
 
     async def worker() -> None:
-        nonlocal counter, errors, total, ran_out
+        nonlocal counter, errors, window_errors, total, ran_out
         while True:
             began = time.perf_counter()
             if began >= window_end:
@@ -418,13 +420,15 @@ async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurre
             except Exception as exc:  # any transport failure is an error, not a crash
                 problem = f"{type(exc).__name__}: {exc}"
             ended = time.perf_counter()
-            total += 1
+            if problem is None:
+                total += 1
+            else:
+                errors += 1
+                if len(samples) < 3:
+                    samples.append(problem)
             if window_start <= ended <= window_end:
                 latencies.append(ended - began)
-                if problem is not None:
-                    errors += 1
-                    if len(samples) < 3:
-                        samples.append(problem)
+                window_errors += problem is not None
 
     await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))),
                            timeout=warmup + duration + 35)
@@ -435,8 +439,8 @@ async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurre
     cpu["other"] = max(0.0, (machine_busy_seconds() - busy_before) / elapsed - sum(cpu.values()))
     cpu["server loop"] = loop_cpu
     cpu["server threads"] = max(0.0, cpu["server"] - loop_cpu)
-    return Result(label, len(latencies) - errors, errors, duration, latencies, samples, cpu,
-                  total, elapsed, ran_out)
+    return Result(label, len(latencies) - window_errors, errors, duration, latencies, samples, cpu,
+                  total, elapsed, ran_out, counter)
 
 
 def merge(results: list[Result]) -> Result:
@@ -627,7 +631,7 @@ async def run_mode(mode: str, sim: Child, args: argparse.Namespace) -> ModeRun:
                     result = await load(post_job, "bridge", remaining, b"",
                                         concurrency=args.concurrency, warmup=warmup,
                                         duration=slice_, pids=pids, once=True)
-                    del remaining[:result.total]
+                    del remaining[:result.taken]
                     sent += result.total
                     fastest = max(fastest, result.total / result.elapsed)
                     if not result.ran_out:
@@ -673,7 +677,8 @@ def report(runs: list[ModeRun], args: argparse.Namespace) -> bool:
         print(f"confirm {run.mode}: each callback did: {PATH_DONE[run.mode]}")
         per = run.status_calls / run.sent if run.sent else 0.0
         print(f"  jobs: {run.jobs} made ({run.making:.1f} s, before the server started and "
-              f"between slices), {run.sent} of them called back (warm-up included); "
+              f"between slices), {run.sent} of them called back and answered 2xx "
+              f"(warm-up included); "
               f"{run.void} bridge slices void (jobs ran out) and run again")
         print(f"  checked: the {run.sent} callbacks made {run.status_calls} provider status "
               f"calls ({per:.2f} per callback), {run.succeeded} jobs succeeded and "
