@@ -79,7 +79,7 @@ async def run(args: argparse.Namespace) -> int:
     sim = await ingest.spawn("apixo simulator", ["--serve-sim"], args.child_lifetime)
     try:
         with tempfile.TemporaryDirectory(prefix="bridge-bench-e2e-") as workdir:
-            pairs = await ingest.prepare_jobs(workdir, sim.url, count, 32)
+            pairs = await ingest.prepare_jobs(workdir, sim.url, count)
             mode = "on" if args.confirm else "off"
             server = await ingest.spawn(f"bridge ({mode})", [
                 "--serve", mode, "--workdir", workdir, "--sim-url", sim.url],

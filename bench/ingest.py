@@ -1,7 +1,7 @@
 """apixo callbacks per second through the bridge's receiver, beside a bare Starlette endpoint.
 
     python bench/ingest.py [--duration 12] [--rounds 6] [--warmup 1] [--concurrency 32]
-                           [--jobs 30000] [--client aiohttp|httpx] [--modes off,on] [--no-fail]
+                           [--jobs 1000]  [--client aiohttp|httpx] [--modes off,on] [--no-fail]
 
 Processes (everything on 127.0.0.1, nothing else touched):
 
@@ -15,13 +15,16 @@ Processes (everything on 127.0.0.1, nothing else touched):
   answer ``{"received": true}``) and everything else to ``bridge.app.create_app`` (whose
   lifespan runs), on a fresh SQLite file in a temporary directory.
 
-Per mode, what a real apixo callback does, once per job: N tasks are created at the simulator
-(async mode, finishing at once) and N running apixo jobs naming them are stored in the bridge's
-fresh database with ``SQLiteStore.create_job`` before the server starts. Their callback URLs
-are signed here with ``bridge.signing.Signer`` and the ``BRIDGE_SECRET_KEY`` given to the
-server. Then, at a fixed concurrency, ``--duration`` seconds each (after ``--warmup``
-unmeasured seconds at the start of each): ``POST /bare`` and
-``POST /callbacks/apixo/{token}``, taking turns in ``--rounds`` slices (bare, bridge, bare,
+Per mode, what a real apixo callback does, once per job: tasks are created at the simulator
+(async mode, finishing at once, through its ``generateTask`` route in its own process) and a
+running apixo job naming each is stored in the bridge's fresh database with
+``SQLiteStore.create_job`` (``--jobs`` before the server starts; before each bridge slice as
+many more as twice the fastest rate measured so far would use, so no fixed count has to
+cover the run; a slice whose jobs still ran out is void, run again with twice as many).
+Their callback URLs are signed here with ``bridge.signing.Signer`` and the
+``BRIDGE_SECRET_KEY`` given to the server. Then, at a fixed concurrency, ``--duration``
+seconds each (after ``--warmup`` unmeasured seconds at the start of each): ``POST /bare``
+and ``POST /callbacks/apixo/{token}``, taking turns in ``--rounds`` slices (bare, bridge, bare,
 bridge, ...) so that a change in the machine's speed weighs on both alike (by default six
 slices of two seconds: on a shared 2-CPU machine single two-second slices of one run were
 seen to range from 0.39x to 0.62x, the bare endpoint alone moving by a third, so a row
@@ -66,6 +69,8 @@ BRIDGE_SECRET = "bench-ingest-secret-key-0123456789"
 SIM_API_KEY = "sim-apixo-bench-key"
 MODEL = "veo-3-1"
 TARGETS = {"off": 0.5, "on": 0.25}  # bridge rate / bare rate, per BRIDGE_CONFIRM_CALLBACKS
+HEADROOM = 2.0  # jobs at hand for a bridge slice: this many times the fastest rate seen
+RUN_AGAIN = 2  # times a bridge slice whose jobs ran out is run again (each with twice more)
 READY = "READY "
 SCRIPT = os.path.abspath(__file__)
 PATH_DONE = {
@@ -138,21 +143,56 @@ async def _run_child(app: Any, sock: Any, lifetime: float, profile: str | None) 
 
 
 def _simulator_app() -> Any:
-    from starlette.types import Receive, Scope, Send
+    """apixo's simulator with two routes of the bench's: ``GET /__bench/count`` (status calls
+    seen) and ``POST /__bench/tasks`` (``{"first", "count"}``: that many tasks made through the
+    simulator's own ``generateTask`` route in this process; answers their ids). One at a time
+    over loopback HTTP it made ~1,200 tasks a second here, slower than the bridge ends them."""
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.types import Message, Receive, Scope, Send
 
     from bridge.simulators import apixo
     from bridge.simulators.base import SimSettings
 
     sim = apixo.create_app(SimSettings(api_key=SIM_API_KEY, queue_delay=0.0, seed=1))
     counts = {"status": 0}
+    path = f"/api/v1/generateTask/{MODEL}"
+    headers = [(b"authorization", f"Bearer {SIM_API_KEY}".encode()),
+               (b"content-type", b"application/json")]
+
+    async def create_task(scope: Scope, index: int) -> str:
+        payload = json.dumps({"request_type": "async", "input": {
+            "mode": "quality", "generationType": "TEXT_2_VIDEO",
+            "prompt": f"bench ingest job {index} [sim:duration=0.01]"}}).encode()
+        answer: dict[str, Any] = {"status": 0, "body": b""}
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": payload, "more_body": False}
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+            else:
+                answer["body"] += message.get("body", b"")
+
+        # The bench request's own scope (its host names this server in result URLs).
+        host = [(name, value) for name, value in scope["headers"] if name == b"host"]
+        await sim({**scope, "method": "POST", "path": path, "raw_path": path.encode(),
+                   "query_string": b"", "headers": headers + host}, receive, send)
+        if answer["status"] != 200:
+            raise RuntimeError(f"generateTask answered {answer['status']}: {answer['body']!r}")
+        return str(json.loads(answer["body"])["data"]["taskId"])
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if scope["path"] == "/__bench/count":
-                body = json.dumps(counts).encode()
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [(b"content-type", b"application/json")]})
-                await send({"type": "http.response.body", "body": body})
+                await JSONResponse(counts)(scope, receive, send)
+                return
+            if scope["path"] == "/__bench/tasks":
+                asked = await Request(scope, receive).json()
+                first, count = int(asked["first"]), int(asked["count"])
+                tasks = [await create_task(scope, i) for i in range(first, first + count)]
+                await JSONResponse({"tasks": tasks})(scope, receive, send)
                 return
             if scope["path"].startswith("/api/v1/statusTask/"):
                 counts["status"] += 1
@@ -293,7 +333,10 @@ class Result:
     latencies: list[float]  # seconds, of the requests counted
     error_samples: list[str]
     cpu: dict[str, float]  # CPU share (1.0 = one core) of each process over the whole load
-    total: int  # requests completed, warm-up included
+    total: int  # requests answered 2xx, warm-up included
+    elapsed: float = 0.0  # wall seconds of the whole load, warm-up included
+    ran_out: bool = False  # once: every URL was used before the end (the slice is void)
+    taken: int = 0  # URLs taken, whatever came of them
 
     @property
     def rate(self) -> float:
@@ -343,8 +386,8 @@ async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurre
                warmup: float, duration: float, pids: dict[str, int | None],
                once: bool = False) -> Result:
     """POST ``body`` round-robin over ``urls`` from ``concurrency`` workers (with ``once``,
-    each URL at most once); count the requests that complete inside
-    [start + warmup, start + warmup + duration]."""
+    each URL at most once: when they run out, the load stops and says so); count the
+    requests that complete inside [start + warmup, start + warmup + duration]."""
     server = pids["server"]
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     loop_before = cpu_seconds(server, server)  # the server's main thread: its event loop
@@ -353,20 +396,22 @@ async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurre
     window_start = start + warmup
     window_end = window_start + duration
     latencies: list[float] = []
-    errors = 0
+    errors = 0  # failed requests, warm-up and tail included
+    window_errors = 0
     samples: list[str] = []
     counter = 0
     total = 0
+    ran_out = False
 
     async def worker() -> None:
-        nonlocal counter, errors, total
+        nonlocal counter, errors, window_errors, total, ran_out
         while True:
             began = time.perf_counter()
             if began >= window_end:
                 return
             if once and counter >= len(urls):
-                raise RuntimeError(f"all {len(urls)} jobs were called back before the end: "
-                                   "run again with a larger --jobs")
+                ran_out = True
+                return
             url = urls[counter % len(urls)]
             counter += 1
             try:
@@ -375,13 +420,15 @@ async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurre
             except Exception as exc:  # any transport failure is an error, not a crash
                 problem = f"{type(exc).__name__}: {exc}"
             ended = time.perf_counter()
-            total += 1
+            if problem is None:
+                total += 1
+            else:
+                errors += 1
+                if len(samples) < 3:
+                    samples.append(problem)
             if window_start <= ended <= window_end:
                 latencies.append(ended - began)
-                if problem is not None:
-                    errors += 1
-                    if len(samples) < 3:
-                        samples.append(problem)
+                window_errors += problem is not None
 
     await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))),
                            timeout=warmup + duration + 35)
@@ -392,8 +439,8 @@ async def load(post: Post, label: str, urls: list[str], body: bytes, *, concurre
     cpu["other"] = max(0.0, (machine_busy_seconds() - busy_before) / elapsed - sum(cpu.values()))
     cpu["server loop"] = loop_cpu
     cpu["server threads"] = max(0.0, cpu["server"] - loop_cpu)
-    return Result(label, len(latencies) - errors, errors, duration, latencies, samples, cpu,
-                  total)
+    return Result(label, len(latencies) - window_errors, errors, duration, latencies, samples, cpu,
+                  total, elapsed, ran_out, counter)
 
 
 def merge(results: list[Result]) -> Result:
@@ -406,55 +453,79 @@ def merge(results: list[Result]) -> Result:
                   sum(r.errors for r in results), sum(weights),
                   [x for r in results for x in r.latencies],
                   [x for r in results for x in r.error_samples][:3], cpu,
-                  sum(r.total for r in results))
+                  sum(r.total for r in results), sum(r.elapsed for r in results))
 
 
 # -- parent: jobs ------------------------------------------------------------------------
-async def prepare_jobs(workdir: str, sim_url: str, count: int, concurrency: int
+class JobSupply:
+    """Running apixo jobs to call back about, made as a run needs them: per job, a task at
+    the simulator (finishing at once) and a running job naming it in the bridge's database,
+    written with the store's public ``create_job``, ``batch`` at a time so that their writes
+    share transactions. SQLite lets this process write while the server has the file open."""
+
+    def __init__(self, workdir: str, sim_url: str, batch: int = 1000) -> None:
+        self.database = str(Path(workdir) / "bridge.db")
+        self.sim_url = sim_url
+        self.batch = max(1, batch)
+        self.made = 0
+        self.seconds = 0.0  # spent making them
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+        self._store: Any = None
+
+    async def __aenter__(self) -> JobSupply:
+        import httpx
+
+        from bridge.core import new_signing_secret
+        from bridge.store.sqlite import SQLiteStore
+
+        async with contextlib.AsyncExitStack() as stack:
+            self._client = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
+            store = SQLiteStore(self.database)
+            await store.open()
+            stack.push_async_callback(store.close)
+            await store.ensure_tenant("default", new_signing_secret)
+            self._store = store
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def make(self, count: int) -> list[tuple[str, str]]:
+        """``count`` more jobs; returns their (job id, task id) pairs."""
+        from bridge.models import Job, JobStatus, Tracking, new_id, utcnow
+
+        began = time.perf_counter()
+        pairs: list[tuple[str, str]] = []
+        while len(pairs) < count:
+            size = min(self.batch, count - len(pairs))
+            answer = await self._client.post(f"{self.sim_url}/__bench/tasks",
+                                             json={"first": self.made, "count": size})
+            answer.raise_for_status()
+            now = utcnow()
+            later = datetime.fromtimestamp(now.timestamp() + 3600, UTC)
+            jobs = [Job(id=new_id("job"), tenant="default", provider="apixo", model=MODEL,
+                        status=JobStatus.RUNNING, tracking=Tracking.CALLBACK,
+                        request={"provider": "apixo", "model": MODEL, "mode": "text",
+                                 "prompt": f"bench ingest job {self.made + index}"},
+                        created_at=now, updated_at=now, provider_job_id=str(task_id),
+                        progress=0, submitted_at=now, sequence=2, next_check_at=later)
+                    for index, task_id in enumerate(answer.json()["tasks"])]
+            await asyncio.gather(*(self._store.create_job(job, idempotency_window=0)
+                                   for job in jobs))
+            self.made += size
+            pairs += [(job.id, str(job.provider_job_id)) for job in jobs]
+        self.seconds += time.perf_counter() - began
+        return pairs
+
+
+async def prepare_jobs(workdir: str, sim_url: str, count: int, batch: int = 1000
                        ) -> list[tuple[str, str]]:
     """Create ``count`` finished tasks at the simulator and a running apixo job for each in
     the bridge's database (before the server opens it). Returns (job id, task id) pairs."""
-    import aiohttp
-
-    from bridge.core import new_signing_secret
-    from bridge.models import Job, JobStatus, Tracking, new_id, utcnow
-    from bridge.store.sqlite import SQLiteStore
-
-    headers = {"Authorization": f"Bearer {SIM_API_KEY}"}
-    tasks: list[str] = []
-    async with aiohttp.ClientSession(headers=headers) as session:
-        async def create(index: int) -> str:
-            body = {"request_type": "async", "input": {
-                "mode": "quality", "generationType": "TEXT_2_VIDEO",
-                "prompt": f"bench ingest job {index} [sim:duration=0.01]"}}
-            async with session.post(f"{sim_url}/api/v1/generateTask/{MODEL}",
-                                    json=body) as answer:
-                data = await answer.json()
-                return str(data["data"]["taskId"])
-
-        for start in range(0, count, concurrency):
-            batch = range(start, min(count, start + concurrency))
-            tasks += await asyncio.gather(*(create(i) for i in batch))
-
-    store = SQLiteStore(str(Path(workdir) / "bridge.db"))
-    await store.open()
-    pairs = []
-    try:
-        await store.ensure_tenant("default", new_signing_secret)
-        now = utcnow()
-        for index, task_id in enumerate(tasks):
-            job = Job(id=new_id("job"), tenant="default", provider="apixo", model=MODEL,
-                      status=JobStatus.RUNNING, tracking=Tracking.CALLBACK,
-                      request={"provider": "apixo", "model": MODEL, "mode": "text",
-                               "prompt": f"bench ingest job {index}"},
-                      created_at=now, updated_at=now, provider_job_id=task_id, progress=0,
-                      submitted_at=now, sequence=2,
-                      next_check_at=datetime.fromtimestamp(now.timestamp() + 3600, UTC))
-            await store.create_job(job, idempotency_window=0)
-            pairs.append((job.id, task_id))
-    finally:
-        await store.close()
-    return pairs
+    async with JobSupply(workdir, sim_url, batch) as supply:
+        return await supply.make(count)
 
 
 def callback_body(task_id: str) -> bytes:
@@ -491,66 +562,99 @@ class ModeRun:
     status_calls: int
     events_written: int  # job.succeeded events
     succeeded: int  # jobs in state succeeded
-    jobs: int
+    jobs: int  # jobs made
+    making: float  # seconds spent making them
+    sent: int  # callbacks sent: warm-up and any slice run again included
+    void: int  # bridge slices run again: their jobs ran out before their end
 
     @property
     def ratio(self) -> float:
         return self.bridge.rate / self.bare.rate if self.bare.rate else 0.0
 
 
+def jobs_needed(fastest: float, seconds: float, concurrency: int) -> int:
+    """Jobs to have at hand for a bridge slice of ``seconds``: what the fastest slice seen so
+    far (bare or bridge, req/s over its wall time) would use, twice over."""
+    return int(HEADROOM * fastest * seconds) + 2 * concurrency
+
+
 async def run_mode(mode: str, sim: Child, args: argparse.Namespace) -> ModeRun:
     from bridge.signing import Signer
 
     with tempfile.TemporaryDirectory(prefix="bridge-bench-ingest-") as workdir:
-        pairs = await prepare_jobs(workdir, sim.url, args.jobs, args.concurrency)
-        extra = ["--serve", mode, "--workdir", workdir, "--sim-url", sim.url]
-        if args.profile:
-            extra += ["--profile", f"{args.profile}.{mode}.prof"]
-        server = await spawn(f"server ({mode})", extra, args.child_lifetime)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            supply = await stack.enter_async_context(JobSupply(workdir, sim.url))
+            first = await supply.make(args.jobs)  # before the server opens the database
+            extra = ["--serve", mode, "--workdir", workdir, "--sim-url", sim.url]
+            if args.profile:
+                extra += ["--profile", f"{args.profile}.{mode}.prof"]
+            server = await spawn(f"server ({mode})", extra, args.child_lifetime)
+            stack.push_async_callback(server.stop)
             signer = Signer(BRIDGE_SECRET)
-            urls = [f"{server.url}/callbacks/apixo/{signer.callback_token('apixo', job_id)}"
-                    for job_id, _ in pairs]
-            bodies = {url: callback_body(task_id) for url, (_, task_id) in zip(
-                urls, pairs, strict=True)}
-            body0 = bodies[urls[0]]
+            bodies: dict[str, bytes] = {}
+            remaining: list[str] = []  # callback URLs of the jobs not called back yet
+
+            def add(pairs: list[tuple[str, str]]) -> None:
+                for job_id, task_id in pairs:
+                    url = f"{server.url}/callbacks/apixo/{signer.callback_token('apixo', job_id)}"
+                    bodies[url] = callback_body(task_id)
+                    remaining.append(url)
+
+            add(first)
+            body0 = bodies[remaining[0]]
             pids = {"server": server.proc.pid, "sim": sim.proc.pid, "client": None}
-            async with make_client(args.client, args.concurrency) as post:
+            post = await stack.enter_async_context(make_client(args.client, args.concurrency))
 
-                async def post_job(url: str, _: bytes) -> int:
-                    return await post(url, bodies[url])
+            async def post_job(url: str, _: bytes) -> int:
+                return await post(url, bodies[url])
 
-                database = str(Path(workdir) / "bridge.db")
-                calls_before = await sim_status_calls(sim.url)
-                # Interleaved: bare, bridge, bare, bridge, ... in slices of the measured time,
-                # so a change in the machine's speed weighs on both rows alike.
-                slice_ = args.duration / args.rounds
-                bares: list[Result] = []
-                bridges: list[Result] = []
-                remaining = list(urls)
-                for number in range(args.rounds):
-                    warmup = args.warmup if number == 0 else 0.0
-                    bares.append(await load(post, "bare", [f"{server.url}/bare"], body0,
-                                            concurrency=args.concurrency, warmup=warmup,
-                                            duration=slice_, pids=pids))
+            calls_before = await sim_status_calls(sim.url)
+            # Interleaved: bare, bridge, bare, bridge, ... in slices of the measured time, so a
+            # change in the machine's speed weighs on both rows alike. Before each bridge slice,
+            # jobs are made for it from the rates measured so far (the first bare slice's first).
+            slice_ = args.duration / args.rounds
+            bares: list[Result] = []
+            bridges: list[Result] = []
+            fastest = 0.0
+            sent = void = 0
+            for number in range(args.rounds):
+                warmup = args.warmup if number == 0 else 0.0
+                bare_slice = await load(post, "bare", [f"{server.url}/bare"], body0,
+                                        concurrency=args.concurrency, warmup=warmup,
+                                        duration=slice_, pids=pids)
+                bares.append(bare_slice)
+                fastest = max(fastest, bare_slice.total / bare_slice.elapsed)
+                for attempt in range(RUN_AGAIN + 1):
+                    need = jobs_needed(fastest, warmup + slice_, args.concurrency) << attempt
+                    if len(remaining) < need:
+                        add(await supply.make(need - len(remaining)))
                     result = await load(post_job, "bridge", remaining, b"",
                                         concurrency=args.concurrency, warmup=warmup,
                                         duration=slice_, pids=pids, once=True)
-                    remaining = remaining[result.total:]
-                    bridges.append(result)
-                bare, bridge = merge(bares), merge(bridges)
-                calls = await sim_status_calls(sim.url) - calls_before
-                events, succeeded = db_counts(database)
-        finally:
-            await server.stop()
-    return ModeRun(mode, bare, bridge, calls, events, succeeded, len(pairs))
+                    del remaining[:result.taken]
+                    sent += result.total
+                    fastest = max(fastest, result.total / result.elapsed)
+                    if not result.ran_out:
+                        break
+                    void += 1
+                    # Void: its jobs ran out before its end; again with twice as many at hand.
+                else:
+                    raise RuntimeError(f"bridge slice {number + 1} ran out of jobs "
+                                       f"{RUN_AGAIN + 1} times")
+                bridges.append(result)
+            bare, bridge = merge(bares), merge(bridges)
+            calls = await sim_status_calls(sim.url) - calls_before
+            await stack.aclose()  # the server stops and the bench's store closes: counts final
+            events, succeeded = db_counts(supply.database)
+    return ModeRun(mode, bare, bridge, calls, events, succeeded, supply.made,
+                   supply.seconds, sent, void)
 
 
 # -- parent: report ----------------------------------------------------------------------
 def report(runs: list[ModeRun], args: argparse.Namespace) -> bool:
     ok = True
-    print(f"client {args.client}, concurrency {args.concurrency}, {args.jobs} apixo jobs, "
-          f"warm-up {args.warmup:g} s, measured {args.duration:g} s per row; "
+    print(f"client {args.client}, concurrency {args.concurrency}, apixo jobs made as the rates "
+          f"need, warm-up {args.warmup:g} s, measured {args.duration:g} s per row; "
           f"server and apixo simulator in their own processes; {os.cpu_count()} CPUs")
     print()
     header = (f"{'confirm':<8} {'endpoint':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
@@ -571,18 +675,21 @@ def report(runs: list[ModeRun], args: argparse.Namespace) -> bool:
     print()
     for run in runs:
         print(f"confirm {run.mode}: each callback did: {PATH_DONE[run.mode]}")
-        per = run.status_calls / run.bridge.total if run.bridge.total else 0.0
-        print(f"  checked: {run.bridge.total} callbacks sent (warm-up included) to "
-              f"{run.bridge.total} of {run.jobs} jobs made {run.status_calls} provider status "
+        per = run.status_calls / run.sent if run.sent else 0.0
+        print(f"  jobs: {run.jobs} made ({run.making:.1f} s, before the server started and "
+              f"between slices), {run.sent} of them called back and answered 2xx "
+              f"(warm-up included); "
+              f"{run.void} bridge slices void (jobs ran out) and run again")
+        print(f"  checked: the {run.sent} callbacks made {run.status_calls} provider status "
               f"calls ({per:.2f} per callback), {run.succeeded} jobs succeeded and "
               f"{run.events_written} job.succeeded events were stored")
     print()
     for run in runs:
         target = TARGETS[run.mode]
         errors = run.bare.errors + run.bridge.errors
-        lost = run.bridge.total - run.events_written  # callbacks answered but not stored
+        lost = run.sent - run.events_written  # callbacks answered but not stored
         passed = run.ratio >= target and errors == 0 and lost == 0 and (
-            run.succeeded == run.bridge.total)
+            run.succeeded == run.sent)
         ok = ok and passed
         print(f"{'PASS' if passed else 'FAIL'}  confirm {run.mode}: bridge {run.bridge.rate:.0f} "
               f"req/s = {run.ratio:.2f}x bare {run.bare.rate:.0f} req/s "
@@ -594,8 +701,9 @@ def report(runs: list[ModeRun], args: argparse.Namespace) -> bool:
 async def main_async(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if args.child_lifetime is None:
-        # Far beyond the planned run, so it only ever ends a process we lost track of.
-        args.child_lifetime = 60.0 + 3 * len(modes) * 2 * (args.warmup + args.duration)
+        # Far beyond the planned run (jobs made included), so it only ever ends a process
+        # we lost track of.
+        args.child_lifetime = 300.0 + 4 * len(modes) * 2 * (args.warmup + args.duration)
     sim = await spawn("apixo simulator", ["--serve-sim"], args.child_lifetime)
     try:
         runs = [await run_mode(mode, sim, args) for mode in modes]
@@ -614,8 +722,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="slices each row's time is cut into, bare and bridge taking turns")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--jobs", type=int, default=30000,
-                        help="apixo jobs to call back about (each finishes once)")
+    parser.add_argument("--jobs", type=int, default=1000,
+                        help="apixo jobs made before the server starts; more are made before "
+                             "each bridge slice, as the rates measured so far need")
     parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp")
     parser.add_argument("--modes", default="off,on",
                         help="BRIDGE_CONFIRM_CALLBACKS settings to run, of off,on")
