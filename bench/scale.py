@@ -695,6 +695,7 @@ class Hold:
     create_seconds: float = 0.0
     submit_seconds: float = 0.0
     rss_mb: float = 0.0
+    settle_seconds: float = 0.0  # from the first job created to none due
     idle_cores: float = 0.0
     idle_seconds: float = 0.0
     idle_status_calls: int = 0
@@ -792,6 +793,18 @@ async def hold(args: argparse.Namespace, sim: tuple[Any, str], receiver: tuple[A
             await wait_for(all_submitted, args.hold / 20 + 120,
                            "the held jobs submitted up to apixo's cap")
             result.submit_seconds = time.monotonic() - began
+
+            async def none_due() -> bool:
+                # Idle: every job created has been looked at; those waiting for a slot are
+                # next due only when one frees (or at the safety net's look, minutes away).
+                due = await asyncio.to_thread(
+                    scalar, url, "SELECT COUNT(*) FROM jobs WHERE status NOT IN "
+                    "('succeeded', 'failed', 'canceled', 'expired') "
+                    f"AND next_check_at <= {time.time()}")
+                return due == 0
+
+            await wait_for(none_due, args.hold / 20 + 120, "no held job due")
+            result.settle_seconds = time.monotonic() - began
             await asyncio.sleep(3.0)  # the last writes and wake-ups settle
             result.in_flight = await asyncio.to_thread(
                 scalar, url, "SELECT COUNT(*) FROM jobs WHERE status IN ('submitted', 'running')")
@@ -936,7 +949,8 @@ def report(args: argparse.Namespace, rows: list[Row], setups: list[Setup],
           f"{held.create_seconds:.0f} s ({held.create_errors} failed); after "
           f"{held.submit_seconds:.0f} s {held.in_flight} submitted and running at the "
           f"simulator (apixo allows 1,000 tasks at once per key) and {held.waiting} queued "
-          f"for a slot: {held.in_flight + held.waiting} unfinished")
+          f"for a slot: {held.in_flight + held.waiting} unfinished; after "
+          f"{held.settle_seconds:.0f} s each had been looked at and none was due")
     print(f"  one PostgreSQL process holding them: {held.rss_mb:.0f} MB RSS; "
           f"{held.idle_cores:.3f} cores over {held.idle_seconds:.0f} s idle "
           f"({held.idle_status_calls} status requests at the simulator; the rest of the "

@@ -118,9 +118,11 @@ class Connection:
         with self._conn.cursor() as cursor:
             cursor.executemany(_pyformat(sql), params)
 
-    def lock(self, key: str) -> None:
-        """Hold a transaction-level advisory lock on ``key`` until the commit."""
-        self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+    def lock(self, key: str, *, shared: bool = False) -> None:
+        """Hold a transaction-level advisory lock on ``key`` until the commit; ``shared``
+        holders exclude only the others."""
+        kind = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        self._conn.execute(f"SELECT {kind}(hashtextextended(%s, 0))", (key,))
 
 
 # -- faults -----------------------------------------------------------------------------------

@@ -180,4 +180,9 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX jobs_waiting ON jobs(provider, seq)
         WHERE status = 'queued' AND submit_started_at IS NULL;
     """,
+    # 8: a provider's jobs being submitted, counted against its slots
+    """
+    CREATE INDEX jobs_submitting ON jobs(provider)
+        WHERE status = 'queued' AND submit_started_at IS NOT NULL;
+    """,
 )

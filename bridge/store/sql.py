@@ -238,12 +238,14 @@ class SQLStore(Accounts):
         def work(conn: Conn) -> bool:
             if limit is not None:
                 conn.lock(f"submit:{provider}")  # the provider's slots, across processes
+                # Two counts, each read from its own index: not the provider's queued jobs.
                 busy = scalar(
                     conn,
-                    "SELECT COUNT(*) FROM jobs WHERE provider = ? AND id != ? AND ("
-                    "  status IN ('submitted', 'running')"
-                    "  OR (status = 'queued' AND submit_started_at IS NOT NULL))",
-                    (provider, job_id),
+                    "SELECT (SELECT COUNT(*) FROM jobs WHERE provider = ? AND id != ?"
+                    "  AND status IN ('submitted', 'running'))"
+                    " + (SELECT COUNT(*) FROM jobs WHERE provider = ? AND id != ?"
+                    "  AND status = 'queued' AND submit_started_at IS NOT NULL)",
+                    (provider, job_id, provider, job_id),
                 )
                 if busy >= limit:
                     # Waiting from now on, in the same transaction: a slot freed after

@@ -68,7 +68,7 @@ class _WriteConnection(sqlite3.Connection):
     for_update = ""
     skip_locked = ""
 
-    def lock(self, key: str) -> None:
+    def lock(self, key: str, *, shared: bool = False) -> None:
         """Serialize the transactions that take ``key`` (here, all already are)."""
 
 

@@ -77,7 +77,7 @@ class Conn(Protocol):
 
     def executemany(self, sql: str, parameters: Any, /) -> Any: ...
 
-    def lock(self, key: str) -> None: ...
+    def lock(self, key: str, *, shared: bool = False) -> None: ...
 
 
 def one(conn: Conn, sql: str, params: Any = ()) -> sqlite3.Row | None:
@@ -161,7 +161,8 @@ def wake_waiting(conn: Conn, provider: str, stamp: float, freed: int = 1) -> Non
     """``freed`` jobs of ``provider`` ended at ``stamp``: as many of its jobs waiting for a
     slot, the longest waiting first, are due then (not all of them, to be refused again).
     Only when there were any are the job listeners woken (on PostgreSQL, a NOTIFY)."""
-    conn.lock(f"submit:{provider}")  # after a refusal's count and wait, or before both
+    # After a refusal's count and wait, or before both; wakes do not wait for each other.
+    conn.lock(f"submit:{provider}", shared=True)
     woken = conn.execute(
         "UPDATE jobs SET next_check_at = ? WHERE id IN ("
         "  SELECT id FROM jobs WHERE provider = ? AND status = 'queued'"
