@@ -9,16 +9,12 @@ session's id, signed; the session itself is kept in the database.
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import hmac
+import hashlib
 import time
 from typing import Any
 
-from itsdangerous import BadPayload, BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, URLSafeSerializer
 from itsdangerous import Signer as _ItsSigner
-
-from bridge import jsoncodec
 
 
 class TokenInvalid(Exception):
@@ -30,27 +26,29 @@ class TokenExpired(Exception):
 
 
 class _KeptKeySigner(_ItsSigner):
-    """itsdangerous' signer with each derived key worked out once, not at every token:
-    the derivation is an HMAC of its own, as dear as checking the token."""
+    """itsdangerous' signer with its derived key worked out once rather than per token (the
+    derivation is a hash of its own)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._derived: dict[bytes | None, bytes] = {}
+        self._derived: dict[str | bytes | None, bytes] = {}
 
     def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
-        cache_key = secret_key.encode() if isinstance(secret_key, str) else secret_key
-        key = self._derived.get(cache_key)
+        key = self._derived.get(secret_key)
         if key is None:
-            key = self._derived[cache_key] = super().derive_key(secret_key)
+            key = self._derived[secret_key] = super().derive_key(secret_key)
         return key
 
 
 class _Serializer(URLSafeSerializer):
-    """One signer per salt for the serializer's lifetime (itsdangerous makes one per
-    call); its tokens are itsdangerous' own, byte for byte."""
+    """Tokens signed with HMAC-SHA256; those signed with itsdangerous' default SHA-1 (as
+    earlier releases made them) are still read, until they expire. One signer per salt for
+    the serializer's lifetime (itsdangerous makes one per token)."""
 
     def __init__(self, secret_key: str, salt: str) -> None:
-        super().__init__(secret_key, salt=salt, signer=_KeptKeySigner)
+        super().__init__(secret_key, salt=salt, signer=_KeptKeySigner,
+                         signer_kwargs={"digest_method": hashlib.sha256},
+                         fallback_signers=[{"digest_method": hashlib.sha1}])
         self._signers: dict[str | bytes | None, _ItsSigner] = {}
 
     def make_signer(self, salt: str | bytes | None = None) -> _ItsSigner:
@@ -60,61 +58,13 @@ class _Serializer(URLSafeSerializer):
         return signer
 
 
-class _CallbackSerializer(_Serializer):
-    """Callback tokens, checked on the bridge's busiest route: ``loads`` in one C HMAC.
-
-    itsdangerous' own ``loads`` passes a token through a dozen layers of Python and a
-    pure-Python HMAC (its SHA-1 is a wrapper function that ``hmac`` cannot hand to
-    OpenSSL): about twice the instructions of this check. A callback token is always
-    what ``dumps`` makes of a short list: ``payload.signature``, both unpadded URL-safe
-    base64, the payload uncompressed. That form is checked here, with the key
-    itsdangerous derives; the answer is the same as ``loads``'s for every token that form
-    can take (tests/test_signing.py), except that a token must be just what ``dumps``
-    writes: itsdangerous also takes a signature padded or with other characters about it.
-    Any other token (a compressed payload, say) goes to ``loads``.
-    """
-
-    def __init__(self, secret_key: str, salt: str) -> None:
-        super().__init__(secret_key, salt)
-        self._key = self.make_signer(self.salt).derive_key()
-        # Checked once here rather than assumed: should itsdangerous ever sign otherwise
-        # (another digest, another key derivation), every token takes ``loads``'s path.
-        self._quick = False
-        with contextlib.suppress(BadSignature):
-            self._quick = self._quick_loads(self.dumps(["probe", "token"])) == ["probe", "token"]
-
-    def check(self, token: str) -> Any:
-        """``loads(token)``: the token's value, or ``BadSignature``."""
-        value = self._quick_loads(token) if self._quick else _ELSEWHERE
-        return self.loads(token) if value is _ELSEWHERE else value
-
-    def _quick_loads(self, token: str) -> Any:
-        if not token.isascii():
-            raise BadSignature("not a token we make")
-        payload, dot, signature = token.rpartition(".")
-        if not dot or not payload or payload[0] == ".":
-            return _ELSEWHERE
-        mac = hmac.digest(self._key, payload.encode(), "sha1")
-        if not hmac.compare_digest(base64.urlsafe_b64encode(mac).rstrip(b"="),
-                                   signature.encode()):
-            raise BadSignature("signature does not match")
-        # Signed with our key: the payload is the compact JSON that ``dumps`` encoded.
-        try:
-            return jsoncodec.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        except ValueError as exc:  # binascii.Error and JSONDecodeError are ValueErrors
-            raise BadPayload("the payload does not decode") from exc
-
-
-_ELSEWHERE = object()  # a token of a form ``_quick_loads`` leaves to itsdangerous
-
-
 class Signer:
     def __init__(self, secret_key: str) -> None:
-        self._callbacks = _CallbackSerializer(secret_key, salt="bridge.callback")
+        self._callbacks = _Serializer(secret_key, salt="bridge.callback")
         self._media = _Serializer(secret_key, salt="bridge.media")
         self._portal_links = _Serializer(secret_key, salt="bridge.portal-link")
         self._portal_sessions = _Serializer(secret_key, salt="bridge.portal-session")
-        self._csrf = _KeptKeySigner(secret_key, salt="bridge.portal-csrf")
+        self._csrf = _ItsSigner(secret_key, salt="bridge.portal-csrf")
 
     def callback_token(self, provider: str, job_id: str) -> str:
         return self._callbacks.dumps([provider, job_id])
@@ -123,7 +73,7 @@ class Signer:
         """The job id a callback token names; ``TokenInvalid`` if it is not ours or not
         for ``provider``."""
         try:
-            value = self._callbacks.check(token)
+            value = self._callbacks.loads(token)
         except BadSignature:
             raise TokenInvalid("bad callback token") from None
         if not (isinstance(value, list) and len(value) == 2 and value[0] == provider

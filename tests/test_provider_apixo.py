@@ -268,6 +268,20 @@ def test_seed_success_example_expires_15_days_after_complete_time() -> None:
     assert snapshot.expires_at == completed + timedelta(days=15)
 
 
+@pytest.mark.parametrize("result_json", [
+    '{"resultUrls":["https://r2.apixo.ai/\\ud800.mp4"]}',  # a lone surrogate
+    '{"resultUrls":["https://r2.apixo.ai/a.mp4"],"resultUrls":["https://evil.example/b.mp4"]}',
+    '{"resultUrls":["https://r2.apixo.ai/a.mp4"],"n":NaN}',
+])
+def test_a_result_json_that_is_not_strict_json_is_a_success_without_a_url(
+    result_json: str,
+) -> None:
+    snapshot = parse_status({"taskId": "task_12345678", "state": "success",
+                             "resultJson": result_json, "completeTime": 1767965730929})
+    assert snapshot.status is JobStatus.FAILED and snapshot.error is not None
+    assert snapshot.error.code == "provider_unavailable"
+
+
 @pytest.mark.parametrize(
     ("prompt", "images", "code", "fail_code"),
     [

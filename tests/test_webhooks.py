@@ -253,6 +253,23 @@ async def test_a_per_job_webhook_url_is_signed_with_the_tenant_secret(
     assert verified(me["signing_secret"], got[0])["data"]["id"] == job["id"]
 
 
+async def test_integers_beyond_64_bits_come_back_whole_from_the_api_and_in_webhooks(
+    hooks: Harness, receiver: Receiver,
+) -> None:
+    # None of them a float exactly: read back as one, they would differ.
+    metadata = {"order": 2**70 + 1, "below": -(2**64) - 1, "list": [2**64 + 1, 1]}
+    endpoint = await register(hooks, receiver.url + "/hook")
+    job = await hooks.create({**FLYOVER, "metadata": metadata})
+    assert job["metadata"] == metadata
+    got = await receiver.wait_for(job_terminal(job["id"]))
+    assert [verified(endpoint["secret"], r)["data"]["metadata"] for r in got] == (
+        [metadata] * len(got))
+    shown = (await hooks.client.get(f"/v1/jobs/{job['id']}")).json()
+    assert shown["status"] == "succeeded" and shown["metadata"] == metadata
+    events = (await hooks.client.get("/v1/events", params={"job_id": job["id"]})).json()
+    assert [e["data"]["metadata"] for e in events["data"]] == [metadata] * len(events["data"])
+
+
 async def test_rest_hooks_subscribe_and_unsubscribe(
     hooks: Harness, receiver: Receiver,
 ) -> None:

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
-from bridge import jsoncodec, jsoninput
+from bridge import jsoninput
 from bridge.errors import InvalidRequest, ProviderError, SubmitOutcomeUnknown
 from bridge.models import JobError, JobStatus, Tracking
 from bridge.providers.base import JobRequest, ModelInfo, Snapshot, Submission, TrackedJob
@@ -123,8 +123,9 @@ def parse_status(data: Any) -> Snapshot:
     if state == "success":
         result = data.get("resultJson")
         try:
-            # resultJson is a JSON *string*; a decoded object is taken as well.
-            parsed: Any = jsoncodec.loads(result) if isinstance(result, str) else result
+            # resultJson is a JSON *string* (read as strictly as the body); an object is taken
+            # as well.
+            parsed: Any = jsoninput.loads(result) if isinstance(result, str) else result
             url = parsed["resultUrls"][0]
         except (ValueError, TypeError, KeyError, IndexError):
             url = None

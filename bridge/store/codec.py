@@ -7,13 +7,15 @@ a row serves both."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from bridge import jsoncodec
+import orjson
+
 from bridge.errors import InvalidRequest
 from bridge.models import (
     TERMINAL,
@@ -70,11 +72,20 @@ JOB_INSERT = (
 )
 
 
-dumps = jsoncodec.dumps
+def dumps(value: Any) -> str:
+    """Compact JSON text of ``value``, as every row and event keeps it. What orjson refuses (an
+    integer beyond 64 bits, a key that is not a string, a lone surrogate) the standard
+    library writes."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":"))
 
 
 def loads(value: str | None) -> Any:
-    return None if value is None else jsoncodec.loads(value)
+    """A kept document's value. The standard library's, since orjson reads an integer
+    beyond 64 bits as a float."""
+    return None if value is None else json.loads(value)
 
 
 def stamp_of(value: datetime | None) -> float | None:
@@ -151,18 +162,18 @@ def job_of(row: sqlite3.Row) -> Job:
         model=model,
         status=STATUSES[status],
         tracking=TRACKINGS[tracking],
-        request=jsoncodec.loads(request),
+        request=json.loads(request),
         created_at=time_of(created_at),
         updated_at=time_of(updated_at),
         provider_job_id=provider_job_id,
         progress=progress,
         result=loads(result),
-        error=None if error is None else JobError.from_json(jsoncodec.loads(error)),
+        error=None if error is None else JobError.from_json(json.loads(error)),
         cost=loads(cost),
         metadata=loads(metadata),
         completed_at=time_or_none(completed_at),
         sequence=sequence,
-        provider_data={} if provider_data in (None, "{}") else jsoncodec.loads(provider_data),
+        provider_data={} if provider_data in (None, "{}") else json.loads(provider_data),
         submit_started_at=time_or_none(submit_started_at),
         submitted_at=time_or_none(submitted_at),
         check_count=check_count,

@@ -15,7 +15,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from bridge import jsoncodec
 from bridge.config import ConfiguredEndpoint
 from bridge.models import (
     EVENT_TYPES,
@@ -49,6 +48,7 @@ from bridge.store.codec import (
     event_params,
     job_of,
     job_params,
+    loads,
     page_of,
     stamp_of,
 )
@@ -111,7 +111,7 @@ class SQLStore(Accounts):
         rows = await self._fetchall("SELECT media FROM job_media WHERE job_id = ?", (job_id,))
         if not rows:
             return []
-        return [(tuple(path), url) for path, url in jsoncodec.loads(rows[0]["media"])]
+        return [(tuple(path), url) for path, url in loads(rows[0]["media"])]
 
     async def get_job(self, job_id: str, tenant: str | None = None) -> Job | None:
         if tenant is None:

@@ -20,7 +20,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from bridge import jsoncodec
 from bridge.models import (
     DEFAULT_ENDPOINT_EVENTS,
     DEFAULT_MAX_CONCURRENCY,
@@ -378,7 +377,7 @@ def outgoing_of(
                 continue
             _, url, stored_headers, secret, previous, until, cap = endpoint
             if stored_headers not in (None, "{}"):
-                headers = jsoncodec.loads(stored_headers)
+                headers = loads(stored_headers)
             if secret is None:  # a REST hook: signed as the tenant signs
                 secrets = tenant_secrets
             else:
