@@ -239,16 +239,19 @@ def running_job(provider: str = "airforce", status: JobStatus = JobStatus.RUNNIN
                created_at=now, updated_at=now, next_check_at=due)
 
 
-async def notified_jobs(url: str, work: Callable[[], Awaitable[object]]) -> int:
+async def notified_jobs(url: str, store: PostgresStore,
+                        work: Callable[[], Awaitable[object]]) -> int:
     """How many "jobs" NOTIFYs other processes hear while ``work`` runs: a marker NOTIFY
-    sent after it arrives after every one its commits sent."""
+    sent once the store has announced its commits arrives after every one they sent."""
     import psycopg
 
     from bridge.store.postgres import CHANNEL
 
+    await store.connector.announced()  # what came before is not counted
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as listener:
         await listener.execute(f"LISTEN {CHANNEL}")
         await work()
+        await store.connector.announced()
         await listener.execute("SELECT pg_notify(%s, 'marker')", (CHANNEL,))
         heard = 0
         async with asyncio.timeout(10):
@@ -273,10 +276,10 @@ async def test_a_finished_job_wakes_other_processes_only_when_it_frees_a_waiting
             return lambda: store.update_job(
                 job_id, lambda job: end_job(job, JobStatus.SUCCEEDED, None, utcnow()))
 
-        assert await notified_jobs(url, finish(first.id)) == 0
+        assert await notified_jobs(url, store, finish(first.id)) == 0
         waiting = running_job(status=JobStatus.QUEUED, due_in=5.0)  # waits for a slot
         await store.create_job(waiting, idempotency_window=0)
-        assert await notified_jobs(url, finish(second.id)) == 1
+        assert await notified_jobs(url, store, finish(second.id)) == 1
         woken = await store.get_job(waiting.id)
         assert woken is not None and woken.next_check_at is not None
         assert woken.next_check_at <= utcnow()

@@ -10,7 +10,9 @@ unique key taken meanwhile) is run again. Schema changes are applied at start-up
 session advisory lock, so that processes starting together migrate once.
 
 Commits that add deliveries or make jobs due ``NOTIFY`` the other processes, which wake
-their workers at once instead of at their next look.
+their workers at once instead of at their next look. The NOTIFY follows the commit, one for
+all the commits made while the one before was being sent: in the transaction, every commit
+would queue behind the server's one notification lock.
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ class PostgresConnector:
         self._threads: ThreadPoolExecutor | None = None
         self._listener: asyncio.Task[None] | None = None
         self.token = secrets.token_hex(8)  # names this process's NOTIFYs
+        self._unannounced: set[str] = set()  # kinds of work committed, not yet notified
+        self._announcer: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def open(self, migrations: Sequence[str] = MIGRATIONS) -> None:
@@ -174,6 +178,7 @@ class PostgresConnector:
         self._listener = asyncio.create_task(self._listen(listening), name="store.listen")
 
     async def close(self) -> None:
+        await self.announced()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -240,7 +245,34 @@ class PostgresConnector:
         for kind in notified:
             for listener in self.listeners[kind]:
                 listener()
+        if notified:
+            self._unannounced.update(notified)
+            if self._announcer is None or self._announcer.done():
+                self._announcer = asyncio.create_task(self._announce(), name="store.notify")
         return result
+
+    async def announced(self) -> None:
+        """Wait until the work committed so far has been announced to other processes."""
+        if self._announcer is not None:
+            await asyncio.gather(self._announcer, return_exceptions=True)
+
+    async def _announce(self) -> None:
+        """NOTIFY the other processes of the work committed since the last NOTIFY, until
+        there is none; if the server does not answer, they find it at their next look."""
+        while self._unannounced:
+            kinds, self._unannounced = sorted(self._unannounced), set()
+            try:
+                await self._in_thread(functools.partial(self._notify, kinds))
+            except Exception as exc:
+                log.warning("could not notify other processes of new %s: %s",
+                            " and ".join(kinds), exc)
+                return
+
+    def _notify(self, kinds: list[str]) -> None:
+        assert self._pool is not None
+        with self._pool.connection() as conn, conn.transaction():
+            for kind in kinds:
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{kind} {self.token}"))
 
     def _run(self, work: Callable[[Conn], _T]) -> tuple[_T, list[str]]:
         try:
@@ -261,9 +293,6 @@ class PostgresConnector:
                         notified = [kind for kind, count in (
                             ("jobs", view.jobs_due), ("deliveries", view.deliveries_added))
                             if count]
-                        for kind in notified:
-                            conn.execute("SELECT pg_notify(%s, %s)",
-                                         (CHANNEL, f"{kind} {self.token}"))
                     return result, notified
                 except _RACES:
                     if attempt == RETRIES:
