@@ -59,6 +59,12 @@ async def garbled(request: Request) -> Response:
     return Response(b"bad \xff byte", media_type="text/plain")
 
 
+async def size(request: Request) -> JSONResponse:
+    body = await request.body()
+    return JSONResponse({"length": request.headers.get("content-length"), "read": len(body),
+                         "whole": body == b"x" * len(body)})
+
+
 async def moved(request: Request) -> Response:
     return Response(status_code=302, headers={"Location": "/echo"})
 
@@ -68,6 +74,7 @@ APP = Starlette(routes=[
     Route("/gzip", gzipped),
     Route("/chunks", chunks),
     Route("/moved", moved, methods=["POST"]),
+    Route("/size", size, methods=["POST"]),
     Route("/latin", latin),
     Route("/garbled", garbled),
 ])
@@ -145,6 +152,13 @@ async def test_send_decodes_text_by_its_charset_and_never_raises_for_bad_bytes(
     assert garbled_answer.text == "bad \ufffd byte"
     with pytest.raises(ValueError):
         garbled_answer.json()
+
+
+async def test_a_body_of_megabytes_goes_whole_with_its_length(client: ProviderClient) -> None:
+    body = b"x" * (3 * 1024 * 1024)  # as a submission with an inline image may be
+    async with serve_in_background(APP) as url:
+        response = await send(client, "POST", f"{url}/size", provider="p", content=body)
+    assert response.json() == {"length": str(len(body)), "read": len(body), "whole": True}
 
 
 async def test_streams_go_through_the_same_session(client: ProviderClient) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -27,6 +28,7 @@ from aiohttp.abc import AbstractResolver
 USER_AGENT = "bridge/0.1"
 _CHUNK = 64 * 1024
 DNS_TTL = 10  # seconds a provider host's addresses are kept
+LARGE_BODY = 1024 * 1024  # bytes: a longer body goes to aiohttp as a file, sent in chunks
 
 
 @contextlib.contextmanager
@@ -103,14 +105,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError("the client is closed")
         timeout = request.extensions.get("timeout", {})
         body = await request.aread()
-        # The body is passed whole: aiohttp frames it (Content-Length) itself.
+        # The body is passed whole (a long one as a file, which aiohttp writes a piece at a
+        # time): aiohttp frames it (Content-Length) itself.
         headers = [(name, value) for name, value in request.headers.multi_items()
                    if name.lower() not in ("transfer-encoding", "content-length")]
         try:
             with httpx_errors():
                 response = await self.session.request(
                     request.method, str(request.url), headers=headers,
-                    data=body or None, allow_redirects=False,
+                    data=io.BytesIO(body) if len(body) > LARGE_BODY else body or None,
+                    allow_redirects=False,
                     timeout=_client_timeout(timeout.get("pool"), timeout.get("connect"),
                                             timeout.get("read")),
                 )
