@@ -10,17 +10,16 @@ row, measured in ``--rounds`` slices that take turns (aiohttp, bridge, aiohttp, 
 so that a change in the machine's speed weighs on both alike; each slice starts with an
 unmeasured ``--warmup``:
 
-* ``aiohttp``: 32 tasks post the body over one ``aiohttp.ClientSession``;
+* ``aiohttp``: 32 tasks post the body over one ``aiohttp.ClientSession`` (its defaults), the
+  client library the bridge sends with;
 * ``bridge``: ``bridge.delivery.Deliverer`` empties a real outbox: a fresh SQLite file whose
   ``--endpoints`` endpoints (8 attempts in flight each: 32 in all) have enough pending
   deliveries stored beforehand; every delivery is claimed with a lease, read with its event,
-  signed (Standard Webhooks), posted to the address the SSRF guard answers, and its attempt is
-  recorded (status, duration, excerpt) in the store, as in the service. The deliverer is
-  started for each slice and stopped after it;
+  signed (Standard Webhooks), posted over aiohttp to the address the SSRF guard answers, and
+  its attempt is recorded (status, duration, excerpt) in the store, as in the service. The
+  deliverer is started for each slice and stopped after it;
 * ``httpx``: the same as aiohttp over one ``httpx.AsyncClient`` (default pool), one slice
-  after the others (it is far slower; it is shown for the choice of client only);
-* ``client``: the same over ``bridge.http1.Client``, the client the bridge
-  row sends with, one slice after the others (for the choice of client).
+  after the others (it is far slower; it is shown for the choice of client only).
 
 The same body (the event JSON the bridge stores, under 1 KB) goes out in every row. A row's rate
 counts what completed inside the measured windows (bridge: attempts recorded as succeeded).
@@ -212,7 +211,6 @@ async def main_async(args: argparse.Namespace) -> int:
     import httpx
 
     from bridge.delivery import Deliverer
-    from bridge.http1 import Client
     from bridge.store.base import AttemptResult, Outgoing
     from bridge.targets import Guard
 
@@ -283,19 +281,6 @@ async def main_async(args: argparse.Namespace) -> int:
                                           headers=headers)).status_code
 
             hx = await raw_row("httpx", post_httpx, args.concurrency, args.warmup, slice_)
-
-        async def loopback(host: str) -> list[str]:
-            return [host]
-
-        ours = Client(loopback)
-        try:
-            async def post_ours() -> int:
-                return (await ours.request("POST", f"{receiver}/hook/raw", headers, body,
-                                           excerpt=1024)).status
-
-            own = await raw_row("client", post_ours, args.concurrency, args.warmup, slice_)
-        finally:
-            await ours.close()
     finally:
         if proc.stdin is not None:
             proc.stdin.close()
@@ -304,10 +289,10 @@ async def main_async(args: argparse.Namespace) -> int:
         if proc.returncode is None:
             proc.kill()
 
-    rows = [raw, hx, own, bridge]
+    rows = [raw, hx, bridge]
     print(f"concurrency {args.concurrency}, body {len(body)} bytes, measured {args.duration:g} s "
-          f"per row in {args.rounds} interleaved slices (warm-up {args.warmup:g} s each; httpx "
-          f"and client: one slice); receiver in its own process; {os.cpu_count()} CPUs\n")
+          f"per row in {args.rounds} interleaved slices (warm-up {args.warmup:g} s each; httpx: "
+          f"one slice); receiver in its own process; {os.cpu_count()} CPUs\n")
     print(f"{'sender':<10}{'per s':>9}{'sent':>9}{'errors':>8}{'x aiohttp':>11}{'CPU':>7}"
           f"{'CPU us/req':>12}")
     for row in rows:
@@ -320,11 +305,9 @@ async def main_async(args: argparse.Namespace) -> int:
     ok = ratio >= TARGET and errors == 0
     print(f"\n{'PASS' if ok else 'FAIL'}  bridge {bridge.rate:.0f}/s = {ratio:.2f}x raw aiohttp "
           f"{raw.rate:.0f}/s (target >= {TARGET}x); httpx {hx.rate:.0f}/s = "
-          f"{hx.rate / raw.rate:.2f}x; client {own.rate:.0f}/s = {own.rate / raw.rate:.2f}x; "
-          f"errors {errors}")
+          f"{hx.rate / raw.rate:.2f}x; errors {errors}")
     print(json.dumps({"bridge": round(bridge.rate), "aiohttp": round(raw.rate),
-                      "httpx": round(hx.rate), "client": round(own.rate),
-                      "ratio": round(ratio, 3)}))
+                      "httpx": round(hx.rate), "ratio": round(ratio, 3)}))
     return 0 if ok or args.no_fail else 1
 
 

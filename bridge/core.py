@@ -65,8 +65,7 @@ def new_signing_secret() -> str:
 def provider_client() -> httpx.AsyncClient:
     """The HTTP client adapters share: bounded waits, no redirects followed silently.
 
-    Adapters speak httpx; buffered requests travel by ``bridge.http1`` and streams by aiohttp
-    (``bridge.providers.client``).
+    Adapters speak httpx; every request travels by aiohttp (``bridge.providers.client``).
     """
     return ProviderClient(limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
                           timeout=httpx.Timeout(30.0, connect=10.0))

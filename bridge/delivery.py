@@ -10,11 +10,9 @@ the endpoint at once; an endpoint whose deliveries have all failed for five days
 disabled. Each target gets a job's events in order (the store hands out the next one only
 when the one before is settled).
 
-The HTTP client is ``bridge.http1``, chosen by measurement (bench/delivery.py): at 32
-concurrent deliveries aiohttp sends many times what httpx's pooled client does, and this
-client, which does only what a delivery needs, spends a third of aiohttp's CPU per request.
-It asks the SSRF guard (``bridge.targets``) for the addresses of each attempt's host: the
-connection goes to the very address that was checked.
+Attempts go out over one ``aiohttp`` session whose resolver is the SSRF guard
+(``bridge.targets``): a connection goes to the very address that was checked. Kept-alive
+connections are reused; a POST is never sent again by the client.
 """
 
 from __future__ import annotations
@@ -29,18 +27,20 @@ import hmac
 import logging
 import random
 import re
+import ssl
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from bridge.http1 import Client
+import aiohttp
+
 from bridge.metrics import DELIVERY_SECONDS, count_delivery
 from bridge.models import MAX_CONCURRENCY, utcnow
 from bridge.providers.http import parse_retry_after
 from bridge.store import Store
 from bridge.store.base import AttemptResult, Outgoing
 from bridge.supervisor import Beat, Supervisor
-from bridge.targets import Guard, TargetRefused
+from bridge.targets import Guard, GuardResolver, TargetRefused
 
 log = logging.getLogger("bridge.delivery")
 
@@ -50,6 +50,10 @@ LEASE = 30.0  # seconds a claimed delivery is ours; more than TIMEOUT
 # attempt (at most TIMEOUT) and its record end well inside the lease.
 START_WITHIN = LEASE - TIMEOUT - 10.0
 EXCERPT_BYTES = 1024
+# Seconds a connection may wait idle for its next attempt: under the 5 s that Node's server,
+# among others, keeps one, so that a POST seldom meets a connection closing under it.
+KEEPALIVE = 4.0
+ADDRESSES_TTL = 10  # seconds the guard's addresses for a host serve new connections
 MAX_RETRY_AFTER = 3600.0  # a Retry-After is honoured up to this many seconds
 JITTER = 0.2
 DISABLE_AFTER = 5 * 86400.0  # seconds of nothing but failed deliveries
@@ -172,6 +176,7 @@ class Deliverer:
         per_tenant: int = PER_TENANT,
         clock: Callable[[], datetime] = utcnow,
         listeners: list[Callable[[Outgoing, AttemptResult], None]] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.store = store
         self.guard = guard
@@ -181,7 +186,8 @@ class Deliverer:
         self.per_tenant = max(1, min(per_tenant, concurrency))
         self.clock = clock
         self.listeners = listeners if listeners is not None else []
-        self._client: Client | None = None
+        self.ssl_context = ssl_context  # the trust for https; None: the system's
+        self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._targets: dict[str, _Target] = {}  # those with deliveries claimed here
@@ -200,10 +206,19 @@ class Deliverer:
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
-    def client(self) -> Client:
-        if self._client is None:
-            self._client = Client(self.guard.addresses)
-        return self._client
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP session attempts go out by, made on first use (inside the loop)."""
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                resolver=GuardResolver(self.guard), limit=self.concurrency,
+                keepalive_timeout=KEEPALIVE, ttl_dns_cache=ADDRESSES_TTL,
+                ssl=self.ssl_context if self.ssl_context is not None else True)
+            # Only an excerpt of an answer is kept: no decoding; no cookies either.
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None),
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"))
+        return self._session
 
     async def start(self, supervisor: Supervisor | None = None) -> None:
         """Run the claim loop in the background, under ``supervisor`` (restarted if it
@@ -222,9 +237,9 @@ class Deliverer:
                 await self._task
             self._task = None
         await self._halt(grace)
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def _halt(self, grace: float = 0.0) -> None:
         """Give back what waits, let the attempts in flight finish for up to ``grace``
@@ -478,16 +493,23 @@ class Deliverer:
         retry_after = None
         started = time.perf_counter()
         try:
-            self.guard.check_form(outgoing.url)
+            self.guard.check_form(outgoing.url)  # and an address in it: no resolver sees it
             async with asyncio.timeout(within):
-                answer = await self.client.request("POST", outgoing.url, headers,
-                                                   outgoing.body, excerpt=EXCERPT_BYTES)
-            status = answer.status
-            excerpt = answer.body.decode("utf-8", "replace") or None
-            if status in (429, 503):
-                retry_after = parse_retry_after(answer.headers.get("retry-after"), now)
+                async with self.session.post(outgoing.url, data=outgoing.body,
+                                             headers=headers, allow_redirects=False) as answer:
+                    # The answer is in with the first of its body (up to 1 KiB; a longer one's
+                    # connection is closed, not read on).
+                    first = await answer.content.read(EXCERPT_BYTES)
+                    status = answer.status
+                    excerpt = first.decode("utf-8", "replace") or None
+                    if status in (429, 503):
+                        retry_after = parse_retry_after(answer.headers.get("retry-after"), now)
         except TargetRefused as exc:
             error = f"refused: the URL {exc}"
+        except aiohttp.ClientConnectorDNSError as exc:  # the guard refused the connection
+            cause = exc.os_error
+            error = (f"refused: the URL {cause}" if isinstance(cause, TargetRefused)
+                     else f"{type(exc).__name__}: {exc}")
         except TimeoutError:  # before OSError, of which it is a kind
             error = f"no answer within {within:g} s"
         except Exception as exc:  # anything else fails this attempt, never the delivery

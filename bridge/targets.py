@@ -11,9 +11,9 @@ endpoint. The rules:
   multicast, reserved, unspecified, benchmarking, the IETF 192.0.0/24 block, and IPv6 forms
   that embed an IPv4 address (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo), since they
   can reach an internal IPv4 host through a translator.
-- The check runs when a URL is registered and again at every delivery attempt, where the
-  delivery client (``bridge.http1``) asks :meth:`Guard.addresses` for the addresses
-  to connect to: the addresses that passed are the only ones it may connect to, so a DNS
+- The check runs when a URL is registered and again for the delivery client's connections:
+  its resolver (:class:`GuardResolver`) asks :meth:`Guard.addresses` (an answer is kept a few
+  seconds), so the addresses that passed are the only ones it may connect to, and a DNS
   answer that changes between check and connect (DNS rebinding) has no window.
 
 ``BRIDGE_ALLOW_PRIVATE_TARGETS=1`` lifts the address rules (local development, tests).
@@ -28,7 +28,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from bridge.http1 import ascii_host
+import idna
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # host -> every address it resolves to (A and AAAA)
@@ -82,6 +83,19 @@ class TargetRefused(OSError):
 
 
 @functools.lru_cache(maxsize=4096)
+def ascii_host(host: str) -> str:
+    """``host`` as DNS has it: IDNA 2008 with the UTS 46 mapping for a name that is not
+    ASCII (``straße.de`` is ``xn--strae-oqa.de``, not IDNA 2003's ``strasse.de``, a
+    different domain). ``ValueError`` for a name IDNA refuses."""
+    if host.isascii():
+        return host
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        raise ValueError("the host is not a valid internationalized domain name") from None
+
+
+@functools.lru_cache(maxsize=4096)
 def is_address(host: str) -> bool:
     """Whether ``host`` is a literal IP address (remembered: every attempt asks again)."""
     try:
@@ -119,8 +133,9 @@ async def system_resolve(host: str) -> list[str]:
 
 @functools.lru_cache(maxsize=4096)
 def check_form(url: str, allow_private: bool) -> str:
-    """Refuse (``TargetRefused``) a URL that is malformed or of the wrong scheme; answer its
-    host. Needs no network; remembered, since every attempt to a target checks the same URL."""
+    """Refuse (``TargetRefused``) a URL that is malformed or of the wrong scheme, or whose
+    host is an address not allowed; answer its host. Needs no network; remembered, since
+    every attempt to a target checks the same URL."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -146,6 +161,10 @@ def check_form(url: str, allow_private: bool) -> str:
         port = 0
     if port == 0:
         raise TargetRefused("has a port that is not a number from 1 to 65535")
+    if not allow_private and is_address(host):  # the delivery client looks up names only
+        problem = address_problem(ipaddress.ip_address(host.split("%")[0]))
+        if problem is not None:
+            raise TargetRefused(f"points at {host}, {problem}; {_ONLY_PUBLIC}")
     return host
 
 
@@ -155,8 +174,8 @@ class Guard:
         self._resolve = resolve
 
     def check_form(self, url: str) -> str:
-        """Refuse (``TargetRefused``) a URL that is malformed or of the wrong scheme; answer
-        its host name. Needs no network."""
+        """Refuse (``TargetRefused``) a URL that is malformed or of the wrong scheme, or
+        whose host is an address not allowed; answer its host name. Needs no network."""
         return check_form(url, self.allow_private)
 
     async def addresses(self, host: str) -> list[str]:
@@ -194,3 +213,21 @@ class Guard:
         host = self.check_form(url)
         if not self.allow_private:
             await self.addresses(host)
+
+
+class GuardResolver(AbstractResolver):
+    """aiohttp's resolver for webhook connections: a host's addresses are those the guard
+    answers (``TargetRefused`` otherwise), each taken as a number, never looked up again."""
+
+    def __init__(self, guard: Guard) -> None:
+        self._guard = guard
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        return [ResolveResult(hostname=host, host=address, port=port,
+                              family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                              proto=0, flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
+                for address in await self._guard.addresses(host)]
+
+    async def close(self) -> None:
+        pass

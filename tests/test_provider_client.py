@@ -1,6 +1,6 @@
-"""The service's provider client (httpx's API over bridge.http1, streams over aiohttp), over real
-loopback sockets: what it sends, what it answers, and how a failure is classed, sent or not
-sent, since that decides whether a submit may be retried (never pay twice)."""
+"""The service's provider client (httpx's API over aiohttp), over real loopback sockets: what it
+sends, what it answers, and how a failure is classed, sent or not sent, since that decides
+whether a submit may be retried (never pay twice)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-import bridge.providers.client
 from bridge.core import provider_client
 from bridge.errors import ProviderError, SubmitOutcomeUnknown
 from bridge.providers.client import ProviderClient
 from bridge.providers.http import send
 from bridge.serving import bind, serve_in_background
+from bridge.targets import Guard, GuardResolver, Resolve
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -59,6 +59,12 @@ async def garbled(request: Request) -> Response:
     return Response(b"bad \xff byte", media_type="text/plain")
 
 
+async def size(request: Request) -> JSONResponse:
+    body = await request.body()
+    return JSONResponse({"length": request.headers.get("content-length"), "read": len(body),
+                         "whole": body == b"x" * len(body)})
+
+
 async def moved(request: Request) -> Response:
     return Response(status_code=302, headers={"Location": "/echo"})
 
@@ -68,6 +74,7 @@ APP = Starlette(routes=[
     Route("/gzip", gzipped),
     Route("/chunks", chunks),
     Route("/moved", moved, methods=["POST"]),
+    Route("/size", size, methods=["POST"]),
     Route("/latin", latin),
     Route("/garbled", garbled),
 ])
@@ -79,6 +86,12 @@ async def client() -> AsyncIterator[ProviderClient]:
     assert isinstance(made, ProviderClient)
     async with made:
         yield made
+
+
+def resolving(resolve: Resolve, timeout: httpx.Timeout) -> ProviderClient:
+    """A provider client whose host names resolve by ``resolve``."""
+    return ProviderClient(limits=httpx.Limits(max_connections=100), timeout=timeout,
+                          resolver=GuardResolver(Guard(allow_private=True, resolve=resolve)))
 
 
 @contextlib.asynccontextmanager
@@ -102,7 +115,7 @@ async def read_request(reader: asyncio.StreamReader) -> str:
     return head.split(b" ", 1)[0].decode()
 
 
-async def test_fetch_sends_json_headers_and_params_and_reads_the_answer(
+async def test_send_sends_json_headers_and_params_and_reads_the_answer(
     client: ProviderClient,
 ) -> None:
     async with serve_in_background(APP) as url:
@@ -120,7 +133,7 @@ async def test_fetch_sends_json_headers_and_params_and_reads_the_answer(
     assert seen["headers"]["user-agent"].startswith("bridge/")
 
 
-async def test_fetch_decodes_gzip_and_does_not_follow_redirects(client: ProviderClient) -> None:
+async def test_send_decodes_gzip_and_does_not_follow_redirects(client: ProviderClient) -> None:
     async with serve_in_background(APP) as url:
         zipped = await send(client, "GET", f"{url}/gzip", provider="p")
         redirect = await send(client, "POST", f"{url}/moved", provider="p", submit=True)
@@ -128,7 +141,7 @@ async def test_fetch_decodes_gzip_and_does_not_follow_redirects(client: Provider
     assert redirect.status_code == 302
 
 
-async def test_fetch_decodes_text_by_its_charset_and_never_raises_for_bad_bytes(
+async def test_send_decodes_text_by_its_charset_and_never_raises_for_bad_bytes(
     client: ProviderClient,
 ) -> None:
     async with serve_in_background(APP) as url:
@@ -139,6 +152,13 @@ async def test_fetch_decodes_text_by_its_charset_and_never_raises_for_bad_bytes(
     assert garbled_answer.text == "bad \ufffd byte"
     with pytest.raises(ValueError):
         garbled_answer.json()
+
+
+async def test_a_body_of_megabytes_goes_whole_with_its_length(client: ProviderClient) -> None:
+    body = b"x" * (3 * 1024 * 1024)  # as a submission with an inline image may be
+    async with serve_in_background(APP) as url:
+        response = await send(client, "POST", f"{url}/size", provider="p", content=body)
+    assert response.json() == {"length": str(len(body)), "read": len(body), "whole": True}
 
 
 async def test_streams_go_through_the_same_session(client: ProviderClient) -> None:
@@ -163,6 +183,55 @@ async def test_refused_connection_was_not_sent_so_a_submit_may_be_retried(
     assert not isinstance(caught.value, SubmitOutcomeUnknown)
     assert caught.value.code == "provider_unavailable"
     assert caught.value.retryable
+
+
+async def test_only_a_failure_before_sending_is_a_connect_error(client: ProviderClient) -> None:
+    sock = bind()  # bound, never listening: refused
+    try:
+        with pytest.raises(httpx.ConnectError):
+            await client.post(f"http://127.0.0.1:{sock.getsockname()[1]}/x", json={})
+    finally:
+        sock.close()
+
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()  # accepted, then closed before any answer
+
+    async def close_after_reading(reader: asyncio.StreamReader,
+                                  writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.close()
+
+    for handler in (close_at_once, close_after_reading):
+        async with raw_server(handler) as url:
+            with pytest.raises(httpx.TransportError) as caught:
+                await client.post(f"{url}/generate", json={})
+        assert isinstance(caught.value, httpx.ReadError | httpx.RemoteProtocolError)
+
+
+async def test_a_post_is_not_sent_again_on_a_kept_connection_closed_under_it(
+    client: ProviderClient,
+) -> None:
+    seen: list[tuple[int, str]] = []
+    connections = 0
+
+    async def close_second(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        number = connections
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                seen.append((number, await read_request(reader)))
+                if len(seen) == 2:
+                    break  # the second request on the kept connection: hang up, no answer
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        writer.close()
+
+    async with raw_server(close_second) as url:
+        assert (await client.post(f"{url}/a", json={})).status_code == 200
+        with pytest.raises(SubmitOutcomeUnknown):
+            await send(client, "POST", f"{url}/b", provider="p", submit=True, json={})
+    assert seen == [(1, "POST"), (1, "POST")]
 
 
 async def test_connection_dropped_after_the_request_means_outcome_unknown(
@@ -229,23 +298,24 @@ async def test_a_url_that_cannot_be_sent_was_not_sent(client: ProviderClient, ur
     assert not isinstance(caught.value, SubmitOutcomeUnknown)
 
 
-async def test_a_hung_lookup_is_bounded_by_the_connect_timeout(
-    client: ProviderClient, monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_hung_lookup_is_bounded_by_the_connect_timeouts() -> None:
     async def hung(host: str) -> list[str]:
         await asyncio.sleep(30)
         return ["127.0.0.1"]
 
-    monkeypatch.setattr(bridge.providers.client, "system_resolve", hung)
-    client.timeout = httpx.Timeout(5.0, connect=0.3)
-    async with asyncio.timeout(3):
-        with pytest.raises(httpx.ConnectTimeout):
-            await client.fetch("POST", "http://provider.test/x", json_body={})
+    # aiohttp bounds the wait for a pooled connection, the lookup and the connection
+    # together: httpx's pool and connect timeouts added up.
+    async with resolving(hung, httpx.Timeout(5.0, connect=0.3, pool=0.2)) as client:
+        async with asyncio.timeout(3):
+            with pytest.raises(httpx.ConnectTimeout):
+                await client.post("http://provider.test/x", json={})
+            with pytest.raises(ProviderError) as caught:
+                await send(client, "POST", "http://provider.test/x", provider="p",
+                           submit=True, json={})
+    assert not isinstance(caught.value, SubmitOutcomeUnknown)
 
 
-async def test_a_silent_first_address_leaves_time_for_the_next(
-    client: ProviderClient, monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_silent_first_address_leaves_time_for_the_next() -> None:
     # 127.0.0.2 listens with a full accept queue: it drops the SYNs it is sent.
     silent = bind("127.0.0.2")
     silent.listen(0)
@@ -267,11 +337,10 @@ async def test_a_silent_first_address_leaves_time_for_the_next(
         await writer.drain()
         writer.close()
 
-    monkeypatch.setattr(bridge.providers.client, "system_resolve", two)
-    client.timeout = httpx.Timeout(5.0, connect=1.0)
     server = await asyncio.start_server(answer, sock=bind("127.0.0.1", port))
     try:
-        response = await client.fetch("GET", f"http://provider.test:{port}/x")
+        async with resolving(two, httpx.Timeout(5.0, connect=1.0)) as client:
+            response = await client.get(f"http://provider.test:{port}/x")
     finally:
         server.close()
         await server.wait_closed()
@@ -281,7 +350,7 @@ async def test_a_silent_first_address_leaves_time_for_the_next(
     assert response.status_code == 200
 
 
-async def test_a_closed_client_sends_nothing_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_closed_client_sends_nothing_and_says_so() -> None:
     seen: list[str] = []
     gate = asyncio.Event()
 
@@ -293,8 +362,7 @@ async def test_a_closed_client_sends_nothing_and_says_so(monkeypatch: pytest.Mon
         await gate.wait()
         return ["127.0.0.1"]
 
-    monkeypatch.setattr(bridge.providers.client, "system_resolve", slow)
-    made = provider_client()
+    made = resolving(slow, httpx.Timeout(5.0))
     async with raw_server(record) as url:
         port = url.rsplit(":", 1)[1]
         waiting = asyncio.create_task(send(made, "POST", f"http://provider.test:{port}/x",
@@ -311,7 +379,7 @@ async def test_a_closed_client_sends_nothing_and_says_so(monkeypatch: pytest.Mon
     assert seen == []
 
 
-async def test_buffered_requests_keep_to_max_connections() -> None:
+async def test_requests_keep_to_max_connections() -> None:
     limited = ProviderClient(limits=httpx.Limits(max_connections=10),
                              timeout=httpx.Timeout(10.0))
     waiting = peak = 0
@@ -329,7 +397,7 @@ async def test_buffered_requests_keep_to_max_connections() -> None:
         writer.close()
 
     async with limited, raw_server(hold) as url:
-        calls = [asyncio.create_task(limited.fetch("GET", f"{url}/{n}")) for n in range(30)]
+        calls = [asyncio.create_task(limited.get(f"{url}/{n}")) for n in range(30)]
         await asyncio.sleep(0.5)
         assert peak == 10
         release.set()
@@ -349,5 +417,6 @@ async def test_a_gzip_body_cut_short_is_not_taken_whole(client: ProviderClient) 
         writer.close()
 
     async with raw_server(short) as url:
-        with pytest.raises(httpx.RemoteProtocolError, match="cut short"):
-            await client.fetch("POST", f"{url}/x", json_body={})
+        response = await send(client, "POST", f"{url}/x", provider="p", json={})
+        with pytest.raises(ValueError):
+            response.json()

@@ -10,10 +10,11 @@ import socket
 
 import pytest
 
+from bridge.delivery import Deliverer
 from bridge.endpoints import check_url
 from bridge.errors import InvalidRequest
-from bridge.http1 import Client
 from bridge.targets import Guard, TargetRefused, system_resolve
+from tests.test_webhook_client import outgoing
 
 FAKE_DNS = {
     "metadata.google.internal": ["169.254.169.254"],
@@ -254,14 +255,19 @@ async def test_the_delivery_client_connects_only_to_the_checked_addresses() -> N
     server = await asyncio.start_server(accept, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     guard = Guard(allow_private=False, resolve=rebinding)
-    client = Client(guard.addresses)
+    deliverer = Deliverer(store=None, guard=guard, schedule=(60.0,))  # type: ignore[arg-type]
+    url = f"https://rebind.example.com:{port}/hook"
     try:
-        await guard.check(f"https://rebind.example.com:{port}/hook")  # passes: public
-        with pytest.raises(TargetRefused):
-            await client.request("POST", f"https://rebind.example.com:{port}/hook", {}, b"{}")
+        await guard.check(url)  # passes: public
+        result = await deliverer.attempt(outgoing(url), within=5.0)
+        assert not result.ok and result.response_status is None
+        assert result.error == ("refused: the URL names host 'rebind.example.com', which "
+                                "resolves to a loopback address; webhooks may only go to "
+                                "public addresses")
+        assert result.retry_at is not None
         assert connections == []  # refused before any connection was made
     finally:
-        await client.close()
+        await deliverer.stop()
         server.close()
         await server.wait_closed()
 

@@ -26,7 +26,6 @@ from bridge.errors import InvalidRequest, ProviderError, SubmitOutcomeUnknown
 from bridge.metrics import count_provider_request
 from bridge.models import JobError, JobStatus, Tracking
 from bridge.providers.base import JobRequest, ModelInfo, Snapshot, Submission, TrackedJob
-from bridge.providers.client import Answer
 from bridge.providers.http import excerpt, json_or_none, send, transient_error
 
 __all__ = ["AirforceProvider"]
@@ -255,7 +254,7 @@ class AirforceProvider:
                               headers=self._headers)
         return self._object_or_raise(response, what)
 
-    def _object_or_raise(self, response: Answer, what: str) -> dict[str, Any]:
+    def _object_or_raise(self, response: httpx.Response, what: str) -> dict[str, Any]:
         if response.status_code >= 300:
             raise self._error(response, what)
         data = json_or_none(response)
@@ -265,7 +264,7 @@ class AirforceProvider:
                                 http_status=response.status_code)
         return data
 
-    def _error(self, response: Answer, what: str) -> ProviderError:
+    def _error(self, response: httpx.Response, what: str) -> ProviderError:
         """The ProviderError for a non-2xx answer (body shape assumed OpenAI-style)."""
         message, code = _error_fields(json_or_none(response))
         detail = excerpt(message) if message else ""

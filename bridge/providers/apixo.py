@@ -30,7 +30,6 @@ from bridge import jsoninput
 from bridge.errors import InvalidRequest, ProviderError, SubmitOutcomeUnknown
 from bridge.models import JobError, JobStatus, Tracking
 from bridge.providers.base import JobRequest, ModelInfo, Snapshot, Submission, TrackedJob
-from bridge.providers.client import Answer
 from bridge.providers.http import excerpt, json_or_none, retry_after, send, transient_error
 
 __all__ = ["DEFAULT_MODEL", "ApixoProvider", "build_body", "parse_status"]
@@ -144,7 +143,7 @@ def parse_status(data: Any) -> Snapshot:
     raise ValueError(f"apixo: unknown task state {state!r}")
 
 
-def _envelope_error(response: Answer, code: int, message: str) -> ProviderError:
+def _envelope_error(response: httpx.Response, code: int, message: str) -> ProviderError:
     """The error an envelope ``code`` other than 200 means."""
     text = f"apixo: {excerpt(message)}" if message else f"apixo: answered code {code}"
     provider_code = str(code)
@@ -164,7 +163,7 @@ def _envelope_error(response: Answer, code: int, message: str) -> ProviderError:
     return ProviderError(kind, text, provider_code=provider_code, http_status=response.status_code)
 
 
-def _unwrap(response: Answer) -> Any:
+def _unwrap(response: httpx.Response) -> Any:
     """The envelope's ``data``; raises ``ProviderError`` for an error answer.
 
     The envelope ``code`` decides even when the HTTP status is 200; the HTTP status decides

@@ -10,7 +10,6 @@ import httpx
 
 from bridge.errors import ProviderError, SubmitOutcomeUnknown
 from bridge.metrics import count_provider_request
-from bridge.providers.client import Answer, ProviderClient
 
 # Errors raised before a single byte of the request could have reached the provider.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -27,20 +26,21 @@ async def send(
     json: Any = None,
     content: bytes | None = None,
     params: dict[str, str] | None = None,
-) -> Answer:
+) -> httpx.Response:
     """Send one request; transport failures become ``ProviderError``.
 
     With ``submit=True`` a failure after the request may have been sent raises
     ``SubmitOutcomeUnknown``: the provider may have created (and charged) the task.
     """
-    response: Answer
     try:
-        if isinstance(client, ProviderClient):
-            response = await client.fetch(method, url, headers=headers, json_body=json,
-                                          content=content, params=params)
-        else:
-            response = await client.request(method, url, headers=headers, json=json,
-                                            content=content, params=params)
+        if client.is_closed:  # the service is stopping: nothing goes out any more
+            raise httpx.ConnectError("the client is closed")
+        response = await client.request(method, url, headers=headers, json=json,
+                                        content=content, params=params)
+    except httpx.InvalidURL:  # nothing was sent (the URL may hold a key: not shown)
+        count_provider_request(provider, None)
+        raise ProviderError("provider_unavailable", f"{provider}: the request URL is not valid",
+                            retryable=False) from None
     except httpx.TransportError as exc:
         count_provider_request(provider, None)
         if isinstance(exc, _NOT_SENT):
@@ -76,12 +76,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def retry_after(response: Answer) -> float | None:
+def retry_after(response: httpx.Response) -> float | None:
     """Seconds from a response's ``Retry-After`` header, if any."""
     return parse_retry_after(response.headers.get("retry-after"))
 
 
-def json_or_none(response: Answer) -> Any:
+def json_or_none(response: httpx.Response) -> Any:
     try:
         return response.json()
     except ValueError:
@@ -89,7 +89,7 @@ def json_or_none(response: Answer) -> Any:
 
 
 def transient_error(
-    response: Answer, provider: str, detail: str = ""
+    response: httpx.Response, provider: str, detail: str = ""
 ) -> ProviderError | None:
     """The retryable error a 429 or 5xx answer means, or ``None`` for any other status."""
     status = response.status_code

@@ -35,7 +35,6 @@ import httpx
 from bridge.errors import InvalidRequest, ProviderError, SubmitOutcomeUnknown
 from bridge.models import JobError, JobStatus, Tracking, parse_rfc3339
 from bridge.providers.base import JobRequest, ModelInfo, Snapshot, Submission, TrackedJob
-from bridge.providers.client import Answer
 from bridge.providers.http import excerpt, json_or_none, send, transient_error
 
 log = logging.getLogger(__name__)
@@ -321,7 +320,7 @@ class InfraiProvider:
         meta = payload.get("metadata") if enveloped else None
         return data, meta if isinstance(meta, dict) else None
 
-    def _error(self, response: Answer, payload: Any) -> ProviderError:
+    def _error(self, response: httpx.Response, payload: Any) -> ProviderError:
         error = payload.get("error") if isinstance(payload, dict) else None
         code, message = _error_fields(error)
         if not message and not isinstance(payload, dict):

@@ -38,7 +38,6 @@ from bridge.media import MediaStore
 from bridge.metrics import count_provider_request
 from bridge.models import JobError, JobStatus, Tracking
 from bridge.providers.base import JobRequest, ModelInfo, PollHints, Snapshot, Submission, TrackedJob
-from bridge.providers.client import Answer
 from bridge.providers.http import excerpt, json_or_none, send, transient_error
 
 __all__ = ["VeniceProvider"]
@@ -257,7 +256,7 @@ class VeniceProvider:
         quote = data.get("quote")
         return float(quote) if isinstance(quote, int | float) else None
 
-    def _queue_error(self, response: Answer) -> ProviderError:
+    def _queue_error(self, response: httpx.Response) -> ProviderError:
         status = response.status_code
         data = json_or_none(response)
         message = _message(data, f"HTTP {status}")
@@ -280,7 +279,7 @@ class VeniceProvider:
         return ProviderError("provider_rejected", f"venice refused the request: {message}",
                              http_status=status)
 
-    def _raise_for(self, response: Answer) -> None:
+    def _raise_for(self, response: httpx.Response) -> None:
         """Raise for anything but 200 on a call that is not the submit."""
         if response.status_code == 200:
             return
@@ -403,7 +402,7 @@ class VeniceProvider:
         )
 
 
-def _is_video(response: Answer) -> bool:
+def _is_video(response: httpx.Response) -> bool:
     content_type: str = response.headers.get("content-type", "")
     return content_type.split(";")[0].strip().startswith("video/")
 
