@@ -65,6 +65,12 @@ async def size(request: Request) -> JSONResponse:
                          "whole": body == b"x" * len(body)})
 
 
+async def bomb(request: Request) -> Response:
+    # 17 MiB of zeros in about 17 KB: over the answer cap only once decoded.
+    return Response(gzip.compress(bytes(17 * 1024 * 1024)), media_type="application/json",
+                    headers={"Content-Encoding": "gzip"})
+
+
 async def moved(request: Request) -> Response:
     return Response(status_code=302, headers={"Location": "/echo"})
 
@@ -72,6 +78,7 @@ async def moved(request: Request) -> Response:
 APP = Starlette(routes=[
     Route("/echo", echo, methods=["GET", "POST"]),
     Route("/gzip", gzipped),
+    Route("/bomb", bomb, methods=["GET", "POST"]),
     Route("/chunks", chunks),
     Route("/moved", moved, methods=["POST"]),
     Route("/size", size, methods=["POST"]),
@@ -139,6 +146,17 @@ async def test_send_decodes_gzip_and_does_not_follow_redirects(client: ProviderC
         redirect = await send(client, "POST", f"{url}/moved", provider="p", submit=True)
     assert zipped.json() == {"zipped": True}
     assert redirect.status_code == 302
+
+
+async def test_an_answer_over_16_mib_once_decoded_is_refused_not_read_on(
+    client: ProviderClient,
+) -> None:
+    async with serve_in_background(APP) as url:
+        with pytest.raises(ProviderError) as caught:
+            await send(client, "GET", f"{url}/bomb", provider="p")
+        with pytest.raises(SubmitOutcomeUnknown):
+            await send(client, "POST", f"{url}/bomb", provider="p", submit=True)
+    assert caught.value.retryable
 
 
 async def test_send_decodes_text_by_its_charset_and_never_raises_for_bad_bytes(

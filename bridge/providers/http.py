@@ -11,6 +11,7 @@ import httpx
 from bridge.errors import ProviderError, SubmitOutcomeUnknown
 from bridge.metrics import count_provider_request
 
+MAX_ANSWER = 16 * 1024 * 1024  # bytes of a provider's answer, decoded, read at most
 # Errors raised before a single byte of the request could have reached the provider.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
@@ -35,8 +36,9 @@ async def send(
     try:
         if client.is_closed:  # the service is stopping: nothing goes out any more
             raise httpx.ConnectError("the client is closed")
-        response = await client.request(method, url, headers=headers, json=json,
-                                        content=content, params=params)
+        request = client.build_request(method, url, headers=headers, json=json,
+                                       content=content, params=params)
+        response = await _read_at_most(client, request, MAX_ANSWER)
     except httpx.InvalidURL:  # nothing was sent (the URL may hold a key: not shown)
         count_provider_request(provider, None)
         raise ProviderError("provider_unavailable", f"{provider}: the request URL is not valid",
@@ -58,6 +60,26 @@ async def send(
         ) from None
     count_provider_request(provider, response.status_code)
     return response
+
+
+async def _read_at_most(client: httpx.AsyncClient, request: httpx.Request,
+                        limit: int) -> httpx.Response:
+    """The answer, read whole unless its body decodes to more than ``limit`` bytes (a
+    ``RemoteProtocolError``: no adapter reads one so large)."""
+    response = await client.send(request, stream=True)
+    try:
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise httpx.RemoteProtocolError(f"an answer over {limit} bytes")
+    finally:
+        await response.aclose()
+    # The body as decoded: the headers that described its encoding go with it.
+    headers = [(name, value) for name, value in response.headers.multi_items()
+               if name.lower() not in ("content-encoding", "content-length")]
+    return httpx.Response(response.status_code, headers=headers, content=bytes(body),
+                          request=request)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
