@@ -49,7 +49,7 @@ LEASE = 120.0  # seconds a claimed job is held by its worker (longer than any pr
 STREAM_HOLD = 60.0  # while a stream is open, the job is next due this far ahead
 # A job waiting for a provider slot is made due when one frees (the store wakes the one
 # waiting longest); this look is only the safety net, for a slot freed some other way.
-CAPACITY_WAIT = 120.0
+CAPACITY_WAIT = 600.0
 MAX_STREAM_BREAKS = 3  # after this many breaks a job is followed by polling alone
 MAX_SUBMIT_ATTEMPTS = 12  # retryable submit failures before the job fails
 IDLE_WAIT = 0.5  # seconds between looks for due jobs when nothing wakes the loop

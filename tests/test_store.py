@@ -663,12 +663,15 @@ async def test_a_job_refused_a_slot_waits_until_a_job_of_its_provider_ends(
     busy = [await add(store, status=JobStatus.RUNNING, next_check_at=now + timedelta(hours=1))
             for _ in range(4)]
     job = await add(store, next_check_at=now)
-    assert ids(await store.claim_due_jobs(now, 10, 60)) == [job.id]
+    assert ids(await store.claim_due_jobs(now, 1, 60)) == [job.id]
+    behind = await add(store, next_check_at=now)  # due too, unclaimed: it waits as well
     assert not await store.begin_submit(job.id, "airforce", 4, now,
                                         wait_until=now + timedelta(minutes=2))
     assert await store.claim_due_jobs(now + timedelta(minutes=1), 10, 60) == []
     await store.update_job(busy[0].id, lambda job: end_job(job, JobStatus.SUCCEEDED, None, now))
-    assert ids(await store.claim_due_jobs(now, 10, 60)) == [job.id]  # its lease was ended
+    assert ids(await store.claim_due_jobs(now, 10, 600)) == [job.id]  # its lease was ended
+    later = now + timedelta(minutes=2)
+    assert ids(await store.claim_due_jobs(later, 10, 60)) == [behind.id]
 
 
 async def test_a_submission_given_up_frees_its_slot_for_the_job_waiting_longest(

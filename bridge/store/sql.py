@@ -72,6 +72,7 @@ from bridge.store.works import (
 _T = TypeVar("_T")
 log = logging.getLogger("bridge.store")
 
+PARK_AT_ONCE = 1000  # due jobs a refused submission sends to wait with it, at most
 TURN_SCAN = 2  # a claim taking tenants in turns reads up to this many times its limit
 
 
@@ -249,10 +250,20 @@ class SQLStore(Accounts):
                 )
                 if busy >= limit:
                     # Waiting from now on, in the same transaction: a slot freed after
-                    # this count wakes this job (see wake_waiting).
+                    # this count wakes this job (see wake_waiting). So do the provider's
+                    # other jobs due to wait, unclaimed: each would only be refused too.
+                    stamp, until = now.timestamp(), stamp_of(wait_until)
                     conn.execute("UPDATE jobs SET lease_until = NULL, "
                                  "next_check_at = COALESCE(?, next_check_at) WHERE id = ?",
-                                 (stamp_of(wait_until), job_id))
+                                 (until, job_id))
+                    if until is not None:
+                        conn.execute(
+                            "UPDATE jobs SET next_check_at = ? WHERE id IN ("
+                            "  SELECT id FROM jobs WHERE provider = ? AND status = 'queued'"
+                            "  AND submit_started_at IS NULL AND next_check_at <= ?"
+                            "  AND (lease_until IS NULL OR lease_until < ?)"
+                            f"  ORDER BY next_check_at LIMIT ?{conn.skip_locked})",
+                            (until, provider, stamp, stamp, PARK_AT_ONCE))
                     return False
             conn.execute(
                 "UPDATE jobs SET submit_started_at = ? WHERE id = ? AND status = 'queued'",
