@@ -358,7 +358,10 @@ async def make_client(kind: str, concurrency: int) -> Any:
     if kind == "aiohttp":
         import aiohttp
 
-        connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+        # Idle connections closed after 2 s, before uvicorn's 5 s: between slices, while jobs
+        # are made, the server would close them under a POST that is then never retried.
+        connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency,
+                                         keepalive_timeout=2.0)
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                          headers=headers) as session:
