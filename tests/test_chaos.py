@@ -18,7 +18,6 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ from bridge.simulators import venice
 from bridge.simulators.base import SimSettings
 from tests.conftest import SIM_FACTORIES, Receiver, Sims
 from tests.postgres import new_database
+from tests.test_crash import free_port
 
 KEY = "brk_chaos_test_key"
 JOBS = 1000
@@ -66,13 +66,6 @@ def job_body(index: int) -> dict[str, Any]:
     failure = "[sim:violation]" if provider == "venice" else "[sim:fail]"
     marker = failure if index % 25 == 7 else ""
     return {**BODIES[provider], "prompt": f"chaos job {index} [sim:duration=0.5]{marker}"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 # -- the processes -----------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +12,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from tests.test_crash import free_port
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -76,16 +77,9 @@ def test_demo_that_stays_prints_a_portal_link_that_signs_in(tmp_path: Path) -> N
     assert "stopping" in lines[-1]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _serve_until_ready(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], str]:
     """``bridge serve`` on a free port, once ``/readyz`` answers 200; its base URL."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "bridge.cli", "serve", "--port", str(port)],
         env=_env(tmp_path, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -131,7 +125,7 @@ def test_serve_warns_once_that_private_targets_are_allowed(tmp_path: Path) -> No
 
 
 def test_a_database_that_cannot_be_opened_stops_start_up_with_one_line(tmp_path: Path) -> None:
-    closed = _free_port()  # nothing listens there
+    closed = free_port()  # nothing listens there
     for database, says in (
         (f"postgresql://bridge:s3cret-pw@127.0.0.1:{closed}/bridge", "cannot open"),
         ("postgresql://bridge@127.0.0.1:not-a-port/bridge", "not a valid PostgreSQL URL"),
@@ -140,7 +134,7 @@ def test_a_database_that_cannot_be_opened_stops_start_up_with_one_line(tmp_path:
     ):
         (tmp_path / "no").mkdir(exist_ok=True)
         (tmp_path / "no" / "such").write_text("a file where a folder should be")
-        for command in (["serve", "--port", str(_free_port())], ["tick"]):
+        for command in (["serve", "--port", str(free_port())], ["tick"]):
             done = subprocess.run([sys.executable, "-m", "bridge.cli", *command],
                                   env=_env(tmp_path, BRIDGE_DATABASE=database),
                                   capture_output=True, text=True, timeout=60)

@@ -66,10 +66,13 @@ STATUS = JOB_COLUMNS.index("status")  # positions in a row of JOB_SELECT
 LEASE_UNTIL = len(JOB_COLUMNS)
 
 
-JOB_INSERT = (
-    f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) "
-    f"VALUES ({', '.join(':' + c for c in JOB_COLUMNS)})"
-)
+def insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    """An INSERT of one row of ``columns``, each value named as its column."""
+    return (f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(':' + c for c in columns)})")
+
+
+JOB_INSERT = insert_sql("jobs", JOB_COLUMNS)
 
 
 def dumps(value: Any) -> str:
@@ -224,10 +227,7 @@ ENDPOINT_COLUMNS = (
 )
 
 
-ENDPOINT_INSERT = (
-    f"INSERT INTO endpoints ({', '.join(ENDPOINT_COLUMNS)}) "
-    f"VALUES ({', '.join(':' + c for c in ENDPOINT_COLUMNS)})"
-)
+ENDPOINT_INSERT = insert_sql("endpoints", ENDPOINT_COLUMNS)
 
 
 def endpoint_params(endpoint: Endpoint) -> dict[str, Any]:
@@ -284,10 +284,7 @@ DELIVERY_COLUMNS = (
 DELIVERY_READ = f"{', '.join(DELIVERY_COLUMNS)}, seq"
 
 
-DELIVERY_INSERT = (
-    f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) "
-    f"VALUES ({', '.join(':' + c for c in DELIVERY_COLUMNS)})"
-)
+DELIVERY_INSERT = insert_sql("deliveries", DELIVERY_COLUMNS)
 
 
 def delivery_params(delivery: Delivery) -> dict[str, Any]:
