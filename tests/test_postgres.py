@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 
 from bridge.jobs import end_job
 from bridge.models import Job, JobStatus, Tracking, new_id, utcnow
-from bridge.store import open_store
+from bridge.store import Change, open_store
 from bridge.store.postgres import PostgresStore
 from tests.conftest import Harness, Receiver, Sims, running_bridge
 from tests.postgres import new_database
@@ -82,7 +82,7 @@ async def test_two_processes_claiming_the_same_due_jobs_never_share_one(url: str
 CLAIMER = """
 import asyncio, sys
 from bridge.models import utcnow
-from bridge.store import open_store
+from bridge.store import Change, open_store
 
 async def main():
     store = await open_store(sys.argv[1])
@@ -283,3 +283,26 @@ async def test_a_finished_job_wakes_other_processes_only_when_it_frees_a_waiting
         woken = await store.get_job(waiting.id)
         assert woken is not None and woken.next_check_at is not None
         assert woken.next_check_at <= utcnow()
+
+
+async def test_batches_of_job_updates_in_two_processes_never_deadlock(url: str) -> None:
+    # Each process commits the updates that arrive together in one transaction, locking
+    # their rows in one order: two batches over the same jobs, in opposite orders, wait for
+    # each other at most, and every job's events stay numbered 1, 2, 3, 4.
+    async with stores(url, 2) as pair:
+        jobs = [running_job() for _ in range(40)]
+        for job in jobs:
+            await pair[0].create_job(job, idempotency_window=0)
+
+        def progress(current: Job) -> Change:
+            return Change(current.evolve(updated_at=utcnow()), "job.progress")
+
+        for _ in range(2):
+            await asyncio.gather(*(
+                store.update_job(job.id, progress)
+                for store, order in zip(pair, (jobs, jobs[::-1]), strict=True)
+                for job in order))
+        for job in jobs:
+            events = await pair[1].job_events(job.id)
+            assert [event.data["sequence"] for event in events] == [1, 2, 3, 4]
+        assert [store.connector.races for store in pair] == [0, 0]

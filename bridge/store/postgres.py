@@ -9,6 +9,12 @@ advisory locks, and a transaction that loses a race (a serialization failure, a 
 unique key taken meanwhile) is run again. Schema changes are applied at start-up under a
 session advisory lock, so that processes starting together migrate once.
 
+Job updates (``update_job``) that arrive together are committed together, as on SQLite:
+one transaction runs a batch of them with a shared ``JobBatch`` (their rows read and locked
+with one statement, in id order, so that two batches never wait for each other in a
+circle), and a batch in which one update raises is run again one update at a time. A
+callback's update alone would pay for a transaction and some eight round trips of its own.
+
 Commits that add deliveries or make jobs due ``NOTIFY`` the other processes, which wake
 their workers at once instead of at their next look. The NOTIFY follows the commit, one for
 all the commits made while the one before was being sent: in the transaction, every commit
@@ -49,6 +55,10 @@ MIGRATION_LOCK = 0x6272_6964_6765  # "bridge": the advisory lock held while migr
 RETRIES = 5  # runs of a transaction that keeps losing races before it fails
 CONNECT_TIMEOUT = 5.0  # seconds to get a connection before answering 503
 LISTEN_BACKOFF = (0.5, 5.0)  # seconds between attempts to listen again, first and last
+BATCH_MAX = 64  # job updates committed in one transaction, at most
+BATCHERS = 2  # batches of job updates being committed at once, per process
+
+_Work = Callable[["Connection"], Any]
 
 def _in_postgres_types(script: str) -> str:
     """A migration of ``bridge.store.schema`` in PostgreSQL's types: Unix times as double
@@ -109,7 +119,7 @@ class Connection:
         self._conn = conn
         self.deliveries_added = 0  # deliveries inserted: the commit notifies the deliverers
         self.jobs_due = 0  # jobs made due now: the commit notifies the trackers
-        self.batch: JobBatch | None = None  # SQLite's shared job reads; unused here
+        self.batch: JobBatch | None = None  # while a batch of job updates runs
         self.for_update = " FOR UPDATE"  # rows read to be changed are locked
         self.skip_locked = " FOR UPDATE SKIP LOCKED"  # claims pass over rows locked by others
 
@@ -157,6 +167,9 @@ class PostgresConnector:
         self.token = secrets.token_hex(8)  # names this process's NOTIFYs
         self._unannounced: set[str] = set()  # kinds of work committed, not yet notified
         self._announcer: asyncio.Task[None] | None = None
+        self._updates: list[tuple[_Work, asyncio.Future[Any]]] = []  # job updates queued
+        self._batchers: set[asyncio.Task[None]] = set()
+        self.races = 0  # transactions run again after losing a race
 
     # -- lifecycle -------------------------------------------------------------------------
     async def open(self, migrations: Sequence[str] = MIGRATIONS) -> None:
@@ -178,6 +191,8 @@ class PostgresConnector:
         self._listener = asyncio.create_task(self._listen(listening), name="store.listen")
 
     async def close(self) -> None:
+        while self._batchers:  # every job update accepted is committed first
+            await asyncio.wait(self._batchers)
         await self.announced()
         if self._listener is not None:
             self._listener.cancel()
@@ -236,12 +251,24 @@ class PostgresConnector:
         return await loop.run_in_executor(self._threads, call)
 
     async def transaction(self, work: Callable[[Conn], _T]) -> _T:
-        """Run ``work`` in a transaction of its own, again if it loses a race; once it is
-        committed, wake the listeners it concerns in this process (others by NOTIFY)."""
+        """Run ``work`` in a transaction of its own (a job update: in a batch of them), again
+        if it loses a race; once it is committed, wake the listeners it concerns in this
+        process (others by NOTIFY)."""
+        if getattr(work, "job_id", None) is not None:
+            result: _T = await self._batched(work)
+            return result
+        return await self._committed(functools.partial(self._run, work))
+
+    async def _committed(self, call: Callable[[], tuple[_T, list[str]]]) -> _T:
+        """``call`` (it commits, and says what kinds of work it made) in a thread."""
         try:
-            result, notified = await self._in_thread(functools.partial(self._run, work))
+            result, notified = await self._in_thread(call)
         except _UNAVAILABLE as exc:
             raise _fault(exc) from exc
+        self._committed_work(notified)
+        return result
+
+    def _committed_work(self, notified: Sequence[str]) -> None:
         for kind in notified:
             for listener in self.listeners[kind]:
                 listener()
@@ -249,7 +276,83 @@ class PostgresConnector:
             self._unannounced.update(notified)
             if self._announcer is None or self._announcer.done():
                 self._announcer = asyncio.create_task(self._announce(), name="store.notify")
-        return result
+
+    def _batched(self, work: _Work) -> asyncio.Future[Any]:
+        """Queue a job update for the next batch; the future holds what it answers."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._updates.append((work, future))
+        if len(self._batchers) < BATCHERS:
+            batcher = asyncio.create_task(self._commit_updates(), name="store.updates")
+            self._batchers.add(batcher)
+            batcher.add_done_callback(self._batcher_ended)
+        return future
+
+    def _batcher_ended(self, batcher: asyncio.Task[None]) -> None:
+        """A batcher cancelled with updates queued (the loop is going away): what was never
+        begun is never written, and its callers are told so rather than left waiting."""
+        self._batchers.discard(batcher)
+        if batcher.cancelled() and not self._batchers:
+            waiting, self._updates = self._updates, []
+            for _, future in waiting:
+                future.cancel()
+
+    async def _commit_updates(self) -> None:
+        while self._updates:
+            # One more turn of the loop first: the callbacks it is reading now join this
+            # batch instead of paying for one of their own (at rest the turn is free).
+            await asyncio.sleep(0)
+            batch, self._updates = self._updates[:BATCH_MAX], self._updates[BATCH_MAX:]
+            if not batch:
+                continue
+            try:
+                outcomes, notified = await self._in_thread(
+                    functools.partial(self._run_batch, [work for work, _ in batch]))
+            except BaseException as exc:  # nothing of the batch was committed
+                failure = _fault(exc) if isinstance(exc, _UNAVAILABLE) else exc
+                for _, future in batch:
+                    if future.done():
+                        continue
+                    if isinstance(exc, asyncio.CancelledError):
+                        future.cancel()
+                    else:
+                        future.set_exception(failure)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+            self._committed_work(notified)
+
+    def _run_batch(self, works: list[_Work]) -> tuple[list[tuple[bool, Any]], list[str]]:
+        """Commit ``works`` in one transaction; if one raises, each in its own, so that only
+        that one fails. Each work's outcome: ``(True, result)`` or ``(False, exception)``."""
+        if len(works) > 1:
+            try:
+                results, notified = self._run_again(functools.partial(_in_batch, works))
+            except _UNAVAILABLE:
+                raise
+            except Exception:
+                pass  # one of them raised, and all were undone
+            else:
+                return [(True, result) for result in results], notified
+        outcomes: list[tuple[bool, Any]] = []
+        kinds: set[str] = set()
+        for work in works:
+            try:
+                result, notified = self._run(work)
+            except _UNAVAILABLE as exc:
+                outcomes.append((False, _fault(exc)))
+            except Exception as exc:
+                outcomes.append((False, exc))
+            else:
+                outcomes.append((True, result))
+                kinds.update(notified)
+        return outcomes, sorted(kinds)
 
     async def announced(self) -> None:
         """Wait until the work committed so far has been announced to other processes."""
@@ -274,14 +377,14 @@ class PostgresConnector:
             for kind in kinds:
                 conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{kind} {self.token}"))
 
-    def _run(self, work: Callable[[Conn], _T]) -> tuple[_T, list[str]]:
+    def _run(self, work: Callable[[Connection], _T]) -> tuple[_T, list[str]]:
         try:
             return self._run_again(work)
         except StopIteration as exc:
             # A future refuses a StopIteration (the caller would wait forever): wrapped.
             raise RuntimeError("a store work raised StopIteration") from exc
 
-    def _run_again(self, work: Callable[[Conn], _T]) -> tuple[_T, list[str]]:
+    def _run_again(self, work: Callable[[Connection], _T]) -> tuple[_T, list[str]]:
         """Run ``work`` until it commits without losing a race (``RETRIES`` at most)."""
         assert self._pool is not None
         for attempt in range(1, RETRIES + 1):
@@ -297,6 +400,7 @@ class PostgresConnector:
                 except _RACES:
                     if attempt == RETRIES:
                         raise
+                    self.races += 1
                     time.sleep(0.005 * attempt)
         raise AssertionError("unreachable")
 
@@ -348,6 +452,15 @@ class PostgresConnector:
     def _wake(self, kind: str) -> None:
         for listener in self.listeners.get(kind, ()):
             listener()
+
+
+def _in_batch(works: list[_Work], conn: Connection) -> list[Any]:
+    """Job updates back to back in one transaction, sharing a ``JobBatch``."""
+    conn.batch = JobBatch(conn, [work.job_id for work in works])  # type: ignore[attr-defined]
+    results = [work(conn) for work in works]
+    conn.batch.settle(conn)
+    conn.batch = None
+    return results
 
 
 class PostgresStore(SQLStore):

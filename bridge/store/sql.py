@@ -214,13 +214,14 @@ class SQLStore(Accounts):
                 "  SELECT id FROM jobs WHERE next_check_at <= ?"
                 "  AND (lease_until IS NULL OR lease_until < ?)"
                 f"  ORDER BY next_check_at LIMIT ?{conn.skip_locked}"
-                f") RETURNING {JOB_READ}",
+                f") RETURNING {JOB_READ}, seq",
                 (stamp + lease, stamp, stamp, limit),
             ).fetchall()
 
-        jobs = [job_of(row) for row in await self._transaction(work)]
-        jobs.sort(key=lambda job: job.next_check_at or now)
-        return jobs
+        # Due first, and among jobs due at once the oldest: RETURNING keeps no order.
+        rows = sorted(await self._transaction(work),
+                      key=lambda row: (row["next_check_at"], row["seq"]))
+        return [job_of(row) for row in rows]
 
     async def release_job(self, job_id: str, next_check_at: datetime | None) -> None:
         def work(conn: Conn) -> None:

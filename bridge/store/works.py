@@ -133,8 +133,10 @@ class JobBatch:
             # prepare and keep, not one for every size of batch.
             padded = chunk + chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
             self.rows.update(dict.fromkeys(chunk))  # None: no such job
+            # In id order: on PostgreSQL, batches lock their rows in one order.
             for row in conn.execute(
-                f"{JOB_SELECT} WHERE id IN ({', '.join('?' * len(padded))})", padded
+                f"{JOB_SELECT} WHERE id IN ({', '.join('?' * len(padded))}) "
+                f"ORDER BY id{conn.for_update}", padded
             ):
                 self.rows[row[0]] = row
 
