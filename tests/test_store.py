@@ -580,6 +580,37 @@ async def test_begin_submit_from_two_stores_at_once_never_exceeds_the_limit(
     assert sum(began) == 4
 
 
+async def test_requests_for_slots_that_arrive_together_are_served_in_their_order(
+    store: SQLiteStore,
+) -> None:
+    now = utcnow()
+    for _ in range(2):
+        await add(store, status=JobStatus.RUNNING, next_check_at=now + timedelta(hours=1))
+    jobs = [await add(store, next_check_at=now) for _ in range(5)]
+    later = now + timedelta(minutes=10)
+    began = await asyncio.gather(*(
+        store.begin_submit(job.id, "airforce", 4, now, wait_until=later) for job in jobs))
+    assert began == [True, True, False, False, False]
+    stored = [await store.get_job(job.id) for job in jobs]
+    assert [job.submit_started_at is not None for job in stored if job] == began
+    # The refused wait for a slot (or their look at wait_until); the granted are due.
+    due = await store.claim_due_jobs(now + timedelta(minutes=1), 10, 60)
+    assert ids(due) == ids(jobs[:2])
+
+
+@SQLITE_ONLY
+async def test_requests_for_slots_that_arrive_together_share_one_count(
+    store: SQLiteStore,
+) -> None:
+    now = utcnow()
+    jobs = [await add(store) for _ in range(6)]
+    seen = statements(store)
+    began = await asyncio.gather(*(
+        store.begin_submit(job.id, "airforce", 4, now) for job in jobs))
+    assert sum(began) == 4
+    assert sum("COUNT(*)" in statement for statement in seen) == 1
+
+
 async def test_begin_submit_marks_the_submission_started(store: SQLiteStore) -> None:
     job = await add(store)
     assert await store.begin_submit(job.id, "airforce", 4, utcnow())
@@ -690,6 +721,23 @@ async def test_a_submission_given_up_frees_its_slot_for_the_job_waiting_longest(
                                                 next_check_at=later))
     # The waiting job is due now; the one that gave up only after its own backoff.
     assert ids(await store.claim_due_jobs(now + timedelta(seconds=1), 10, 60)) == [waiting.id]
+
+
+async def test_a_submission_accepted_keeps_its_slot_and_wakes_no_waiting_job(
+    store: SQLiteStore,
+) -> None:
+    now = utcnow()
+    for _ in range(3):
+        await add(store, status=JobStatus.RUNNING, next_check_at=now + timedelta(hours=1))
+    submitting = await add(store, next_check_at=now)
+    assert await store.begin_submit(submitting.id, "airforce", 4, now)
+    waiting = await add(store, next_check_at=now)
+    assert not await store.begin_submit(waiting.id, "airforce", 4, now,
+                                        wait_until=now + timedelta(minutes=2))
+    await store.update_job(submitting.id, touch(
+        "job.submitted", status=JobStatus.SUBMITTED, submit_started_at=None,
+        next_check_at=now + timedelta(hours=1)))
+    assert await store.claim_due_jobs(now + timedelta(seconds=1), 10, 60) == []
 
 
 async def test_unfinished_jobs_are_every_job_not_terminal(store: SQLiteStore) -> None:

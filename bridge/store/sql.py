@@ -11,7 +11,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from bridge.models import (
     Endpoint,
     Event,
     Job,
+    JobStatus,
     new_id,
 )
 from bridge.store.accounts import Accounts
@@ -73,11 +74,70 @@ _T = TypeVar("_T")
 log = logging.getLogger("bridge.store")
 
 PARK_AT_ONCE = 1000  # due jobs a refused submission sends to wait with it, at most
+SLOTS_AT_ONCE = 64  # requests for a provider's slots granted in one transaction, at most
 TURN_SCAN = 2  # a claim taking tenants in turns reads up to this many times its limit
+
+
+@dataclass(slots=True)
+class _SlotRequest:
+    """A job asking for one of its provider's slots (``begin_submit``)."""
+
+    job_id: str
+    now: float
+    wait_until: float | None
+    future: asyncio.Future[bool]
+
+
+def _grant(conn: Conn, provider: str, limit: int, requests: list[_SlotRequest]) -> set[str]:
+    """Give the provider's free slots to ``requests``, first come first served; the rest
+    wait for a slot (see ``Store.begin_submit``). The ids of the jobs granted one."""
+    conn.lock(f"submit:{provider}")  # the provider's slots, across processes
+    ids = [request.job_id for request in requests]
+    # Padded to a power of two with the last id: a few statements to prepare, not one for
+    # every size of batch. Two counts, each read from its own index.
+    padded = ids + ids[-1:] * ((1 << (len(ids) - 1).bit_length()) - len(ids))
+    others = f"id NOT IN ({', '.join('?' * len(padded))})"
+    busy = scalar(
+        conn,
+        f"SELECT (SELECT COUNT(*) FROM jobs WHERE provider = ? AND {others}"
+        "  AND status IN ('submitted', 'running'))"
+        f" + (SELECT COUNT(*) FROM jobs WHERE provider = ? AND {others}"
+        "  AND status = 'queued' AND submit_started_at IS NOT NULL)",
+        (provider, *padded, provider, *padded),
+    )
+    free = max(0, limit - busy)
+    granted, refused = requests[:free], requests[free:]
+    if granted:
+        conn.executemany(
+            "UPDATE jobs SET submit_started_at = ? WHERE id = ? AND status = 'queued'",
+            [(request.now, request.job_id) for request in granted])
+    if refused:
+        # Waiting from now on, in the same transaction: a slot freed after this count
+        # wakes them (see wake_waiting). So do the provider's other jobs due to wait,
+        # unclaimed: each would only be refused too.
+        conn.executemany(
+            "UPDATE jobs SET lease_until = NULL, next_check_at = COALESCE(?, next_check_at) "
+            "WHERE id = ?", [(request.wait_until, request.job_id) for request in refused])
+        until = max((r.wait_until for r in refused if r.wait_until is not None), default=None)
+        stamp = max(request.now for request in refused)
+        if until is not None:
+            conn.execute(
+                "UPDATE jobs SET next_check_at = ? WHERE id IN ("
+                "  SELECT id FROM jobs WHERE provider = ? AND status = 'queued'"
+                "  AND submit_started_at IS NULL AND next_check_at <= ?"
+                "  AND (lease_until IS NULL OR lease_until < ?)"
+                f"  ORDER BY next_check_at LIMIT ?{conn.skip_locked})",
+                (until, provider, stamp, stamp, PARK_AT_ONCE))
+    return {request.job_id for request in granted}
 
 
 class SQLStore(Accounts):
     """``bridge.store.base.Store`` in SQL; a backend subclasses it with its connections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._slot_requests: dict[tuple[str, int], list[_SlotRequest]] = {}
+        self._granting: set[asyncio.Task[None]] = set()
 
     # -- jobs ----------------------------------------------------------------------------
     async def create_job(
@@ -184,7 +244,7 @@ class SQLStore(Accounts):
             if release_lease and row[LEASE_UNTIL] is not None:
                 changed.append("lease_until")
                 values.append(None)
-            if (job.status not in TERMINAL and current.submit_started_at is not None
+            if (job.status == JobStatus.QUEUED and current.submit_started_at is not None
                     and job.submit_started_at is None):
                 # Its submission given up, to be tried later: its slot is free for the job
                 # waiting longest, woken before this row changes so that it is not itself.
@@ -237,42 +297,48 @@ class SQLStore(Accounts):
         self, job_id: str, provider: str, limit: int | None, now: datetime,
         wait_until: datetime | None = None,
     ) -> bool:
-        def work(conn: Conn) -> bool:
-            if limit is not None:
-                conn.lock(f"submit:{provider}")  # the provider's slots, across processes
-                # Two counts, each read from its own index: not the provider's queued jobs.
-                busy = scalar(
-                    conn,
-                    "SELECT (SELECT COUNT(*) FROM jobs WHERE provider = ? AND id != ?"
-                    "  AND status IN ('submitted', 'running'))"
-                    " + (SELECT COUNT(*) FROM jobs WHERE provider = ? AND id != ?"
-                    "  AND status = 'queued' AND submit_started_at IS NOT NULL)",
-                    (provider, job_id, provider, job_id),
-                )
-                if busy >= limit:
-                    # Waiting from now on, in the same transaction: a slot freed after
-                    # this count wakes this job (see wake_waiting). So do the provider's
-                    # other jobs due to wait, unclaimed: each would only be refused too.
-                    stamp, until = now.timestamp(), stamp_of(wait_until)
-                    conn.execute("UPDATE jobs SET lease_until = NULL, "
-                                 "next_check_at = COALESCE(?, next_check_at) WHERE id = ?",
-                                 (until, job_id))
-                    if until is not None:
-                        conn.execute(
-                            "UPDATE jobs SET next_check_at = ? WHERE id IN ("
-                            "  SELECT id FROM jobs WHERE provider = ? AND status = 'queued'"
-                            "  AND submit_started_at IS NULL AND next_check_at <= ?"
-                            "  AND (lease_until IS NULL OR lease_until < ?)"
-                            f"  ORDER BY next_check_at LIMIT ?{conn.skip_locked})",
-                            (until, provider, stamp, stamp, PARK_AT_ONCE))
-                    return False
-            conn.execute(
-                "UPDATE jobs SET submit_started_at = ? WHERE id = ? AND status = 'queued'",
-                (now.timestamp(), job_id),
-            )
-            return True
+        if limit is None:
+            def work(conn: Conn) -> bool:
+                conn.execute("UPDATE jobs SET submit_started_at = ? "
+                             "WHERE id = ? AND status = 'queued'", (now.timestamp(), job_id))
+                return True
 
-        return await self._transaction(work)
+            return await self._transaction(work)
+        # The requests of one loop turn for the provider's slots share one transaction:
+        # one lock and one count for all of them (see _grant_slots).
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        waiting = self._slot_requests.setdefault((provider, limit), [])
+        waiting.append(_SlotRequest(job_id, now.timestamp(), stamp_of(wait_until), future))
+        if len(waiting) == 1:
+            granting = asyncio.create_task(self._grant_slots(provider, limit),
+                                           name=f"store.slots:{provider}")
+            self._granting.add(granting)
+            granting.add_done_callback(self._granting.discard)
+        return await future
+
+    async def _grant_slots(self, provider: str, limit: int) -> None:
+        await asyncio.sleep(0)  # the requests made in this turn of the loop join these
+        requests = [request for request in self._slot_requests.pop((provider, limit), [])
+                    if not request.future.done()]  # a caller gone away: never begun
+        for start in range(0, len(requests), SLOTS_AT_ONCE):
+            batch = requests[start:start + SLOTS_AT_ONCE]
+            try:
+                granted = await self._transaction(
+                    functools.partial(_grant, provider=provider, limit=limit, requests=batch))
+            except BaseException as exc:
+                for request in requests[start:]:
+                    if request.future.done():
+                        continue
+                    if isinstance(exc, asyncio.CancelledError):
+                        request.future.cancel()
+                    else:
+                        request.future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_result(request.job_id in granted)
 
     async def unfinished_jobs(self) -> list[Job]:
         rows = await self._fetchall(
