@@ -22,7 +22,7 @@ from urllib.parse import unquote_to_bytes
 from bridge.errors import InvalidRequest, PayloadTooLarge
 
 __all__ = ["MAX_INLINE_MEDIA", "MAX_JOB_BODY", "MAX_JOB_JSON", "Media", "check_size", "join",
-           "split", "summary"]
+           "shows_media", "split", "summary"]
 
 MAX_JOB_JSON = 64 * 1024  # bytes of the body as shown, each data: URL as its summary
 MAX_INLINE_MEDIA = 20 * 1024 * 1024  # characters of a body's data: URLs together
@@ -35,6 +35,7 @@ Media = list[tuple[Path, str]]  # where each data: URL was, and the URL
 
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 _WHITESPACE = b" \t\n\f\r"
+_SUMMARY_KEYS = {"media_type", "bytes", "sha256"}
 
 
 def is_data_url(value: object) -> bool:
@@ -71,6 +72,19 @@ def split(request: dict[str, Any]) -> tuple[dict[str, Any], Media]:
     out = {key: shown(value, (key,)) if key in MEDIA_FIELDS else value
            for key, value in request.items()}
     return out, media
+
+
+def shows_media(request: dict[str, Any]) -> bool:
+    """Whether the request as shown may have had ``data:`` URLs taken out: a summary's
+    shape somewhere in ``MEDIA_FIELDS``. Without one there are no media to read back."""
+    def holds(value: Any) -> bool:
+        if isinstance(value, dict):
+            return value.keys() == _SUMMARY_KEYS or any(map(holds, value.values()))
+        if isinstance(value, list):
+            return any(map(holds, value))
+        return False
+
+    return any(holds(request[key]) for key in MEDIA_FIELDS if key in request)
 
 
 def join(request: dict[str, Any], media: Sequence[tuple[Sequence[str | int], str]]

@@ -262,7 +262,7 @@ class Tracker:
     async def _whole(self, job: Job) -> TrackedJob:
         """``tracked(job)`` with the ``data:`` URLs of its request, which only its
         submission reads."""
-        media = await self.store.job_media(job.id)
+        media = await self.store.job_media(job.id) if inline.shows_media(job.request) else []
         return tracked(job, inline.join(job.request, media) if media else None)
 
     async def _accepted(self, job: Job, provider: Provider, submission: Submission) -> None:

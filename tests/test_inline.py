@@ -69,6 +69,22 @@ def test_split_takes_data_urls_out_of_images_and_options_and_join_puts_them_back
     assert shown["images"][1] == expected_summary(PNG)  # join copied, it did not change it
 
 
+@pytest.mark.parametrize("request_", [
+    {"images": [data_url(PNG)]},
+    {"images": ["https://example.com/a.jpg"], "options": {"a": [{"b": data_url(b"x")}]}},
+])
+def test_a_request_whose_media_were_taken_out_shows_it(request_: dict[str, Any]) -> None:
+    shown, media = inline.split(request_)
+    assert media and inline.shows_media(shown)
+
+
+def test_a_request_without_data_urls_has_no_media_to_read_back() -> None:
+    request = {"prompt": "data:,text", "images": ["https://example.com/a.jpg"],
+               "options": {"mask": {"media_type": "image/png"}}, "bytes": 1, "sha256": "x"}
+    shown, media = inline.split(request)
+    assert not media and not inline.shows_media(shown)
+
+
 def test_split_refuses_an_image_whose_base64_does_not_decode_naming_it() -> None:
     with pytest.raises(InvalidRequest) as refused:
         inline.split({"images": ["https://example.com/a.jpg", "data:image/png;base64,@@"]})

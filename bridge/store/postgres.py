@@ -130,6 +130,11 @@ class Connection:
         with self._conn.cursor() as cursor:
             cursor.executemany(_pyformat(sql), params)
 
+    def pipeline(self) -> contextlib.AbstractContextManager[Any]:
+        """Statements sent without waiting for each one's answer until one is read (or the
+        block ends): a cursor's ``rowcount`` is not known meanwhile, its rows are."""
+        return self._conn.pipeline()
+
     def lock(self, key: str, *, shared: bool = False) -> None:
         """Hold a transaction-level advisory lock on ``key`` until the commit; ``shared``
         holders exclude only the others."""
@@ -455,9 +460,11 @@ class PostgresConnector:
 
 
 def _in_batch(works: list[_Work], conn: Connection) -> list[Any]:
-    """Job updates back to back in one transaction, sharing a ``JobBatch``."""
+    """Job updates back to back in one transaction, sharing a ``JobBatch``. In pipeline
+    mode: their writes go to the server together, and only a read waits for its answer."""
     conn.batch = JobBatch(conn, [work.job_id for work in works])  # type: ignore[attr-defined]
-    results = [work(conn) for work in works]
+    with conn.pipeline():
+        results = [work(conn) for work in works]
     conn.batch.settle(conn)
     conn.batch = None
     return results

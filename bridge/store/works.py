@@ -168,9 +168,9 @@ def wake_waiting(conn: Conn, provider: str, stamp: float, freed: int = 1) -> Non
         "UPDATE jobs SET next_check_at = ? WHERE id IN ("
         "  SELECT id FROM jobs WHERE provider = ? AND status = 'queued'"
         "  AND submit_started_at IS NULL AND next_check_at > ?"
-        f"  ORDER BY seq LIMIT ?{conn.skip_locked})",
+        f"  ORDER BY seq LIMIT ?{conn.skip_locked}) RETURNING id",  # rows: read in a pipeline
         (stamp, provider, stamp, freed),
-    ).rowcount
+    ).fetchall()
     if woken:
         conn.jobs_due += 1
 
