@@ -462,3 +462,20 @@ async def test_a_tick_cut_short_leaves_no_attempt_running(store: SQLiteStore) ->
         await asyncio.sleep(2.5)  # long enough for a sender left running to go on
         await deliverer.stop()
     assert len(answered) == 1  # the attempt cut off, and none after it
+
+
+@pytest.mark.parametrize("outcomes", [("ok", "fail"), ("ok", "fail", "ok"), ("fail", "ok", "ok")])
+async def test_attempts_recorded_together_leave_the_endpoint_as_the_last_one_says(
+    store: SQLiteStore, outcomes: tuple[str, ...],
+) -> None:
+    target = await endpoint(store)
+    for number in range(len(outcomes)):
+        await store.add_event(event("job.succeeded", 1, job_id=f"job_{number}"),
+                              endpoint_id=target.id)
+    now = utcnow()
+    attempts = [(outgoing, succeeded(now) if outcome == "ok" else failed(now))
+                for outgoing, outcome in zip(await claim(store), outcomes, strict=True)]
+    assert await store.finish_deliveries(attempts) == [True] * len(outcomes)
+    stored = await store.get_endpoint(target.id, "acme")
+    assert stored is not None
+    assert (stored.failing_since is not None) == (outcomes[-1] == "fail")

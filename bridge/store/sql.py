@@ -131,6 +131,11 @@ def _grant(conn: Conn, provider: str, limit: int, requests: list[_SlotRequest]) 
     return {request.job_id for request in granted}
 
 
+def _finish(conn: Conn, finished: Sequence[tuple[Outgoing, AttemptResult]]) -> list[bool]:
+    with conn.pipeline():  # on PostgreSQL the attempts' writes go out together
+        return finish(conn, finished)
+
+
 class SQLStore(Accounts):
     """``bridge.store.base.Store`` in SQL; a backend subclasses it with its connections."""
 
@@ -548,25 +553,25 @@ class SQLStore(Accounts):
         return await self._transaction(work)
 
     async def finish_delivery(self, outgoing: Outgoing, result: AttemptResult) -> bool:
-        return await self._transaction(
-            functools.partial(finish, outgoing=outgoing, result=result))
+        recorded: list[bool] = await self._transaction(
+            functools.partial(_finish, finished=[(outgoing, result)]))
+        return recorded[0]
 
     async def finish_deliveries(
         self, finished: Sequence[tuple[Outgoing, AttemptResult]]
     ) -> list[bool | Exception]:
-        def work(conn: Conn) -> list[bool | Exception]:
-            return [finish(conn, outgoing, result) for outgoing, result in finished]
-
         try:
-            return await self._transaction(work)  # one work: what nearly always happens
+            # One work: what nearly always happens.
+            return list(await self._transaction(functools.partial(_finish, finished=finished)))
         except Exception as exc:
             if len(finished) == 1:
                 return [exc]
         # One of them raised, and all were undone: each again on its own, so that only the
         # one that raises fails.
-        futures = [self._enqueue(functools.partial(finish, outgoing=outgoing, result=result))
-                   for outgoing, result in finished]
-        return list(await asyncio.gather(*futures, return_exceptions=True))
+        futures = [self._enqueue(functools.partial(_finish, finished=[attempt]))
+                   for attempt in finished]
+        outcomes: list[Any] = await asyncio.gather(*futures, return_exceptions=True)
+        return [outcome[0] if isinstance(outcome, list) else outcome for outcome in outcomes]
 
     async def release_deliveries(self, claimed: Sequence[Outgoing]) -> None:
         def work(conn: Conn) -> None:

@@ -19,6 +19,7 @@ SQLite would otherwise run inside a commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import sqlite3
@@ -70,6 +71,10 @@ class _WriteConnection(sqlite3.Connection):
 
     def lock(self, key: str, *, shared: bool = False) -> None:
         """Serialize the transactions that take ``key`` (here, all already are)."""
+
+    def pipeline(self) -> contextlib.AbstractContextManager[None]:
+        """Statements run as they are made here: nothing to send together."""
+        return contextlib.nullcontext()
 
 
 def _run_works(conn: _WriteConnection, works: list[_Work]) -> list[tuple[bool, Any]]:

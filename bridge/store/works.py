@@ -13,9 +13,10 @@ reads to change (``for_update``), lets claims pass over rows that others hold
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -77,6 +78,8 @@ class Conn(Protocol):
     def executemany(self, sql: str, parameters: Any, /) -> Any: ...
 
     def lock(self, key: str, *, shared: bool = False) -> None: ...
+
+    def pipeline(self) -> contextlib.AbstractContextManager[Any]: ...
 
 
 def one(conn: Conn, sql: str, params: Any = ()) -> sqlite3.Row | None:
@@ -218,34 +221,58 @@ def sequence_of(event: Event) -> int:
     return value if isinstance(value, int) else 0
 
 
-def finish(conn: Conn, outgoing: Outgoing, result: AttemptResult) -> bool:
-    """Record one attempt (see ``Store.finish_delivery``)."""
-    delivery = outgoing.delivery
-    retry_at = None if result.ok or result.gone else stamp_of(result.retry_at)
-    if retry_at is not None and delivery.event_type == "job.progress" and one(
-        conn,
-        "SELECT 1 FROM deliveries WHERE channel = ? AND job_id = ? AND sequence > ?",
-        (delivery.endpoint_id or "job", delivery.job_id, delivery.sequence),
-    ):
-        retry_at = None  # superseded while it was being sent: not tried again
-    recorded = conn.execute(
-        "UPDATE deliveries SET status = ?, lease_until = NULL, next_attempt_at = ?, "
-        "response_status = ?, duration_ms = ?, error = ?, response_excerpt = ? "
-        "WHERE id = ? AND status = 'pending' AND lease_until = ?",
-        (DeliveryStatus.SUCCEEDED if result.ok else DeliveryStatus.FAILED, retry_at,
-         result.response_status, result.duration_ms, result.error,
-         result.response_excerpt, delivery.id, outgoing.lease_until),
-    ).rowcount
-    if not recorded:
-        return False  # deleted, failed by a disable, or claimed again meanwhile
-    if retry_at is not None:
-        conn.execute(DELIVERY_INSERT, delivery_params(replace(
-            delivery, id=new_id("del"), attempt=delivery.attempt + 1,
-            status=DeliveryStatus.PENDING, created_at=result.at,
-            next_attempt_at=result.retry_at, response_status=None, duration_ms=None,
-            error=None, response_excerpt=None)))
-    after_attempt(conn, delivery, result, result.at.timestamp())
-    return True
+def finish(conn: Conn, finished: Sequence[tuple[Outgoing, AttemptResult]]) -> list[bool]:
+    """Record attempts (see ``Store.finish_delivery``), each ``False`` if its delivery was
+    deleted, failed by a disable or claimed again meanwhile. Every attempt's UPDATE is sent
+    before any answer is read: in PostgreSQL's pipeline mode, one round trip for them all."""
+    sent = []
+    for outgoing, result in finished:
+        delivery = outgoing.delivery
+        retry_at = None if result.ok or result.gone else stamp_of(result.retry_at)
+        if retry_at is not None and delivery.event_type == "job.progress" and one(
+            conn,
+            "SELECT 1 FROM deliveries WHERE channel = ? AND job_id = ? AND sequence > ?",
+            (delivery.endpoint_id or "job", delivery.job_id, delivery.sequence),
+        ):
+            retry_at = None  # superseded while it was being sent: not tried again
+        cursor = conn.execute(
+            "UPDATE deliveries SET status = ?, lease_until = NULL, next_attempt_at = ?, "
+            "response_status = ?, duration_ms = ?, error = ?, response_excerpt = ? "
+            "WHERE id = ? AND status = 'pending' AND lease_until = ? RETURNING id",
+            (DeliveryStatus.SUCCEEDED if result.ok else DeliveryStatus.FAILED, retry_at,
+             result.response_status, result.duration_ms, result.error,
+             result.response_excerpt, delivery.id, outgoing.lease_until),
+        )
+        sent.append((delivery, result, retry_at, cursor))
+    try:
+        return _after_attempts(conn, sent)
+    finally:
+        for *_, cursor in sent:
+            cursor.close()  # an unread one would keep SQLite's statement open
+
+
+def _after_attempts(conn: Conn, sent: list[tuple[Delivery, AttemptResult, float | None, Cursor]]
+                    ) -> list[bool]:
+    recorded = []
+    cleared: set[str] = set()  # endpoints whose failing_since this batch already cleared
+    for delivery, result, retry_at, cursor in sent:
+        recorded.append(bool(cursor.fetchall()))
+        if not recorded[-1]:
+            continue
+        if retry_at is not None:
+            conn.execute(DELIVERY_INSERT, delivery_params(replace(
+                delivery, id=new_id("del"), attempt=delivery.attempt + 1,
+                status=DeliveryStatus.PENDING, created_at=result.at,
+                next_attempt_at=result.retry_at, response_status=None, duration_ms=None,
+                error=None, response_excerpt=None)))
+        if delivery.endpoint_id is not None and result.ok:
+            if delivery.endpoint_id in cleared:
+                continue
+            cleared.add(delivery.endpoint_id)
+        elif delivery.endpoint_id is not None:
+            cleared.discard(delivery.endpoint_id)
+        after_attempt(conn, delivery, result, result.at.timestamp())
+    return recorded
 
 
 def after_attempt(
