@@ -11,7 +11,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -53,6 +53,7 @@ from bridge.store.codec import (
     page_of,
     stamp_of,
 )
+from bridge.store.slots import Slots
 from bridge.store.works import (
     RECOVER_LIMIT,
     UNREAD,
@@ -65,7 +66,6 @@ from bridge.store.works import (
     insert_event,
     one,
     outgoing_of,
-    scalar,
     wake_waiting,
     write_endpoint,
 )
@@ -73,62 +73,7 @@ from bridge.store.works import (
 _T = TypeVar("_T")
 log = logging.getLogger("bridge.store")
 
-PARK_AT_ONCE = 1000  # due jobs a refused submission sends to wait with it, at most
-SLOTS_AT_ONCE = 64  # requests for a provider's slots granted in one transaction, at most
 TURN_SCAN = 2  # a claim taking tenants in turns reads up to this many times its limit
-
-
-@dataclass(slots=True)
-class _SlotRequest:
-    """A job asking for one of its provider's slots (``begin_submit``)."""
-
-    job_id: str
-    now: float
-    wait_until: float | None
-    future: asyncio.Future[bool]
-
-
-def _grant(conn: Conn, provider: str, limit: int, requests: list[_SlotRequest]) -> set[str]:
-    """Give the provider's free slots to ``requests``, first come first served; the rest
-    wait for a slot (see ``Store.begin_submit``). The ids of the jobs granted one."""
-    conn.lock(f"submit:{provider}")  # the provider's slots, across processes
-    ids = [request.job_id for request in requests]
-    # Padded to a power of two with the last id: a few statements to prepare, not one for
-    # every size of batch. Two counts, each read from its own index.
-    padded = ids + ids[-1:] * ((1 << (len(ids) - 1).bit_length()) - len(ids))
-    others = f"id NOT IN ({', '.join('?' * len(padded))})"
-    busy = scalar(
-        conn,
-        f"SELECT (SELECT COUNT(*) FROM jobs WHERE provider = ? AND {others}"
-        "  AND status IN ('submitted', 'running'))"
-        f" + (SELECT COUNT(*) FROM jobs WHERE provider = ? AND {others}"
-        "  AND status = 'queued' AND submit_started_at IS NOT NULL)",
-        (provider, *padded, provider, *padded),
-    )
-    free = max(0, limit - busy)
-    granted, refused = requests[:free], requests[free:]
-    if granted:
-        conn.executemany(
-            "UPDATE jobs SET submit_started_at = ? WHERE id = ? AND status = 'queued'",
-            [(request.now, request.job_id) for request in granted])
-    if refused:
-        # Waiting from now on, in the same transaction: a slot freed after this count
-        # wakes them (see wake_waiting). So do the provider's other jobs due to wait,
-        # unclaimed: each would only be refused too.
-        conn.executemany(
-            "UPDATE jobs SET lease_until = NULL, next_check_at = COALESCE(?, next_check_at) "
-            "WHERE id = ?", [(request.wait_until, request.job_id) for request in refused])
-        until = max((r.wait_until for r in refused if r.wait_until is not None), default=None)
-        stamp = max(request.now for request in refused)
-        if until is not None:
-            conn.execute(
-                "UPDATE jobs SET next_check_at = ? WHERE id IN ("
-                "  SELECT id FROM jobs WHERE provider = ? AND status = 'queued'"
-                "  AND submit_started_at IS NULL AND next_check_at <= ?"
-                "  AND (lease_until IS NULL OR lease_until < ?)"
-                f"  ORDER BY next_check_at LIMIT ?{conn.skip_locked})",
-                (until, provider, stamp, stamp, PARK_AT_ONCE))
-    return {request.job_id for request in granted}
 
 
 def _finish(conn: Conn, finished: Sequence[tuple[Outgoing, AttemptResult]]) -> list[bool]:
@@ -141,8 +86,7 @@ class SQLStore(Accounts):
 
     def __init__(self) -> None:
         super().__init__()
-        self._slot_requests: dict[tuple[str, int], list[_SlotRequest]] = {}
-        self._granting: set[asyncio.Task[None]] = set()
+        self._slots = Slots(self._transaction)
 
     # -- jobs ----------------------------------------------------------------------------
     async def create_job(
@@ -309,41 +253,7 @@ class SQLStore(Accounts):
                 return True
 
             return await self._transaction(work)
-        # The requests of one loop turn for the provider's slots share one transaction:
-        # one lock and one count for all of them (see _grant_slots).
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        waiting = self._slot_requests.setdefault((provider, limit), [])
-        waiting.append(_SlotRequest(job_id, now.timestamp(), stamp_of(wait_until), future))
-        if len(waiting) == 1:
-            granting = asyncio.create_task(self._grant_slots(provider, limit),
-                                           name=f"store.slots:{provider}")
-            self._granting.add(granting)
-            granting.add_done_callback(self._granting.discard)
-        return await future
-
-    async def _grant_slots(self, provider: str, limit: int) -> None:
-        await asyncio.sleep(0)  # the requests made in this turn of the loop join these
-        requests = [request for request in self._slot_requests.pop((provider, limit), [])
-                    if not request.future.done()]  # a caller gone away: never begun
-        for start in range(0, len(requests), SLOTS_AT_ONCE):
-            batch = requests[start:start + SLOTS_AT_ONCE]
-            try:
-                granted = await self._transaction(
-                    functools.partial(_grant, provider=provider, limit=limit, requests=batch))
-            except BaseException as exc:
-                for request in requests[start:]:
-                    if request.future.done():
-                        continue
-                    if isinstance(exc, asyncio.CancelledError):
-                        request.future.cancel()
-                    else:
-                        request.future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                return
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_result(request.job_id in granted)
+        return await self._slots.request(job_id, provider, limit, now, wait_until)
 
     async def unfinished_jobs(self) -> list[Job]:
         rows = await self._fetchall(
