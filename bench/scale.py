@@ -76,6 +76,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -539,6 +540,7 @@ class Slice:
     errors: int
     seconds: float
     cores: dict[str, float]
+    failures: Counter[str] = field(default_factory=Counter)  # what each error was
 
 
 @dataclass
@@ -555,6 +557,10 @@ class Row:
     @property
     def errors(self) -> int:
         return sum(s.errors for s in self.slices)
+
+    @property
+    def failures(self) -> Counter[str]:
+        return sum((s.failures for s in self.slices), Counter())
 
     def cores(self, name: str) -> float:
         seconds = sum(s.seconds for s in self.slices)
@@ -634,6 +640,7 @@ async def callback_slice(setup: Setup, args: argparse.Namespace, envs: list[dict
     async with bridges(envs, setup.ports, args.workdir) as started:
         pids = {"bridges": [b.proc.pid for b in started], **others}
         counts = {"done": 0, "errors": 0}
+        failures: Counter[str] = Counter()
         measuring = False
         stop_at = time.monotonic() + args.warmup + seconds
 
@@ -647,10 +654,14 @@ async def callback_slice(setup: Setup, args: argparse.Namespace, envs: list[dict
                 url = (f"{started[index % processes].url}/callbacks/apixo/"
                        f"{signer.callback_token('apixo', job_id)}")
                 try:
-                    ok = 200 <= await post(url, callback_body(task_id)) < 300
-                except Exception:
-                    ok = False
+                    status = await post(url, callback_body(task_id))
+                    ok = 200 <= status < 300
+                    failure = f"HTTP {status}"
+                except Exception as exc:
+                    ok, failure = False, f"{type(exc).__name__}: {exc}"[:120]
                 setup.answered += ok
+                if not ok:
+                    failures[failure] += 1
                 if measuring and time.monotonic() < stop_at:
                     counts["done" if ok else "errors"] += 1
                 elif not ok:
@@ -666,7 +677,7 @@ async def callback_slice(setup: Setup, args: argparse.Namespace, envs: list[dict
         finally:
             for task in workers:
                 task.cancel()
-    return Slice(counts["done"], counts["errors"], window.seconds, window.cores)
+    return Slice(counts["done"], counts["errors"], window.seconds, window.cores, failures)
 
 
 @contextlib.asynccontextmanager
@@ -934,6 +945,10 @@ def report(args: argparse.Namespace, rows: list[Row], setups: list[Setup],
               f"{row.errors:>7}   {'':>13}{row.cores('bridges'):>7.2f} "
               f"{row.cores('load'):>5.2f} {row.cores('receiver+sim'):>8.2f} "
               f"{row.cores('other'):>6.2f}")
+    for row in rows:
+        if row.failures:
+            print(f"{row.kind} {label(*row.config)} failed: "
+                  + ", ".join(f"{count} x {what}" for what, count in row.failures.items()))
     print()
     lost_callbacks = 0
     for setup in setups:
