@@ -705,9 +705,12 @@ async def test_a_job_refused_a_slot_waits_until_a_job_of_its_provider_ends(
     assert ids(await store.claim_due_jobs(later, 10, 60)) == [behind.id]
 
 
+@pytest.mark.parametrize("accepted", [False, True])
 async def test_a_submission_given_up_frees_its_slot_for_the_job_waiting_longest(
-    store: SQLiteStore,
+    store: SQLiteStore, accepted: bool,
 ) -> None:
+    # Given up, the job is queued again and its slot is free; accepted, it keeps its slot
+    # at the provider and wakes nobody.
     now = utcnow()
     for _ in range(3):
         await add(store, status=JobStatus.RUNNING, next_check_at=now + timedelta(hours=1))
@@ -717,27 +720,16 @@ async def test_a_submission_given_up_frees_its_slot_for_the_job_waiting_longest(
     assert not await store.begin_submit(waiting.id, "airforce", 4, now,
                                         wait_until=now + timedelta(minutes=2))
     later = now + timedelta(seconds=30)
-    await store.update_job(submitting.id, touch(None, submit_started_at=None,
-                                                next_check_at=later))
-    # The waiting job is due now; the one that gave up only after its own backoff.
-    assert ids(await store.claim_due_jobs(now + timedelta(seconds=1), 10, 60)) == [waiting.id]
-
-
-async def test_a_submission_accepted_keeps_its_slot_and_wakes_no_waiting_job(
-    store: SQLiteStore,
-) -> None:
-    now = utcnow()
-    for _ in range(3):
-        await add(store, status=JobStatus.RUNNING, next_check_at=now + timedelta(hours=1))
-    submitting = await add(store, next_check_at=now)
-    assert await store.begin_submit(submitting.id, "airforce", 4, now)
-    waiting = await add(store, next_check_at=now)
-    assert not await store.begin_submit(waiting.id, "airforce", 4, now,
-                                        wait_until=now + timedelta(minutes=2))
-    await store.update_job(submitting.id, touch(
-        "job.submitted", status=JobStatus.SUBMITTED, submit_started_at=None,
-        next_check_at=now + timedelta(hours=1)))
-    assert await store.claim_due_jobs(now + timedelta(seconds=1), 10, 60) == []
+    if accepted:
+        await store.update_job(submitting.id, touch(
+            "job.submitted", status=JobStatus.SUBMITTED, submit_started_at=None,
+            next_check_at=later))
+    else:
+        await store.update_job(submitting.id, touch(None, submit_started_at=None,
+                                                    next_check_at=later))
+    # The waiting job is due now (or not at all); the other only after its own wait.
+    woken = await store.claim_due_jobs(now + timedelta(seconds=1), 10, 60)
+    assert ids(woken) == ([] if accepted else [waiting.id])
 
 
 async def test_unfinished_jobs_are_every_job_not_terminal(store: SQLiteStore) -> None:
