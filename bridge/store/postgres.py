@@ -45,7 +45,7 @@ from bridge.errors import Unavailable
 from bridge.store.base import Stats
 from bridge.store.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from bridge.store.sql import SQLStore
-from bridge.store.works import Conn, JobBatch
+from bridge.store.works import Conn, JobBatch, run_works
 
 _T = TypeVar("_T")
 log = logging.getLogger("bridge.store")
@@ -58,7 +58,7 @@ LISTEN_BACKOFF = (0.5, 5.0)  # seconds between attempts to listen again, first a
 BATCH_MAX = 64  # job updates committed in one transaction, at most
 BATCHERS = 2  # batches of job updates being committed at once, per process
 
-_Work = Callable[["Connection"], Any]
+_Work = Callable[[Conn], Any]
 
 def _in_postgres_types(script: str) -> str:
     """A migration of ``bridge.store.schema`` in PostgreSQL's types: Unix times as double
@@ -462,12 +462,8 @@ class PostgresConnector:
 def _in_batch(works: list[_Work], conn: Connection) -> list[Any]:
     """Job updates back to back in one transaction, sharing a ``JobBatch``. In pipeline
     mode: their writes go to the server together, and only a read waits for its answer."""
-    conn.batch = JobBatch(conn, [work.job_id for work in works])  # type: ignore[attr-defined]
     with conn.pipeline():
-        results = [work(conn) for work in works]
-    conn.batch.settle(conn)
-    conn.batch = None
-    return results
+        return [result for _, result in run_works(conn, works)]
 
 
 class PostgresStore(SQLStore):

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from bridge.store.codec import stamp_of
-from bridge.store.works import Conn, scalar
+from bridge.store.works import Conn, padded_ids, scalar
 
 PARK_AT_ONCE = 1000  # due jobs a refused submission sends to wait with it, at most
 SLOTS_AT_ONCE = 64  # requests for a provider's slots granted in one transaction, at most
@@ -36,9 +36,7 @@ def grant(conn: Conn, provider: str, limit: int, requests: list[SlotRequest]) ->
     wait for a slot (see ``Store.begin_submit``). The ids of the jobs granted one."""
     conn.lock(f"submit:{provider}")  # the provider's slots, across processes
     ids = [request.job_id for request in requests]
-    # Padded to a power of two with the last id: a few statements to prepare, not one for
-    # every size of batch. Two counts, each read from its own index.
-    padded = ids + ids[-1:] * ((1 << (len(ids) - 1).bit_length()) - len(ids))
+    padded = padded_ids(ids)  # two counts, each read from its own index
     others = f"id NOT IN ({', '.join('?' * len(padded))})"
     busy = scalar(
         conn,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import sqlite3
 import time
@@ -33,7 +32,7 @@ import aiosqlite
 from bridge.errors import Unavailable
 from bridge.store.schema import MIGRATIONS
 from bridge.store.sql import SQLStore
-from bridge.store.works import Conn, JobBatch, one, scalar
+from bridge.store.works import Conn, JobBatch, one, run_works, scalar
 
 _T = TypeVar("_T")
 log = logging.getLogger("bridge.store")
@@ -56,7 +55,7 @@ class _Locked(Exception):
 class _WriteConnection(sqlite3.Connection):
     """The write connection, counting the deliveries its works add to the outbox since the
     store last told its outbox listeners; ``batch`` while a run of job updates is written
-    (``_run_works``).
+    (``run_works``).
 
     The works are shared with PostgreSQL (``bridge.store.postgres``), whose connection
     locks what they read to change: here ``BEGIN IMMEDIATE`` already serializes every
@@ -75,27 +74,6 @@ class _WriteConnection(sqlite3.Connection):
     def pipeline(self) -> contextlib.AbstractContextManager[None]:
         """Statements run as they are made here: nothing to send together."""
         return contextlib.nullcontext()
-
-
-def _run_works(conn: _WriteConnection, works: list[_Work]) -> list[tuple[bool, Any]]:
-    """Run ``works`` in order (inside a transaction), each run of job updates sharing a
-    ``JobBatch``; raises what a work raises."""
-    job_ids: list[str | None] = [getattr(work, "job_id", None) for work in works]
-    outcomes: list[tuple[bool, Any]] = []
-    try:
-        for index, (work, job_id) in enumerate(zip(works, job_ids, strict=True)):
-            if job_id is None and conn.batch is not None:
-                conn.batch.settle(conn)
-                conn.batch = None
-            elif job_id is not None and conn.batch is None:
-                run = itertools.takewhile(lambda later: later is not None, job_ids[index:])
-                conn.batch = JobBatch(conn, [later for later in run if later is not None])
-            outcomes.append((True, work(conn)))
-        if conn.batch is not None:
-            conn.batch.settle(conn)
-    finally:
-        conn.batch = None
-    return outcomes
 
 
 def _writer(path: str) -> _WriteConnection:
@@ -191,7 +169,7 @@ def _commit_batch(
             outcomes = [_in_savepoint(conn, work) for work in works]
         else:
             try:
-                outcomes = _run_works(conn, works)
+                outcomes = run_works(conn, works)
             except Exception:
                 if conn.in_transaction:  # SQLite itself rolls back on some faults
                     conn.execute("ROLLBACK")

@@ -132,9 +132,7 @@ class JobBatch:
             return  # one job reads its own row: the same one statement
         for start in range(0, len(wanted), READ_AHEAD):
             chunk = wanted[start:start + READ_AHEAD]
-            # Padded to a power of two with the last id: a handful of statements to
-            # prepare and keep, not one for every size of batch.
-            padded = chunk + chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
+            padded = padded_ids(chunk)
             self.rows.update(dict.fromkeys(chunk))  # None: no such job
             # In id order: on PostgreSQL, batches lock their rows in one order.
             for row in conn.execute(
@@ -150,7 +148,34 @@ class JobBatch:
             wake_waiting(conn, provider, stamp, count)
 
 
+def padded_ids(ids: list[str]) -> list[str]:
+    """``ids`` padded to a power of two with the last one, for an ``IN (...)``: a handful of
+    statements to prepare and keep, not one for every size of batch."""
+    return ids + ids[-1:] * ((1 << (len(ids) - 1).bit_length()) - len(ids))
+
+
 READ_AHEAD = 256  # job rows per read-ahead statement (SQLite's older limit is 999 values)
+
+
+def run_works(conn: Conn, works: list[Callable[[Conn], Any]]) -> list[tuple[bool, Any]]:
+    """Run ``works`` in order (inside a transaction), each run of job updates sharing a
+    ``JobBatch``; raises what a work raises."""
+    job_ids: list[str | None] = [getattr(work, "job_id", None) for work in works]
+    outcomes: list[tuple[bool, Any]] = []
+    try:
+        for index, (work, job_id) in enumerate(zip(works, job_ids, strict=True)):
+            if job_id is None and conn.batch is not None:
+                conn.batch.settle(conn)
+                conn.batch = None
+            elif job_id is not None and conn.batch is None:
+                run = itertools.takewhile(lambda later: later is not None, job_ids[index:])
+                conn.batch = JobBatch(conn, [later for later in run if later is not None])
+            outcomes.append((True, work(conn)))
+        if conn.batch is not None:
+            conn.batch.settle(conn)
+    finally:
+        conn.batch = None
+    return outcomes
 
 
 # -- events and the outbox ----------------------------------------------------------------
