@@ -119,6 +119,14 @@ def read_db(path: Path, sql: str, params: Any = ()) -> list[Any]:
         return conn.execute(sql, params).fetchall()
 
 
+def read(database: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (written with ``?``) read straight from either store's database."""
+    if not database.startswith("postgresql://"):
+        return [tuple(row) for row in read_db(Path(database), sql, params)]
+    with psycopg.connect(database, connect_timeout=5) as conn:
+        return conn.execute(sql.replace("?", "%s"), params).fetchall()
+
+
 def ids(items: list[Job] | list[Event]) -> list[str]:
     return [item.id for item in items]
 
@@ -535,6 +543,19 @@ async def test_update_job_without_release_lease_keeps_the_lease(store: SQLiteSto
     assert await store.claim_due_jobs(now, 10, 60) == []
 
 
+async def test_a_job_finished_while_claimed_keeps_no_lease(
+    store: SQLiteStore, database: str
+) -> None:
+    # Claimed by one worker, finished by another (a callback): no lease outlives the job,
+    # and the claimer's own update finds it finished.
+    now = utcnow()
+    job = await add(store, status=JobStatus.RUNNING, next_check_at=now)
+    assert ids(await store.claim_due_jobs(now, 10, 60)) == [job.id]
+    await store.update_job(job.id, lambda job: end_job(job, JobStatus.SUCCEEDED, None, now))
+    assert await store.update_job(job.id, touch(None), release_lease=True) is None
+    assert read(database, "SELECT lease_until FROM jobs WHERE id = ?", job.id) == [(None,)]
+
+
 async def test_two_stores_claiming_at_once_get_disjoint_jobs(
     store: SQLiteStore, second: SQLiteStore
 ) -> None:
@@ -609,6 +630,26 @@ async def test_requests_for_slots_that_arrive_together_share_one_count(
         store.begin_submit(job.id, "airforce", 4, now) for job in jobs))
     assert sum(began) == 4
     assert sum("COUNT(*)" in statement for statement in seen) == 1
+
+
+async def test_a_job_finished_before_its_slot_is_granted_is_neither_begun_nor_parked(
+    store: SQLiteStore,
+) -> None:
+    # Canceled while its submission waited for the grant: not sent, and never due again.
+    now = utcnow()
+    for _ in range(3):
+        await add(store, status=JobStatus.RUNNING, next_check_at=now + timedelta(hours=1))
+    jobs = [await add(store, next_check_at=now) for _ in range(3)]
+    for job in jobs:
+        await store.update_job(job.id, lambda job: end_job(job, JobStatus.CANCELED, None, now))
+    later = now + timedelta(minutes=2)
+    began = await asyncio.gather(*(
+        store.begin_submit(job.id, "airforce", 4, now, wait_until=later) for job in jobs))
+    assert began == [False, False, False]
+    stored = [await store.get_job(job.id) for job in jobs]
+    assert [(job.submit_started_at, job.next_check_at) for job in stored if job] == [
+        (None, None)] * 3
+    assert await store.claim_due_jobs(later + timedelta(minutes=1), 10, 60) == []
 
 
 async def test_begin_submit_marks_the_submission_started(store: SQLiteStore) -> None:

@@ -47,18 +47,24 @@ def grant(conn: Conn, provider: str, limit: int, requests: list[SlotRequest]) ->
         (provider, *padded, provider, *padded),
     )
     free = max(0, limit - busy)
-    granted, refused = requests[:free], requests[free:]
-    if granted:
-        conn.executemany(
-            "UPDATE jobs SET submit_started_at = ? WHERE id = ? AND status = 'queued'",
-            [(request.now, request.job_id) for request in granted])
+    granted: set[str] = set()
+    if free:
+        # Only jobs still queued begin: one finished meanwhile (canceled, say) is not sent.
+        # Its submission is marked as begun at the earliest request's time, a lower bound.
+        chosen = padded_ids([request.job_id for request in requests[:free]])
+        granted = {row[0] for row in conn.execute(
+            "UPDATE jobs SET submit_started_at = ? WHERE status = 'queued' "
+            f"AND id IN ({', '.join('?' * len(chosen))}) RETURNING id",
+            (min(request.now for request in requests[:free]), *chosen)).fetchall()}
+    refused = requests[free:]
     if refused:
         # Waiting from now on, in the same transaction: a slot freed after this count
         # wakes them (see wake_waiting). So do the provider's other jobs due to wait,
         # unclaimed: each would only be refused too.
         conn.executemany(
             "UPDATE jobs SET lease_until = NULL, next_check_at = COALESCE(?, next_check_at) "
-            "WHERE id = ?", [(request.wait_until, request.job_id) for request in refused])
+            "WHERE id = ? AND status = 'queued'",
+            [(request.wait_until, request.job_id) for request in refused])
         until = max((r.wait_until for r in refused if r.wait_until is not None), default=None)
         stamp = max(request.now for request in refused)
         if until is not None:
@@ -69,7 +75,7 @@ def grant(conn: Conn, provider: str, limit: int, requests: list[SlotRequest]) ->
                 "  AND (lease_until IS NULL OR lease_until < ?)"
                 f"  ORDER BY next_check_at LIMIT ?{conn.skip_locked})",
                 (until, provider, stamp, stamp, PARK_AT_ONCE))
-    return {request.job_id for request in granted}
+    return granted
 
 
 class Slots:

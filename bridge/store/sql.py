@@ -190,7 +190,9 @@ class SQLStore(Accounts):
             changed = [c for c in JOB_COLUMNS
                        if after[c] is not before[c] and after[c] != before[c]]
             values = [JOB_ENCODERS[c](job) for c in changed]
-            if release_lease and row[LEASE_UNTIL] is not None:
+            if (release_lease or job.status in TERMINAL) and row[LEASE_UNTIL] is not None:
+                # A finished job is no one's work: a claim of it racing this finish holds
+                # no lease past it (its own update then finds the job finished).
                 changed.append("lease_until")
                 values.append(None)
             if (job.status == JobStatus.QUEUED and current.submit_started_at is not None
