@@ -414,7 +414,7 @@ async def test_find_submission_ignores_tasks_created_long_before(
     assert await provider.find_submission(job(), later) is None
 
 
-async def test_find_submission_picks_the_task_closest_to_the_send_time(
+async def test_find_submission_picks_the_one_task_created_around_the_send_time(
     provider: AirforceProvider, sim: Starlette
 ) -> None:
     first = await provider.submit(job(), callback_url=None)
@@ -424,6 +424,18 @@ async def test_find_submission_picks_the_task_closest_to_the_send_time(
     found = await provider.find_submission(job(), datetime.now(UTC))
 
     assert found is not None and found.provider_job_id == second.provider_job_id
+
+
+async def test_find_submission_is_unknown_when_two_tasks_could_be_the_one(
+    provider: AirforceProvider,
+) -> None:
+    # The list shows no prompt: the closer one in time may well be another job's task.
+    sent_at = datetime.now(UTC)
+    await provider.submit(job("a red fox"), callback_url=None)
+    await provider.submit(job("a blue whale"), callback_url=None)
+
+    with pytest.raises(SubmitOutcomeUnknown):
+        await provider.find_submission(job("a red fox"), sent_at)
 
 
 async def test_find_submission_that_cannot_list_is_retryable(

@@ -211,15 +211,15 @@ class AirforceProvider:
 
     async def find_submission(self, job: TrackedJob, sent_at: datetime) -> Submission | None:
         # The task list shows no prompt (nor mode or aspect ratio), so the task is matched by
-        # model, duration and creation time: the one created closest to sent_at within
-        # [sent_at - 5 s, sent_at + 120 s]. Two jobs of the same model and duration sent within
-        # that window cannot be told apart. A failure to list raises the usual (retryable)
-        # ProviderError: the bridge can look again later.
+        # model, duration and creation time (whole seconds), within [sent_at - 5 s, sent_at +
+        # 120 s]. Two such tasks cannot be told apart: rather than guess (and follow another
+        # job's task, perhaps another tenant's), the outcome is unknown. A failure to list
+        # raises the usual (retryable) ProviderError: the bridge can look again later.
         data = await self._get_json("/v1/video/tasks", "list tasks")
         tasks = [task for task in data.get("data") or [] if isinstance(task, dict)]
         request = job.request
         sent = sent_at.astimezone(UTC)
-        best: tuple[timedelta, dict[str, Any]] | None = None
+        matches = []
         for task in tasks:
             if task.get("model") != request.model:
                 continue
@@ -228,13 +228,14 @@ class AirforceProvider:
                     and shown != request.duration_seconds):
                 continue
             created = _time(task.get("created"))
-            if created is None or not (sent - MATCH_BEFORE <= created <= sent + MATCH_AFTER):
-                continue
-            distance = abs(created - sent)
-            if best is None or distance < best[0]:
-                best = (distance, task)
-        if best is not None:
-            return _submission(best[1])
+            if created is not None and sent - MATCH_BEFORE <= created <= sent + MATCH_AFTER:
+                matches.append(task)
+        if len(matches) > 1:
+            raise SubmitOutcomeUnknown(
+                f"api.airforce: {len(matches)} tasks of this model and duration were created "
+                "around the submission, and its list cannot tell which one it made")
+        if matches:
+            return _submission(matches[0])
         # The list holds only the 100 most recent tasks: when all of them are newer than the
         # window's start, the task may have been pushed out of it.
         times = [t for t in (_time(task.get("created")) for task in tasks) if t is not None]
