@@ -47,16 +47,16 @@ def grant(conn: Conn, provider: str, limit: int, requests: list[SlotRequest]) ->
         (provider, *padded, provider, *padded),
     )
     free = max(0, limit - busy)
-    granted: set[str] = set()
-    if free:
+    chosen, refused = requests[:free], requests[free:]
+    begun: set[str] = set()
+    if chosen:
         # Only jobs still queued begin: one finished meanwhile (canceled, say) is not sent.
         # Its submission is marked as begun at the earliest request's time, a lower bound.
-        chosen = padded_ids([request.job_id for request in requests[:free]])
-        granted = {row[0] for row in conn.execute(
+        padded = padded_ids([request.job_id for request in chosen])
+        begun = {row[0] for row in conn.execute(
             "UPDATE jobs SET submit_started_at = ? WHERE status = 'queued' "
-            f"AND id IN ({', '.join('?' * len(chosen))}) RETURNING id",
-            (min(request.now for request in requests[:free]), *chosen)).fetchall()}
-    refused = requests[free:]
+            f"AND id IN ({', '.join('?' * len(padded))}) RETURNING id",
+            (min(request.now for request in chosen), *padded)).fetchall()}
     if refused:
         # Waiting from now on, in the same transaction: a slot freed after this count
         # wakes them (see wake_waiting). So do the provider's other jobs due to wait,
@@ -75,7 +75,7 @@ def grant(conn: Conn, provider: str, limit: int, requests: list[SlotRequest]) ->
                 "  AND (lease_until IS NULL OR lease_until < ?)"
                 f"  ORDER BY next_check_at LIMIT ?{conn.skip_locked})",
                 (until, provider, stamp, stamp, PARK_AT_ONCE))
-    return granted
+    return begun
 
 
 class Slots:

@@ -76,11 +76,6 @@ log = logging.getLogger("bridge.store")
 TURN_SCAN = 2  # a claim taking tenants in turns reads up to this many times its limit
 
 
-def _finish(conn: Conn, finished: Sequence[tuple[Outgoing, AttemptResult]]) -> list[bool]:
-    with conn.pipeline():  # on PostgreSQL the attempts' writes go out together
-        return finish(conn, finished)
-
-
 class SQLStore(Accounts):
     """``bridge.store.base.Store`` in SQL; a backend subclasses it with its connections."""
 
@@ -466,7 +461,7 @@ class SQLStore(Accounts):
 
     async def finish_delivery(self, outgoing: Outgoing, result: AttemptResult) -> bool:
         recorded: list[bool] = await self._transaction(
-            functools.partial(_finish, finished=[(outgoing, result)]))
+            functools.partial(finish, finished=[(outgoing, result)]))
         return recorded[0]
 
     async def finish_deliveries(
@@ -474,13 +469,13 @@ class SQLStore(Accounts):
     ) -> list[bool | Exception]:
         try:
             # One work: what nearly always happens.
-            return list(await self._transaction(functools.partial(_finish, finished=finished)))
+            return list(await self._transaction(functools.partial(finish, finished=finished)))
         except Exception as exc:
             if len(finished) == 1:
                 return [exc]
         # One of them raised, and all were undone: each again on its own, so that only the
         # one that raises fails.
-        futures = [self._enqueue(functools.partial(_finish, finished=[attempt]))
+        futures = [self._enqueue(functools.partial(finish, finished=[attempt]))
                    for attempt in finished]
         outcomes: list[Any] = await asyncio.gather(*futures, return_exceptions=True)
         return [outcome[0] if isinstance(outcome, list) else outcome for outcome in outcomes]

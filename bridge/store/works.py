@@ -251,29 +251,30 @@ def finish(conn: Conn, finished: Sequence[tuple[Outgoing, AttemptResult]]) -> li
     deleted, failed by a disable or claimed again meanwhile. Every attempt's UPDATE is sent
     before any answer is read: in PostgreSQL's pipeline mode, one round trip for them all."""
     sent = []
-    for outgoing, result in finished:
-        delivery = outgoing.delivery
-        retry_at = None if result.ok or result.gone else stamp_of(result.retry_at)
-        if retry_at is not None and delivery.event_type == "job.progress" and one(
-            conn,
-            "SELECT 1 FROM deliveries WHERE channel = ? AND job_id = ? AND sequence > ?",
-            (delivery.endpoint_id or "job", delivery.job_id, delivery.sequence),
-        ):
-            retry_at = None  # superseded while it was being sent: not tried again
-        cursor = conn.execute(
-            "UPDATE deliveries SET status = ?, lease_until = NULL, next_attempt_at = ?, "
-            "response_status = ?, duration_ms = ?, error = ?, response_excerpt = ? "
-            "WHERE id = ? AND status = 'pending' AND lease_until = ? RETURNING id",
-            (DeliveryStatus.SUCCEEDED if result.ok else DeliveryStatus.FAILED, retry_at,
-             result.response_status, result.duration_ms, result.error,
-             result.response_excerpt, delivery.id, outgoing.lease_until),
-        )
-        sent.append((delivery, result, retry_at, cursor))
-    try:
-        return _after_attempts(conn, sent)
-    finally:
-        for *_, cursor in sent:
-            cursor.close()  # an unread one would keep SQLite's statement open
+    with conn.pipeline():
+        try:
+            for outgoing, result in finished:
+                delivery = outgoing.delivery
+                retry_at = None if result.ok or result.gone else stamp_of(result.retry_at)
+                if retry_at is not None and delivery.event_type == "job.progress" and one(
+                    conn,
+                    "SELECT 1 FROM deliveries WHERE channel = ? AND job_id = ? AND sequence > ?",
+                    (delivery.endpoint_id or "job", delivery.job_id, delivery.sequence),
+                ):
+                    retry_at = None  # superseded while it was being sent: not tried again
+                cursor = conn.execute(
+                    "UPDATE deliveries SET status = ?, lease_until = NULL, next_attempt_at = ?, "
+                    "response_status = ?, duration_ms = ?, error = ?, response_excerpt = ? "
+                    "WHERE id = ? AND status = 'pending' AND lease_until = ? RETURNING id",
+                    (DeliveryStatus.SUCCEEDED if result.ok else DeliveryStatus.FAILED, retry_at,
+                     result.response_status, result.duration_ms, result.error,
+                     result.response_excerpt, delivery.id, outgoing.lease_until),
+                )
+                sent.append((delivery, result, retry_at, cursor))
+            return _after_attempts(conn, sent)
+        finally:
+            for *_, cursor in sent:
+                cursor.close()  # an unread one would keep SQLite's statement open
 
 
 def _after_attempts(conn: Conn, sent: list[tuple[Delivery, AttemptResult, float | None, Cursor]]
