@@ -9,7 +9,8 @@
     │   └── IdempotencyConflict an Idempotency-Key already used with another body
     ├── PayloadTooLarge         413
     ├── RateLimited             429 with Retry-After
-    └── Unavailable             503 with Retry-After (the database is locked or full)
+    ├── Unavailable             503 with Retry-After (the database is locked or full)
+    └── ProviderUnavailable     503 with Retry-After: a provider's models cannot be read
     ProviderError               a provider answered badly or not at all; carries what the
     │                           tracker needs to decide: retry later, or fail the job
     └── SubmitOutcomeUnknown    a submission may or may not have reached the provider
@@ -97,6 +98,20 @@ class Unavailable(BridgeError):
         super().__init__(message)
         self.retry_after = retry_after
         self.headers = {"Retry-After": str(retry_after)}
+
+
+class ProviderUnavailable(BridgeError):
+    """A provider's models could not be read (a refused key, a provider down), so no job
+    for it can be checked; ``reason`` says why, without secrets."""
+
+    status_code = 503
+    code = "provider_unavailable"
+
+    def __init__(self, provider: str, reason: str, *, retry_after: float) -> None:
+        super().__init__(f"provider {provider} is unavailable: {reason}", field="provider")
+        self.provider = provider
+        self.reason = reason
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
 
 
 class ProviderError(Exception):

@@ -208,6 +208,10 @@ for name, item in (("JobPage", "Job"), ("EventPage", "Event"), ("EndpointPage", 
                    ("ApiKeyPage", "ApiKey")):
     SCHEMAS[name] = _obj({"data": {"type": "array", "items": _ref(item)},
                           "next_cursor": _nullable(STR)}, ["data", "next_cursor"])
+SCHEMAS["ModelPage"]["properties"]["unavailable"] = {
+    "type": "array", "description": "enabled providers whose models cannot be read now",
+    "items": _obj({"provider": STR, "reason": STR}, ["provider", "reason"])}
+SCHEMAS["ModelPage"]["required"].append("unavailable")
 
 _ERRORS = {
     "400": "The request is malformed: a query parameter or cursor, or the body is not strict "
@@ -244,7 +248,8 @@ def _op(summary: str, responses: dict[str, Schema], *, errors: tuple[str, ...] =
                 "description": "seconds to wait", "required": True,
                 "schema": {"type": "integer", "minimum": 1}}}
     if auth:  # every authenticated route reads or writes the database
-        operation["responses"]["503"] = _json(_ref("Error"), _ERRORS["503"]) | {
+        operation["responses"]["503"] = _json(_ref("Error"), (notes or {}).get(
+            "503", _ERRORS["503"])) | {
             "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
     if body is not None:
         operation["requestBody"] = {"required": body_required,
@@ -302,7 +307,11 @@ def _paths() -> dict[str, Schema]:
                     "409": "idempotency_conflict: the Idempotency-Key was used with another "
                            "body in the last 24 hours; nothing was submitted.",
                     "413": "payload_too_large: over the limits above; error.field names the "
-                           "field."}),
+                           "field.",
+                    "503": "unavailable: the database is locked or full; or "
+                           "provider_unavailable: the provider's models cannot be read now "
+                           "(error.message says why). Nothing was kept; try again after "
+                           "Retry-After."}),
             "get": _op("List jobs, newest first", {"200": _json(_ref("JobPage"))},
                        errors=("400", "401"), params=[
                            *PAGING, _query("status", {"type": "string",

@@ -30,8 +30,13 @@ async def rotate_signing_secret(request: Request) -> JSONResponse:
 
 async def models(request: Request) -> JSONResponse:
     await authenticate(request)
-    found = await get_bridge(request).catalog.all()
-    return JSONResponse({"data": [model.to_json() for model in found], "next_cursor": None})
+    found, unavailable = await get_bridge(request).catalog.all()
+    return JSONResponse({
+        "data": [model.to_json() for model in found], "next_cursor": None,
+        # Providers that are enabled but whose models cannot be read now, and why.
+        "unavailable": [{"provider": name, "reason": reason}
+                        for name, reason in unavailable.items()],
+    })
 
 
 routes = [
