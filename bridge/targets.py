@@ -74,7 +74,8 @@ _REFUSED_NETWORKS = [
         ("ff00::/8", "a multicast address"),
     ]
 ]
-_ONLY_PUBLIC = "webhooks may only go to public addresses"
+_PRIVATE_FLAG = "BRIDGE_ALLOW_PRIVATE_TARGETS=1 allows it, for local development only"
+_ONLY_PUBLIC = f"webhooks may only go to public addresses ({_PRIVATE_FLAG})"
 
 
 class TargetRefused(OSError):
@@ -140,7 +141,7 @@ def check_form(url: str, allow_private: bool) -> str:
         parts = urlsplit(url)
     except ValueError:
         raise TargetRefused("is not a valid URL") from None
-    allowed = "an http or https URL" if allow_private else "an https URL"
+    allowed = "an http or https URL" if allow_private else f"an https URL (http: {_PRIVATE_FLAG})"
     schemes = ("https", "http") if allow_private else ("https",)
     if parts.scheme not in schemes:
         if parts.scheme in ("http", "https") or not parts.scheme:

@@ -63,3 +63,23 @@ def test_every_route_a_guide_calls_exists() -> None:
     assert called, "the guides call no routes?"
     for path in called:
         assert any(t.match(path) for t in templates), f"{path} is not a bridge route"
+
+
+def test_the_zapier_guide_keys_each_run_by_its_trigger_item_not_by_the_time() -> None:
+    guide = (DOCS / "zapier.md").read_text()
+    assert "`Idempotency-Key` set to" in guide and "`zap-{{1.id}}`" in guide
+    assert "Idempotency-Key: {{zap_meta" not in guide  # minute resolution: runs would collide
+
+
+def test_the_n8n_guide_says_how_a_local_n8n_receives_webhooks() -> None:
+    guide = (DOCS / "n8n.md").read_text()
+    assert "BRIDGE_ALLOW_PRIVATE_TARGETS=1" in guide and "WEBHOOK_URL" in guide
+    assert "http://localhost:5678" in guide
+
+
+def test_the_vercel_recipe_installs_the_postgres_extra() -> None:
+    recipe = DOCS.parent / "deploy" / "vercel"
+    lines = [line.strip() for line in (recipe / "requirements.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines == [".[postgres]"]
+    assert "requirements.txt" in (recipe / "README.md").read_text()

@@ -141,11 +141,13 @@ async def test_the_refusal_says_why_without_mapping_internal_dns() -> None:
     assert "10.1.2.3" in str(literal.value) and "private" in str(literal.value)
 
 
-ONLY_PUBLIC = "; webhooks may only go to public addresses"
+FLAG = "BRIDGE_ALLOW_PRIVATE_TARGETS=1 allows it, for local development only"
+ONLY_PUBLIC = f"; webhooks may only go to public addresses ({FLAG})"
 MESSAGES = [
     # the form of the URL
-    ("http://hooks.example.com/x", "url must be an https URL"),
-    ("ftp://hooks.example.com/x", "url must be an https URL; the scheme 'ftp' is not allowed"),
+    ("http://hooks.example.com/x", f"url must be an https URL (http: {FLAG})"),
+    ("ftp://hooks.example.com/x",
+     f"url must be an https URL (http: {FLAG}); the scheme 'ftp' is not allowed"),
     ("https:///no-host", "url has no host"),
     ("http://[::1/x", "url is not a valid URL"),
     ("https://user:pass@hooks.example.com/x", "url must not carry a user name or password"),
@@ -262,8 +264,7 @@ async def test_the_delivery_client_connects_only_to_the_checked_addresses() -> N
         result = await deliverer.attempt(outgoing(url), within=5.0)
         assert not result.ok and result.response_status is None
         assert result.error == ("refused: the URL names host 'rebind.example.com', which "
-                                "resolves to a loopback address; webhooks may only go to "
-                                "public addresses")
+                                "resolves to a loopback address" + ONLY_PUBLIC)
         assert result.retry_at is not None
         assert connections == []  # refused before any connection was made
     finally:

@@ -136,6 +136,12 @@ async def test_private_targets_are_refused_without_the_flag(
         job = await harness.client.post(
             "/v1/jobs", json={**CITY, "webhook_url": "https://127.0.0.1/hook"})
         assert job.status_code == 422 and job.json()["error"]["field"] == "webhook_url"
+        # A self-hosted n8n on localhost: the error names the flag that allows it.
+        local = await harness.client.post(
+            "/v1/jobs", json={**CITY, "webhook_url": "http://localhost:5678/webhook-waiting/1"})
+        assert local.status_code == 422
+        assert local.json()["error"]["message"].startswith("webhook_url must be an https URL")
+        assert "BRIDGE_ALLOW_PRIVATE_TARGETS=1" in local.json()["error"]["message"]
 
 
 async def test_patch_delete_and_another_tenants_ids_answer_404(
