@@ -1,4 +1,5 @@
-"""The ``bridge`` command: serve, demo, keys (create, list, revoke), portal-link, tick."""
+"""The ``bridge`` command: serve, demo, simulators, keys (create, list, revoke), portal-link,
+tick."""
 
 from __future__ import annotations
 
@@ -11,54 +12,83 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
+from bridge import __version__
 from bridge.logs import configure as configure_logs
-from bridge.settings import Settings, SettingsError, parse_duration
+from bridge.settings import Settings, SettingsError, is_postgres, parse_duration, redacted
+
+log = logging.getLogger("bridge")
+
+DESCRIPTION = """\
+bridge: one job API over many AI video providers; every state change a signed webhook.
+Configuration comes from BRIDGE_* environment variables (see the README); the database is
+BRIDGE_DATABASE (default ./bridge.db in the current directory)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bridge", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"bridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=summary)
+
+    serve = command("serve", "run the bridge's HTTP service (one process per SQLite file)")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"),
+                       help="address to listen on (default: $HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")),
+                       help="port to listen on, 1 to 65535 (default: $PORT, else 8000)")
+
+    demo = command("demo", "run the whole flow on this machine against built-in provider "
+                           "simulators, with a fresh database that goes when it ends")
+    demo.add_argument("--timeout", type=float, default=180.0,
+                      help="seconds to wait for every job to finish (default: 180)")
+    demo.add_argument("--stay", default=None,
+                      help="then keep serving this long, printing the bridge's URL, API key "
+                           "and a portal link, e.g. 10m (default: 10m at a terminal, else 0)")
+
+    simulators = command("simulators", "serve the four provider simulators on loopback ports "
+                                       "until Ctrl-C, printing the variables that point a "
+                                       "bridge at them")
+    simulators.add_argument("--host", default="127.0.0.1",
+                            help="address to listen on (default: 127.0.0.1)")
+    simulators.add_argument("--port", type=int, default=8101,
+                            help="port of the first simulator (airforce); infrai, apixo and "
+                                 "venice take the next three; 0 picks free ports (default: 8101)")
+    simulators.add_argument("--job-seconds", default="6-12",
+                            help="how long a simulated job takes, as MIN-MAX seconds "
+                                 "(default: 6-12)")
+
+    keys = command("keys", "manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", help="create an API key and print it once",
+                                     description="create an API key and print it once")
+    create.add_argument("--tenant", required=True,
+                        help="the tenant the key belongs to (made if new)")
+    listing = key_commands.add_parser(
+        "list", help="print the active keys, one JSON line each (prefix, never the key)",
+        description="print the active keys, one JSON line each (prefix, never the key)")
+    listing.add_argument("--tenant", help="only this tenant's keys (default: every tenant's)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key at once, in every process",
+                                     description="revoke a key at once, in every process")
+    revoke.add_argument("prefix", help="the key's prefix, as keys list shows it")
+
+    portal_link = command("portal-link", "print a single-use sign-in link to a tenant's portal")
+    portal_link.add_argument("--tenant", required=True, help="the tenant to sign in as")
+    portal_link.add_argument("--ttl", default="15m",
+                             help="how long the link may be used: 1m to 24h (default: 15m)")
+
+    command("tick", "do one bounded round of due submissions, polls and deliveries, then exit")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bridge", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="run the bridge's HTTP service")
-    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-
-    demo = commands.add_parser(
-        "demo", help="run the whole flow on this machine against built-in provider simulators"
-    )
-    demo.add_argument("--timeout", type=float, default=180.0,
-                      help="seconds to wait for every job to finish (default 180)")
-    demo.add_argument("--stay", default=None,
-                      help="then keep serving this long with a link to the portal, e.g. 10m "
-                           "(default 10m at a terminal, 0 otherwise)")
-
-    keys = commands.add_parser("keys", help="manage API keys")
-    key_commands = keys.add_subparsers(dest="keys_command", required=True)
-    create = key_commands.add_parser("create", help="create an API key and print it once")
-    create.add_argument("--tenant", required=True)
-    listing = key_commands.add_parser(
-        "list", help="print the active keys, one JSON line each (prefix, never the key)")
-    listing.add_argument("--tenant", help="only this tenant's keys")
-    revoke = key_commands.add_parser("revoke", help="revoke a key at once, in every process")
-    revoke.add_argument("prefix", help="the key's prefix, as keys list shows it")
-
-    portal_link = commands.add_parser(
-        "portal-link", help="print a single-use sign-in link to the portal for a tenant")
-    portal_link.add_argument("--tenant", required=True)
-    portal_link.add_argument("--ttl", default="15m",
-                             help="how long the link may be used: 1m to 24h (default 15m)")
-
-    commands.add_parser(
-        "tick", help="do one bounded round of due submissions, polls and deliveries, then exit"
-    )
-
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     level = os.environ.get("BRIDGE_LOG_LEVEL", "INFO").strip().upper() or "INFO"
     if level not in logging.getLevelNamesMapping():
-        print(f"bridge: configuration error: BRIDGE_LOG_LEVEL: expected one of DEBUG, INFO, "
-              f"WARNING, ERROR, got {level!r}", file=sys.stderr)
-        return 2
-    if args.command == "demo":
+        return _fail(f"configuration error: BRIDGE_LOG_LEVEL: expected one of DEBUG, INFO, "
+                     f"WARNING, ERROR, got {level!r}")
+    if args.command in ("demo", "simulators"):
         logging.basicConfig(level=level, format="%(message)s")
     else:
         configure_logs(level)  # JSON lines
@@ -69,28 +99,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             stay = parse_duration(args.stay or ("10m" if sys.stdout.isatty() else "0"))
         except ValueError:
-            print("bridge: --stay must be a duration like 10m or 0", file=sys.stderr)
-            return 2
+            return _fail("--stay must be a duration like 10m or 0")
         return asyncio.run(run_demo(wait_seconds=args.timeout, stay_seconds=stay))
+    if args.command == "simulators":
+        return _simulators(args.host, args.port, args.job_seconds)
 
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
-        print(f"bridge: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"configuration error: {exc}")
+    if args.command == "serve" and not 1 <= args.port <= 65535:
+        return _fail(f"--port must be from 1 to 65535, got {args.port}")
     problem = asyncio.run(_database_problem(settings))
     if problem is not None:
-        print(f"bridge: configuration error: BRIDGE_DATABASE: {problem}", file=sys.stderr)
-        return 2
+        return _fail(f"configuration error: BRIDGE_DATABASE: {problem}")
+    if args.command != "serve":  # serve says it in its start-up line
+        print(f"bridge: database {_database_name(settings.database)}", file=sys.stderr)
 
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
     if args.command == "keys":
         tenant = getattr(args, "tenant", None)
         if tenant is not None and not _is_tenant_name(tenant):
-            print("bridge: --tenant must be letters, digits, '-' or '_' (at most 100)",
-                  file=sys.stderr)
-            return 2
+            return _fail("--tenant must be letters, digits, '-' or '_' (at most 100)")
         if args.keys_command == "list":
             return asyncio.run(_list_keys(settings, tenant))
         if args.keys_command == "revoke":
@@ -100,17 +131,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             ttl = timedelta(seconds=parse_duration(args.ttl))
         except ValueError:
-            print("bridge: --ttl must be a duration like 15m, 2h or 900s", file=sys.stderr)
-            return 2
+            return _fail("--ttl must be a duration like 15m, 2h or 900s")
         return asyncio.run(_portal_link(settings, args.tenant, ttl))
     if args.command == "tick":
         return asyncio.run(_tick(settings))
     return 2  # pragma: no cover - argparse refuses unknown commands
 
 
+def _fail(message: str, code: int = 2) -> int:
+    print(f"bridge: {message}", file=sys.stderr)
+    return code
+
+
+def _database_name(database: str) -> str:
+    """The database as a start-up line names it: a PostgreSQL URL without its password, a
+    SQLite file by its absolute path (a relative one depends on the directory)."""
+    if is_postgres(database):
+        return redacted(database)
+    return f"{os.path.abspath(database)} (SQLite)"
+
+
 async def _database_problem(settings: Settings) -> str | None:
     """Why the database cannot be opened (and migrated), in one line; ``None`` if it can."""
-    from bridge.settings import redacted
     from bridge.store import open_store
 
     try:
@@ -122,18 +164,51 @@ async def _database_problem(settings: Settings) -> str | None:
     return None
 
 
+def _simulators(host: str, port: int, job_seconds: str) -> int:
+    from bridge.simulators.serve import serve_simulators
+
+    if not 0 <= port <= 65532:
+        return _fail(f"--port must be from 0 to 65532 (four ports from it), got {port}")
+    try:
+        low, high = (float(part) for part in job_seconds.split("-"))
+    except ValueError:
+        return _fail(f"--job-seconds must be MIN-MAX seconds like 6-12, got {job_seconds!r}")
+    if not 0 < low <= high:
+        return _fail(f"--job-seconds must be MIN-MAX seconds like 6-12, got {job_seconds!r}")
+    return asyncio.run(serve_simulators(host, port, (low, high)))
+
+
 def _serve(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
     from bridge.app import create_app
+    from bridge.serving import bind, hold_sqlite_file
 
+    if not is_postgres(settings.database):
+        lock = hold_sqlite_file(settings.database)
+        if lock is None:
+            return _fail(f"another bridge serve is using {os.path.abspath(settings.database)}; "
+                         "a SQLite database takes one serving process (PostgreSQL takes many)")
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    log.info("bridge serving", extra={
+        "listen": f"http://{host}:{port}",
+        "database": _database_name(settings.database),
+        "providers": [p.name for p in settings.enabled_providers],
+        "public_url": settings.public_url,
+        "media_store": os.path.abspath(settings.media_dir),
+        "background": settings.background,
+    })
     # uvicorn logs through the JSON handler set up in main(); requests are logged by
     # bridge.logs.RequestLog (by route, not by path: paths can carry tokens).
     # On SIGTERM uvicorn stops accepting, then the app's lifespan lets the work in flight
     # finish within BRIDGE_SHUTDOWN_GRACE (bridge.core.Bridge.close).
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None,
-                access_log=False, proxy_headers=True, forwarded_allow_ips="*",
-                timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)))
+    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False,
+                            proxy_headers=True, forwarded_allow_ips="*",
+                            timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)))
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -176,9 +251,7 @@ async def _revoke_key(settings: Settings, prefix: str) -> int:
     finally:
         await bridge.close()
     if revoked is None:
-        print(f"bridge: no active key has the prefix {prefix!r} (see bridge keys list)",
-              file=sys.stderr)
-        return 1
+        return _fail(f"no active key has the prefix {prefix!r} (see bridge keys list)", 1)
     print(json.dumps(revoked.to_json()))
     return 0
 
@@ -192,14 +265,12 @@ async def _portal_link(settings: Settings, tenant: str, ttl: timedelta) -> int:
     try:
         link = await issue_link(bridge, tenant, ttl)
     except InvalidRequest:
-        print("bridge: --ttl must be from 1m to 24h", file=sys.stderr)
-        return 2
+        return _fail("--ttl must be from 1m to 24h")
     finally:
         await bridge.close()
     if link is None:
-        print(f"bridge: no tenant {tenant!r} (tenants come with their keys: bridge keys "
-              "create --tenant NAME)", file=sys.stderr)
-        return 1
+        return _fail(f"no tenant {tenant!r} (tenants come with their keys: bridge keys "
+                     "create --tenant NAME)", 1)
     print(link[0])
     return 0
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 import tempfile
 import time
@@ -37,9 +36,9 @@ from bridge.app import create_app
 from bridge.core import Bridge
 from bridge.models import Event
 from bridge.portal.sessions import MAX_LINK_TTL, MIN_LINK_TTL, issue_link
-from bridge.serving import bind, serve_in_background, url_of
+from bridge.serving import bind, serve_in_background, until_interrupted, url_of
 from bridge.settings import Settings
-from bridge.simulators import airforce, apixo, infrai, venice
+from bridge.simulators import FACTORIES, api_key, bridge_env
 from bridge.simulators.base import SimSettings
 
 DEMO_KEY = "brk_demo_local_only_key"
@@ -55,13 +54,6 @@ JOBS: list[dict[str, Any]] = [
      "prompt": "Commerce being conducted in the city of Venice, Italy", "duration_seconds": 5,
      "aspect_ratio": "16:9", "resolution": "720p"},
 ]
-
-SIMULATORS = {
-    "airforce": airforce.create_app,
-    "infrai": infrai.create_app,
-    "apixo": apixo.create_app,
-    "venice": venice.create_app,
-}
 
 
 class Console:
@@ -127,13 +119,11 @@ async def run_demo(wait_seconds: float = 180.0, stay_seconds: float = 0.0) -> in
                 "BRIDGE_ALLOW_PRIVATE_TARGETS": "1",
                 "BRIDGE_RETRY_SCHEDULE": "1s,2s,5s,10s",
             }
-            for name, make in SIMULATORS.items():
-                sim_key = f"sim-{name}-key"
-                app = make(SimSettings(api_key=sim_key, duration=(6.0, 12.0), queue_delay=1.0))
+            for name, make in FACTORIES.items():
+                app = make(SimSettings(api_key=api_key(name), duration=(6.0, 12.0),
+                                       queue_delay=1.0))
                 url = await stack.enter_async_context(serve_in_background(app))
-                env[f"BRIDGE_{name.upper()}_API_KEY"] = sim_key
-                env[f"BRIDGE_{name.upper()}_BASE_URL"] = url + (
-                    "/api/v1" if name == "venice" else "")
+                env.update(bridge_env({name: url}))
                 console.line(f"simulator {name:<8} on {url}")
             receiver = Receiver(console)
             receiver_url = await stack.enter_async_context(serve_in_background(receiver.app))
@@ -158,37 +148,32 @@ async def run_demo(wait_seconds: float = 180.0, stay_seconds: float = 0.0) -> in
             console.line(f"endpoint {endpoint.json()['id']} registered for every event type "
                          "but job.progress")
             code = await _run_jobs(client, console, receiver, wait_seconds)
-            await _offer_portal(bridge, console, stay_seconds)
+            await _stay(bridge, base, env["BRIDGE_DATABASE"], console, stay_seconds)
             return code
 
 
-async def _offer_portal(bridge: Bridge, console: Console, stay_seconds: float) -> None:
-    """Keep serving for ``stay_seconds`` (Ctrl-C ends it sooner) and print a portal link
-    that works meanwhile; without a stay, say how to get one."""
+async def _stay(bridge: Bridge, base: str, database: str, console: Console,
+                stay_seconds: float) -> None:
+    """Keep serving for ``stay_seconds`` (Ctrl-C ends it sooner), saying how to reach the
+    bridge meanwhile: its URL and API key, and a portal link; without a stay, say how."""
     if stay_seconds <= 0:
-        console.line("portal   run `bridge demo --stay 10m` to keep this bridge serving after "
+        console.line("stay     run `bridge demo --stay 10m` to keep this bridge serving after "
                      "the jobs and open its portal (its database goes when the demo ends)")
         return
     ttl = min(max(timedelta(seconds=stay_seconds), MIN_LINK_TTL), MAX_LINK_TTL)
     link = await issue_link(bridge, "default", ttl)
     assert link is not None  # the demo's API key made the tenant
-    minutes = stay_seconds / 60
+    console.line(f"bridge   serves on {base} with the API key {DEMO_KEY}; to try the README's "
+                 "walkthrough against it, run this in another terminal first:")
+    print(f"\n    export B={base} BRIDGE_API_KEY={DEMO_KEY} BRIDGE_DATABASE={database}\n",
+          flush=True)
     console.line("portal   open this link in a browser to see this demo's jobs, videos, "
-                 "endpoints and deliveries:")
+                 "endpoints and deliveries (it signs in once):")
     print(f"\n    {link[0]}\n", flush=True)
-    console.line(f"portal   it signs in once; this bridge serves it for {minutes:g} more minutes "
-                 "(Ctrl-C stops it sooner)")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), stay_seconds)
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-    console.line("portal   stopping; the demo's database goes with it")
+    console.line(f"stay     serving for {stay_seconds / 60:g} more minutes (Ctrl-C stops it "
+                 "sooner); the demo's database goes when it stops")
+    await until_interrupted(stay_seconds)
+    console.line("stay     stopping; the demo's database goes with it")
 
 
 async def _run_jobs(client: httpx.AsyncClient, console: Console, receiver: Receiver,

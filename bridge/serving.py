@@ -1,15 +1,18 @@
 """Run an ASGI app on a real loopback socket inside the current event loop.
 
-Used by ``bridge demo`` (the bridge, four simulators and a receiver in one process) and by
-the tests that need real sockets (SSE, callbacks, timeouts).
+Used by ``bridge demo`` (the bridge, four simulators and a receiver in one process),
+``bridge simulators`` and the tests that need real sockets (SSE, callbacks, timeouts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import signal
 import socket
 from collections.abc import AsyncIterator
+from typing import IO
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -58,3 +61,30 @@ async def serve_in_background(
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=5)
         sock.close()
+
+
+async def until_interrupted(seconds: float | None = None) -> None:
+    """Return on Ctrl-C or SIGTERM, or after ``seconds`` (``None``: no limit)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def hold_sqlite_file(database: str) -> IO[str] | None:
+    """Claim a SQLite database for this serving process until it exits: an exclusive lock on
+    ``<database>.lock``. ``None`` when another process holds it (the kernel frees it when
+    its holder dies, however it dies)."""
+    lock = open(f"{database}.lock", "a")  # noqa: SIM115 - held open for the process's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock

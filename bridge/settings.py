@@ -203,6 +203,11 @@ def _database(value: str) -> str:
         scheme = value.split("://", 1)[0]
         raise SettingsError(f"BRIDGE_DATABASE: expected a SQLite file path or a "
                             f"postgresql:// URL, got a {scheme}:// URL")
+    # A mistyped path must not quietly start an empty database somewhere new.
+    directory = Path(value).expanduser().parent
+    if value != ":memory:" and not directory.is_dir():
+        raise SettingsError(f"BRIDGE_DATABASE: the directory {str(directory)!r} does not "
+                            "exist (bridge creates the file, not its directory)")
     return value
 
 

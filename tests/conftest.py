@@ -23,17 +23,11 @@ from bridge.core import Bridge
 from bridge.models import TERMINAL, JobStatus, utcnow
 from bridge.serving import bind, serve_in_background, url_of
 from bridge.settings import Settings
-from bridge.simulators import airforce, apixo, infrai, venice
+from bridge.simulators import FACTORIES, bridge_env
 from bridge.simulators.base import SimSettings
 from tests.postgres import new_database
 
 API_KEY = "brk_test_key_default_tenant"
-SIM_FACTORIES: dict[str, Callable[..., Starlette]] = {
-    "airforce": airforce.create_app,
-    "infrai": infrai.create_app,
-    "apixo": apixo.create_app,
-    "venice": venice.create_app,
-}
 
 
 @dataclass
@@ -42,11 +36,7 @@ class Sims:
     urls: dict[str, str]
 
     def env(self) -> dict[str, str]:
-        env = {}
-        for name, url in self.urls.items():
-            env[f"BRIDGE_{name.upper()}_API_KEY"] = f"sim-{name}-key"
-            env[f"BRIDGE_{name.upper()}_BASE_URL"] = url + ("/api/v1" if name == "venice" else "")
-        return env
+        return bridge_env(self.urls)
 
 
 @pytest.fixture
@@ -54,7 +44,7 @@ async def sims() -> AsyncIterator[Sims]:
     """The four simulators with fast jobs (0.3-0.6 s of processing)."""
     apps = {
         name: make(SimSettings(api_key=f"sim-{name}-key", duration=(0.3, 0.6), queue_delay=0.05))
-        for name, make in SIM_FACTORIES.items()
+        for name, make in FACTORIES.items()
     }
     async with contextlib.AsyncExitStack() as stack:
         urls = {name: await stack.enter_async_context(serve_in_background(app))

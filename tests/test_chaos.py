@@ -31,9 +31,9 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from bridge.serving import serve_in_background
-from bridge.simulators import venice
+from bridge.simulators import FACTORIES, venice
 from bridge.simulators.base import SimSettings
-from tests.conftest import SIM_FACTORIES, Receiver, Sims
+from tests.conftest import Receiver, Sims
 from tests.postgres import new_database
 from tests.test_crash import free_port
 
@@ -120,8 +120,8 @@ async def simulators() -> AsyncIterator[Sims]:
     retrieve requests a minute per key) lifted, or its quarter of the jobs would take
     minutes to queue."""
     settings = {name: SimSettings(api_key=f"sim-{name}-key", duration=(0.3, 0.6),
-                                  queue_delay=0.05, seed=SEED) for name in SIM_FACTORIES}
-    apps = {name: make(settings[name]) for name, make in SIM_FACTORIES.items()}
+                                  queue_delay=0.05, seed=SEED) for name in FACTORIES}
+    apps = {name: make(settings[name]) for name, make in FACTORIES.items()}
     apps["venice"] = venice.create_app(settings["venice"], queue_rpm=100_000,
                                        retrieve_rpm=100_000)
     async with contextlib.AsyncExitStack() as stack:

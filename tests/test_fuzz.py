@@ -25,8 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.serving import serve_in_background
+from bridge.simulators import FACTORIES
 from bridge.simulators.base import SimSettings
-from tests.conftest import API_KEY, SIM_FACTORIES, Harness, Sims, running_bridge
+from tests.conftest import API_KEY, Harness, Sims, running_bridge
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -73,7 +74,7 @@ class LiveBridge:
         self._stop = asyncio.Event()
         apps = {name: make(SimSettings(api_key=f"sim-{name}-key", duration=(0.3, 0.6),
                                        queue_delay=0.05))
-                for name, make in SIM_FACTORIES.items()}
+                for name, make in FACTORIES.items()}
         async with contextlib.AsyncExitStack() as stack:
             urls = {name: await stack.enter_async_context(serve_in_background(app))
                     for name, app in apps.items()}

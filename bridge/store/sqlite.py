@@ -24,7 +24,6 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -235,8 +234,6 @@ class SQLiteStore(SQLStore):
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._write = await asyncio.to_thread(_writer, self.path)
         await self._transaction(_migrate, heavy=True)
         self._read = await self._connect()
