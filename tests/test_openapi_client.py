@@ -1,6 +1,7 @@
 """A Python client generated from the live ``/openapi.json`` (openapi-python-client) works
-against a real bridge: it registers an endpoint, creates a job, finds it in the list and reads
-it finished, and the endpoint's secret verifies the webhook that arrives."""
+against a real bridge: it registers an endpoint, reads a refusal naming the field, creates a
+job, finds it in the list and reads it finished, and the endpoint's secret verifies the
+webhook that arrives."""
 
 from __future__ import annotations
 
@@ -84,6 +85,14 @@ async def test_a_generated_client_registers_an_endpoint_creates_and_lists_a_job(
             endpoint = registered.parsed
             assert isinstance(endpoint, models.EndpointWithSecret)
             assert endpoint.id.startswith("ep_") and endpoint.secret.startswith("whsec_")
+
+            refused = await create_job.asyncio_detailed(
+                client=client, body=models.JobRequest(provider=models.Provider("infrai"),
+                                                      prompt="   "))
+            assert refused.status_code == 422, refused.content
+            assert isinstance(refused.parsed, models.Error)
+            assert isinstance(refused.parsed.error, models.ErrorDetail)
+            assert refused.parsed.error.field == "prompt"
 
             created = await create_job.asyncio_detailed(
                 client=client, idempotency_key="generated-client-1",

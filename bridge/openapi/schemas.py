@@ -50,11 +50,12 @@ SCHEMAS: dict[str, Schema] = {
     "EventType": {"type": "string", "enum": list(EVENT_TYPES)},
     "JobStatus": {"type": "string", "enum": [str(s) for s in JobStatus]},
     "Provider": {"type": "string", "enum": list(PROVIDERS)},
-    "Error": obj({"error": obj({
+    "Error": obj({"error": ref("ErrorDetail")}, ["error"]),
+    "ErrorDetail": obj({
         "code": {"type": "string", "examples": ["invalid_request"]},
         "message": STR,
         "field": STR,
-    }, ["code", "message"])}, ["error"]),
+    }, ["code", "message"]),
     "JobError": obj({
         "code": {"type": "string", "examples": ["generation_failed", "needs_consent"]},
         "message": STR,
