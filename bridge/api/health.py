@@ -30,7 +30,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 async def openapi(request: Request) -> JSONResponse:
-    return JSONResponse(document(__version__))
+    return JSONResponse(document(__version__, get_bridge(request).settings.public_url))
 
 
 async def prometheus(request: Request) -> Response:
