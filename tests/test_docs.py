@@ -83,3 +83,18 @@ def test_the_vercel_recipe_installs_the_postgres_extra() -> None:
              if line.strip() and not line.startswith("#")]
     assert lines == [".[postgres]"]
     assert "requirements.txt" in (recipe / "README.md").read_text()
+
+
+def test_the_readme_opens_with_the_demo_on_bridge_alone_then_the_tests() -> None:
+    import tomllib
+
+    readme = (DOCS.parent / "README.md").read_text()
+    first = re.search(r"```sh\n(.*?)```", readme, re.DOTALL)
+    assert first is not None and readme.index(first.group(0)) < readme.index("\n## ")
+    demo, tests = first.group(1).strip().splitlines()
+    assert demo.endswith("pip install -e . && bridge demo")  # no test extra for the demo
+    assert "'.[test]'" in tests and tests.endswith("python -m pytest -q")
+    assert "python -m pytest -q" in (DOCS.parent / ".ci" / "run").read_text()
+    project = tomllib.loads((DOCS.parent / "pyproject.toml").read_text())["project"]
+    runtime = {re.split(r"[<>=\[; ]", d)[0].lower() for d in project["dependencies"]}
+    assert not runtime & {"pytest", "playwright", "mypy", "schemathesis", "ruff", "hypothesis"}
