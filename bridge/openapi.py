@@ -577,10 +577,25 @@ def example_event(event_type: str) -> dict[str, Any]:
     if event_type == "endpoint.test":
         data: dict[str, Any] = {"endpoint_id": "ep_00VbgY7PE5DCcwbUc5Mwfk",
                                 "message": "a test event from bridge"}
+    elif event_type == "endpoint.disabled":
+        data = {"id": "ep_00VbgY7PE5DCcwbUc5Mwfk", "url": "https://hooks.example.com/bridge",
+                "events": None, "description": "orders service", "headers": {},
+                "disabled": True, "disabled_reason": "the endpoint answered 410 Gone",
+                "max_concurrency": DEFAULT_MAX_CONCURRENCY,
+                "created_at": "2026-11-20T09:00:00Z"}
     else:
         data = example_job(event_type)
     return {"id": "evt_00VbgekiybFcJqrvThqBKe", "type": event_type,
             "timestamp": "2026-11-22T10:01:30Z", "data": data}
+
+
+def _event_fields(event_type: str) -> Schema:
+    fields: Schema = {"type": {"const": event_type}}
+    if event_type == "endpoint.disabled":
+        fields["data"] = {"allOf": [_ref("Endpoint")], "description": (
+            "the endpoint disabled for failing (410 Gone, or 5 days of failed deliveries), as "
+            "GET /v1/endpoints/{id} shows it; sent to the tenant's other endpoints only")}
+    return fields
 
 
 def _webhooks() -> dict[str, Schema]:
@@ -599,7 +614,7 @@ def _webhooks() -> dict[str, Schema]:
                  "schema": STR},
             ],
             "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"allOf": [_ref("Event"), _obj({"type": {"const": event_type}})]},
+                "schema": {"allOf": [_ref("Event"), _obj(_event_fields(event_type))]},
                 "example": example_event(event_type)}}},
             "responses": {"2XX": {"description": "Received; anything else is retried."}},
         }}

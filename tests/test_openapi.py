@@ -63,3 +63,16 @@ async def test_the_document_covers_every_portal_route(harness: Harness) -> None:
             operation = document["paths"][route.path][method.lower()]
             assert "text/html" in str(operation["responses"]), (route.path, method)
     assert document["components"]["securitySchemes"]["portalSession"]["in"] == "cookie"
+
+
+def test_the_portal_catalog_describes_every_event_type() -> None:
+    from bridge.portal.catalog import event_types
+
+    found = {event_type.name: event_type for event_type in event_types()}
+    assert set(found) == set(EVENT_TYPES)
+    assert all(event_type.description for event_type in found.values())
+    disabled = found["endpoint.disabled"]
+    data = disabled.schema["allOf"][1]["properties"]["data"]["allOf"][0]
+    assert {"id", "url", "disabled", "disabled_reason"} <= set(data["properties"])
+    assert "secret" not in data["properties"]
+    assert disabled.example["data"]["disabled"] is True
