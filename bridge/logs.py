@@ -1,9 +1,12 @@
-"""Logs as JSON lines, one per request and one per delivery attempt.
+"""Logs as JSON lines: one per request, per job status change, per provider request and
+per delivery attempt.
 
 What is logged is chosen, never dumped: a request is logged by its route template
-(``/callbacks/{provider}/{token}``, not the token), its status and duration; a delivery by
-its ids and outcome, not its URL (hook URLs often carry credentials). Headers, bodies, keys
-and secrets never reach a log line.
+(``/callbacks/{provider}/{token}``, not the token), its tenant, status and duration; a job's
+change by its id, provider and states, never its prompt or metadata; a provider request by
+its operation (``GET /v1/video/tasks/{id}``), never its URL (query strings and pre-signed
+links carry keys); a delivery by its ids and outcome, not its URL (hook URLs often carry
+credentials). Headers, bodies, keys and secrets never reach a log line.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge.models import new_id
+from bridge import metrics
+from bridge.models import TERMINAL, Job, JobStatus, new_id
 
 access = logging.getLogger("bridge.access")
 errors = logging.getLogger("bridge")
+jobs = logging.getLogger("bridge.jobs")
+providers = logging.getLogger("bridge.providers")
 
 # Attributes every LogRecord has; anything else was passed in ``extra`` and is logged.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -79,19 +85,44 @@ class RequestLog:
         finally:
             route = scope.get("route")
             log_request(request_id, scope["method"], getattr(route, "path", None), status,
-                        started)
+                        started, tenant=scope["state"].get("tenant"))
 
 
 def log_request(request_id: str, method: str, route: str | None, status: int,
-                started: float) -> None:
-    """The access line of one request (``started``: its ``time.perf_counter()``)."""
+                started: float, tenant: str | None = None) -> None:
+    """The access line of one request (``started``: its ``time.perf_counter()``; ``tenant``:
+    whose API key it carried), and its count in the metrics."""
+    seconds = time.perf_counter() - started
+    metrics.count_request(method, route or "(no route)", status, seconds)
     if access.isEnabledFor(logging.INFO):
         access.info("request", extra={
             "request_id": request_id,
             "method": method,
             "route": route or "(no route)",
             "status": status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "tenant": tenant,
+            "duration_ms": round(seconds * 1000, 2),
+        })
+
+
+def log_status_change(job: Job, before: JobStatus) -> None:
+    """A job's status changed from ``before`` to ``job.status`` (and was stored)."""
+    if jobs.isEnabledFor(logging.INFO):
+        line = {"job_id": job.id, "tenant": job.tenant, "provider": job.provider,
+                "from": str(before), "to": str(job.status)}
+        if job.error is not None and job.status in TERMINAL:
+            line["error_code"] = job.error.code
+        jobs.info("job status", extra=line)
+
+
+def log_provider_request(provider: str, method: str, operation: str, status: int | None,
+                         error: str | None, seconds: float) -> None:
+    """One request to a provider: ``operation`` is its route template, ``error`` the kind of
+    transport failure when there was no answer (``ReadTimeout``)."""
+    if providers.isEnabledFor(logging.INFO):
+        providers.info("provider request", extra={
+            "provider": provider, "method": method, "operation": operation,
+            "status": status, "error": error, "duration_ms": round(seconds * 1000, 2),
         })
 
 

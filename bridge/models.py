@@ -55,7 +55,10 @@ EVENT_TYPES = (
     "job.canceled",
     "job.expired",
     "endpoint.test",
+    "endpoint.disabled",
 )
+# Told to a tenant's other endpoints when one is disabled for failing (410, or five days).
+ENDPOINT_DISABLED = "endpoint.disabled"
 
 PROGRESS_EVENT_INTERVAL = 5.0  # seconds: at most one job.progress per job in this window
 

@@ -26,9 +26,10 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from bridge import inline, polling
+from bridge import inline, metrics, polling
 from bridge.errors import Conflict, InvalidRequest, NotFound, ProviderError, SubmitOutcomeUnknown
 from bridge.jobs import MediaLink, apply_snapshot, apply_submission, due_in, end_job
+from bridge.logs import log_status_change
 from bridge.models import TERMINAL, Event, Job, JobError, JobStatus, Tracking, utcnow
 from bridge.providers.base import (
     CallbackProvider,
@@ -527,13 +528,25 @@ class Tracker:
     async def _update(
         self, job_id: str, decide: Callable[[Job], Change | None], *, release: bool = False
     ) -> Job | None:
-        result = await self.store.update_job(job_id, decide, release_lease=release)
+        before: list[JobStatus] = []  # the status decided from (the last try's, if retried)
+
+        def deciding(current: Job) -> Change | None:
+            before[:] = [current.status]
+            return decide(current)
+
+        result = await self.store.update_job(job_id, deciding, release_lease=release)
         if result is None:
             return None
         job, event = result
         if event is not None:
             for listener in self.listeners:
                 listener(event)
+        if before and before[0] != job.status:  # stored: told once
+            log_status_change(job, before[0])
+            if job.status in TERMINAL:
+                finished = job.completed_at or job.updated_at
+                metrics.count_job_finished(job.provider, str(job.status),
+                                           (finished - job.created_at).total_seconds())
         if job.status in TERMINAL:
             self._stream_breaks.pop(job_id, None)
             self._poll_first.discard(job_id)

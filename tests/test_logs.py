@@ -1,18 +1,27 @@
-"""Logs: one JSON line per request and per delivery attempt, and no secret in any of them.
-A real ``bridge serve`` process, its whole output captured."""
+"""Logs: one JSON line per request, per job status change, per provider request and per
+delivery attempt, and no secret, prompt or token in any of them. A real ``bridge serve``
+process with its whole output captured, and a bridge in this process with its records
+formatted as ``bridge serve`` formats them."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import logging
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
+from bridge.errors import ProviderError
+from bridge.logs import JsonFormatter
+from bridge.providers.http import send
 from bridge.signing import Signer
-from tests.conftest import Receiver, Sims
+from tests.conftest import API_KEY, Harness, Receiver, Sims
 from tests.test_crash import bridge_serve, free_port
 
 KEY = "brk_log_test_key_do_not_print_me"
@@ -62,7 +71,8 @@ async def test_requests_and_deliveries_are_json_lines_without_secrets(
     for line in requests:
         assert line["request_id"] and line["route"].startswith("/")
         assert isinstance(line["status"], int) and line["duration_ms"] >= 0
-    assert {"route": "/v1/me", "request_id": "trace-123", "status": 200}.items() <= \
+    assert {"route": "/v1/me", "request_id": "trace-123", "status": 200,
+            "tenant": "default"}.items() <= \
         next(r for r in requests if r["route"] == "/v1/me").items()
     assert any(r["route"] == "/callbacks/{provider}/{token}" for r in requests)
     assert any(r["route"] == "/v1/tick" and r["status"] == 401 for r in requests)
@@ -72,3 +82,82 @@ async def test_requests_and_deliveries_are_json_lines_without_secrets(
                    signing_secret, hook_credential, "header-credential-0042",
                    "brk_a_wrong_key_here", "sim-apixo-key", "sim-airforce-key"):
         assert secret not in text, f"a secret reached the log: {secret[:6]}..."
+
+
+PROMPT = "a prompt that must never reach a log line 7f3a"
+METADATA = {"order": "metadata-that-must-never-reach-a-log-line-91c2"}
+
+
+def json_lines(caplog: pytest.LogCaptureFixture) -> tuple[list[dict[str, Any]], str]:
+    """The captured records as ``bridge serve`` writes them: parsed, and as text."""
+    formatter = JsonFormatter()
+    text = "\n".join(formatter.format(record) for record in caplog.records)
+    return [json.loads(line) for line in text.splitlines()], text
+
+
+async def test_each_status_change_is_one_line_after_it_is_stored(
+    harness: Harness, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge")
+    made = await harness.create({"provider": "apixo", "model": "veo-3-1", "prompt": PROMPT,
+                                 "metadata": METADATA})
+    callback_url = harness.bridge.tracker.callback_url(
+        await harness.bridge.store.get_job(made["id"]))  # type: ignore[arg-type]
+    done = await harness.wait(made["id"])
+    assert done["status"] == "succeeded"
+    harness.sims.apps["infrai"].state.faults.add(r"/generate$", method="POST", status=400)
+    refused = await harness.wait((await harness.create(
+        {"provider": "infrai", "prompt": PROMPT, "duration_seconds": 5}))["id"])
+    assert refused["status"] == "failed"
+
+    lines, text = json_lines(caplog)
+    changes = [line for line in lines if line["message"] == "job status"]
+    steps = [(c["from"], c["to"]) for c in changes if c["job_id"] == made["id"]]
+    assert steps[0] == ("queued", "submitted") and steps[-1][1] == "succeeded"
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(steps))  # a chain, no repeat
+    assert len({to for _, to in steps}) == len(steps)
+    first = next(c for c in changes if c["job_id"] == made["id"])
+    assert first["provider"] == "apixo" and first["tenant"] == "default"
+    assert "error_code" not in first
+    failed = [c for c in changes if c["job_id"] == refused["id"]]
+    assert [(c["from"], c["to"]) for c in failed] == [("queued", "failed")]
+    assert failed[0]["error_code"] == refused["error"]["code"]
+    for secret in (PROMPT, METADATA["order"], callback_url, callback_url.rsplit("/", 1)[1],
+                   done["result"]["video_url"], API_KEY, "sim-apixo-key", "sim-infrai-key"):
+        assert secret not in text, f"reached the log: {secret[:30]}"
+
+
+async def test_provider_requests_are_lines_with_their_operation_not_their_url(
+    harness: Harness, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge")
+    apixo = await harness.wait((await harness.create(
+        {"provider": "apixo", "model": "veo-3-1", "prompt": PROMPT}))["id"])
+    harness.sims.apps["airforce"].state.faults.add(r"/stream$", method="GET", status=503)
+    fox = await harness.wait((await harness.create(
+        {"provider": "airforce", "model": "wan-2.6", "prompt": PROMPT}))["id"])
+    lines, text = json_lines(caplog)
+    calls = [line for line in lines if line["message"] == "provider request"]
+    assert all(c["logger"] == "bridge.providers" and c["duration_ms"] >= 0 for c in calls)
+    seen = {(c["provider"], c["method"], c["operation"], c["status"]) for c in calls}
+    assert ("apixo", "POST", "/generateTask/{model}", 200) in seen
+    assert ("apixo", "GET", "/statusTask/{model}", 200) in seen
+    assert ("airforce", "POST", "/v1/video/generations", 200) in seen
+    assert ("airforce", "GET", "/v1/video/tasks/{id}/stream", 503) in seen
+    for secret in (PROMPT, apixo["provider_job_id"], fox["provider_job_id"], "taskId",
+                   "sim-apixo-key", "sim-airforce-key", "127.0.0.1"):
+        assert secret not in text, f"reached the log: {secret}"
+
+
+async def test_a_provider_request_without_an_answer_is_a_line_with_the_error_kind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.providers")
+    url = f"http://127.0.0.1:{free_port()}/status/task-42?key=query-credential-5511"
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(ProviderError):
+            await send(client, "GET", url, provider="infrai", operation="/status/{job_id}")
+    lines, text = json_lines(caplog)
+    assert [(c["provider"], c["operation"], c["status"], c["error"]) for c in lines] == [
+        ("infrai", "/status/{job_id}", None, "ConnectError")]
+    assert "query-credential-5511" not in text and "task-42" not in text

@@ -108,3 +108,59 @@ async def test_with_a_token_set_metrics_require_it(tmp_path: Path, sims: Sims) -
         allowed = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
         assert allowed.status_code == 200
         assert "bridge_outbox_depth" in allowed.text
+
+
+async def test_requests_are_counted_by_route_template_and_status(harness: Harness) -> None:
+    before = await scrape(harness)  # the counters are the process's: earlier tests' too
+    job = await harness.create(FLYOVER)
+    await harness.wait(job["id"])
+    await harness.client.get("/v1/jobs/job_doesnotexist")
+    await harness.client.request("BREW", "/v1/jobs")  # a method the client made up
+    await harness.client.get("/no/such/path")
+    after = await scrape(harness)
+
+    def counted(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    route = "/v1/jobs/{job_id}"
+    requests = "bridge_http_requests_total"
+    assert counted(requests, method="GET", route=route, status="200") >= 1
+    assert counted(requests, method="GET", route=route, status="404") == 1
+    assert counted(requests, method="POST", route="/v1/jobs", status="202") == 1
+    assert counted(requests, method="OTHER", route="/v1/jobs", status="405") == 1
+    assert counted(requests, method="GET", route="(no route)", status="404") == 1
+    assert counted("bridge_http_request_duration_seconds_count", method="GET",
+                   route=route) >= 2
+    labels = [dict(labels) for name, labels in after if name == requests]
+    assert all(label["route"] == "(no route)" or label["route"].startswith("/")
+               for label in labels)
+    assert not any(job["id"] in label["route"] or "doesnotexist" in label["route"]
+                   or "/no/such" in label["route"] for label in labels)
+    assert {label["method"] for label in labels} <= {"GET", "POST", "PATCH", "DELETE", "OTHER"}
+
+
+async def test_job_and_provider_durations_are_histograms(harness: Harness) -> None:
+    before = await scrape(harness)
+    job = await harness.create(FLYOVER)
+    done = await harness.wait(job["id"])
+    after = await scrape(harness)
+    finished = {"provider": "apixo", "status": "succeeded"}
+    assert value(after, "bridge_job_duration_seconds_count", **finished) == \
+        value(before, "bridge_job_duration_seconds_count", **finished) + 1
+    took = value(after, "bridge_job_duration_seconds_sum", **finished) - \
+        value(before, "bridge_job_duration_seconds_sum", **finished)
+    assert 0 < took < 30
+    assert done["status"] == "succeeded"
+    ok = {"provider": "apixo", "outcome": "ok"}
+    calls = value(after, "bridge_provider_requests_total", **ok) - \
+        value(before, "bridge_provider_requests_total", **ok)
+    assert calls >= 2  # the submission and a status call at least
+    assert value(after, "bridge_provider_request_duration_seconds_count", **ok) - \
+        value(before, "bridge_provider_request_duration_seconds_count", **ok) == calls
+
+
+async def test_no_created_series_are_exported(harness: Harness) -> None:
+    await harness.wait((await harness.create(FLYOVER))["id"])
+    text = (await harness.client.get("/metrics")).text
+    assert "bridge_http_requests_total" in text and "bridge_job_duration_seconds" in text
+    assert "_created" not in text

@@ -210,3 +210,16 @@ async def test_no_two_schemas_share_a_name(harness: Harness) -> None:
     assert "JobAcceptedRequest" in names  # Job.request, titled apart from JobRequest
     repeated = {name for name in names if names.count(name) > 1}
     assert not repeated, repeated
+
+
+def test_the_portal_catalog_describes_every_event_type() -> None:
+    from bridge.portal.catalog import event_types
+
+    found = {event_type.name: event_type for event_type in event_types()}
+    assert set(found) == set(EVENT_TYPES)
+    assert all(event_type.description for event_type in found.values())
+    disabled = found["endpoint.disabled"]
+    data = disabled.schema["allOf"][1]["properties"]["data"]["allOf"][0]
+    assert {"id", "url", "disabled", "disabled_reason"} <= set(data["properties"])
+    assert "secret" not in data["properties"]
+    assert disabled.example["data"]["disabled"] is True

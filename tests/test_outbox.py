@@ -218,6 +218,33 @@ async def test_a_job_webhook_answering_410_gets_nothing_more_of_the_job(
     assert await claim(store, utcnow() + timedelta(seconds=5)) == []
 
 
+async def test_a_410_stores_endpoint_disabled_with_deliveries_to_the_others_only(
+    store: SQLiteStore,
+) -> None:
+    gone = await endpoint(store, events=("endpoint.test",))
+    watcher = await endpoint(store)  # the default filter includes endpoint.disabled
+    await endpoint(store, events=("job.succeeded",))
+    await store.ensure_tenant("other", new_signing_secret)
+    await endpoint(store, tenant="other")
+    await store.add_event(event("endpoint.test", 0, job_id=None), endpoint_id=gone.id)  # type: ignore[arg-type]
+    heard: list[int] = []
+    store.outbox_listeners.append(lambda: heard.append(1))
+    await store.finish_delivery((await claim(store))[0], failed(utcnow(), gone=True))
+    assert heard == [1]  # the commit added a delivery to send now
+    told = await store.list_events("acme", type="endpoint.disabled", job_id=None, limit=10,
+                                   cursor=None)
+    assert len(told.data) == 1
+    shown = await store.get_endpoint(gone.id, "acme")
+    assert shown is not None and told.data[0].data == shown.to_json()
+    sent = await claim(store)
+    assert [o.delivery.endpoint_id for o in sent] == [watcher.id]
+    await store.finish_delivery(sent[0], failed(utcnow(), gone=True))
+    again = await store.list_events("acme", type="endpoint.disabled", job_id=None, limit=10,
+                                    cursor=None)
+    assert len(again.data) == 2  # the watcher's own 410 is told to no one: none left
+    assert await claim(store, utcnow() + timedelta(seconds=LEASE + 1)) == []
+
+
 async def test_the_outbox_listeners_hear_of_commits_that_added_deliveries_only(
     store: SQLiteStore,
 ) -> None:

@@ -126,7 +126,7 @@ async def test_send_sends_json_headers_and_params_and_reads_the_answer(
     client: ProviderClient,
 ) -> None:
     async with serve_in_background(APP) as url:
-        response = await send(client, "POST", f"{url}/echo", provider="p",
+        response = await send(client, "POST", f"{url}/echo", provider="p", operation="/x",
                               headers={"Authorization": "Bearer k"}, json={"a": [1, "é"]},
                               params={"taskId": "t 1"})
     assert response.status_code == 200
@@ -142,8 +142,9 @@ async def test_send_sends_json_headers_and_params_and_reads_the_answer(
 
 async def test_send_decodes_gzip_and_does_not_follow_redirects(client: ProviderClient) -> None:
     async with serve_in_background(APP) as url:
-        zipped = await send(client, "GET", f"{url}/gzip", provider="p")
-        redirect = await send(client, "POST", f"{url}/moved", provider="p", submit=True)
+        zipped = await send(client, "GET", f"{url}/gzip", provider="p", operation="/x")
+        redirect = await send(client, "POST", f"{url}/moved", provider="p",
+                              operation="/x", submit=True)
     assert zipped.json() == {"zipped": True}
     assert redirect.status_code == 302
 
@@ -153,9 +154,9 @@ async def test_an_answer_over_16_mib_once_decoded_is_refused_not_read_on(
 ) -> None:
     async with serve_in_background(APP) as url:
         with pytest.raises(ProviderError) as caught:
-            await send(client, "GET", f"{url}/bomb", provider="p")
+            await send(client, "GET", f"{url}/bomb", provider="p", operation="/x")
         with pytest.raises(SubmitOutcomeUnknown):
-            await send(client, "POST", f"{url}/bomb", provider="p", submit=True)
+            await send(client, "POST", f"{url}/bomb", provider="p", operation="/x", submit=True)
     assert caught.value.retryable
 
 
@@ -163,8 +164,8 @@ async def test_send_decodes_text_by_its_charset_and_never_raises_for_bad_bytes(
     client: ProviderClient,
 ) -> None:
     async with serve_in_background(APP) as url:
-        latin_answer = await send(client, "GET", f"{url}/latin", provider="p")
-        garbled_answer = await send(client, "GET", f"{url}/garbled", provider="p")
+        latin_answer = await send(client, "GET", f"{url}/latin", provider="p", operation="/x")
+        garbled_answer = await send(client, "GET", f"{url}/garbled", provider="p", operation="/x")
     assert latin_answer.text == "prêt"
     assert latin_answer.is_success
     assert garbled_answer.text == "bad \ufffd byte"
@@ -175,7 +176,8 @@ async def test_send_decodes_text_by_its_charset_and_never_raises_for_bad_bytes(
 async def test_a_body_of_megabytes_goes_whole_with_its_length(client: ProviderClient) -> None:
     body = b"x" * (3 * 1024 * 1024)  # as a submission with an inline image may be
     async with serve_in_background(APP) as url:
-        response = await send(client, "POST", f"{url}/size", provider="p", content=body)
+        response = await send(client, "POST", f"{url}/size", provider="p",
+                              operation="/x", content=body)
     assert response.json() == {"length": str(len(body)), "read": len(body), "whole": True}
 
 
@@ -195,7 +197,8 @@ async def test_refused_connection_was_not_sent_so_a_submit_may_be_retried(
     port = sock.getsockname()[1]
     try:
         with pytest.raises(ProviderError) as caught:
-            await send(client, "POST", f"http://127.0.0.1:{port}/x", provider="p", submit=True)
+            await send(client, "POST", f"http://127.0.0.1:{port}/x", provider="p",
+                       operation="/x", submit=True)
     finally:
         sock.close()
     assert not isinstance(caught.value, SubmitOutcomeUnknown)
@@ -248,7 +251,8 @@ async def test_a_post_is_not_sent_again_on_a_kept_connection_closed_under_it(
     async with raw_server(close_second) as url:
         assert (await client.post(f"{url}/a", json={})).status_code == 200
         with pytest.raises(SubmitOutcomeUnknown):
-            await send(client, "POST", f"{url}/b", provider="p", submit=True, json={})
+            await send(client, "POST", f"{url}/b", provider="p",
+                       operation="/x", submit=True, json={})
     assert seen == [(1, "POST"), (1, "POST")]
 
 
@@ -263,9 +267,10 @@ async def test_connection_dropped_after_the_request_means_outcome_unknown(
 
     async with raw_server(hang_up) as url:
         with pytest.raises(SubmitOutcomeUnknown):
-            await send(client, "POST", f"{url}/generate", provider="p", submit=True, json={})
+            await send(client, "POST", f"{url}/generate", provider="p",
+                       operation="/x", submit=True, json={})
         with pytest.raises(ProviderError) as status:  # not a submit: retryable
-            await send(client, "GET", f"{url}/status", provider="p")
+            await send(client, "GET", f"{url}/status", provider="p", operation="/x")
     # The POST went once and was not repeated (a GET may be, which is harmless).
     assert seen.count("POST") == 1 and "GET" in seen
     assert status.value.code == "provider_unavailable" and status.value.retryable
@@ -285,10 +290,11 @@ async def test_silence_after_the_request_is_a_timeout_and_outcome_unknown(
     async with raw_server(silent) as url:
         try:
             with pytest.raises(SubmitOutcomeUnknown):
-                await send(client, "POST", f"{url}/generate", provider="p", submit=True,
+                await send(client, "POST", f"{url}/generate", provider="p",
+                           operation="/x", submit=True,
                            json={})
             with pytest.raises(ProviderError) as status:
-                await send(client, "GET", f"{url}/status", provider="p")
+                await send(client, "GET", f"{url}/status", provider="p", operation="/x")
         finally:
             release.set()
     assert status.value.code == "timeout"
@@ -303,7 +309,8 @@ async def test_a_garbled_answer_is_outcome_unknown(client: ProviderClient) -> No
 
     async with raw_server(garbage) as url:
         with pytest.raises(SubmitOutcomeUnknown):
-            await send(client, "POST", f"{url}/generate", provider="p", submit=True, json={})
+            await send(client, "POST", f"{url}/generate", provider="p",
+                       operation="/x", submit=True, json={})
 
 
 @pytest.mark.parametrize("url", [
@@ -312,7 +319,7 @@ async def test_a_garbled_answer_is_outcome_unknown(client: ProviderClient) -> No
 ])
 async def test_a_url_that_cannot_be_sent_was_not_sent(client: ProviderClient, url: str) -> None:
     with pytest.raises(ProviderError) as caught:
-        await send(client, "POST", url, provider="p", submit=True, json={})
+        await send(client, "POST", url, provider="p", operation="/x", submit=True, json={})
     assert not isinstance(caught.value, SubmitOutcomeUnknown)
 
 
@@ -328,7 +335,7 @@ async def test_a_hung_lookup_is_bounded_by_the_connect_timeouts() -> None:
             with pytest.raises(httpx.ConnectTimeout):
                 await client.post("http://provider.test/x", json={})
             with pytest.raises(ProviderError) as caught:
-                await send(client, "POST", "http://provider.test/x", provider="p",
+                await send(client, "POST", "http://provider.test/x", provider="p", operation="/x",
                            submit=True, json={})
     assert not isinstance(caught.value, SubmitOutcomeUnknown)
 
@@ -384,7 +391,7 @@ async def test_a_closed_client_sends_nothing_and_says_so() -> None:
     async with raw_server(record) as url:
         port = url.rsplit(":", 1)[1]
         waiting = asyncio.create_task(send(made, "POST", f"http://provider.test:{port}/x",
-                                           provider="p", submit=True, json={}))
+                                           provider="p", operation="/x", submit=True, json={}))
         await asyncio.sleep(0.05)  # looking its host up
         await made.aclose()
         gate.set()
@@ -392,7 +399,7 @@ async def test_a_closed_client_sends_nothing_and_says_so() -> None:
             await waiting
         assert not isinstance(caught.value, SubmitOutcomeUnknown)
         with pytest.raises(ProviderError) as after:  # and any later one
-            await send(made, "POST", f"{url}/x", provider="p", submit=True, json={})
+            await send(made, "POST", f"{url}/x", provider="p", operation="/x", submit=True, json={})
         assert not isinstance(after.value, SubmitOutcomeUnknown)
     assert seen == []
 
@@ -435,6 +442,6 @@ async def test_a_gzip_body_cut_short_is_not_taken_whole(client: ProviderClient) 
         writer.close()
 
     async with raw_server(short) as url:
-        response = await send(client, "POST", f"{url}/x", provider="p", json={})
+        response = await send(client, "POST", f"{url}/x", provider="p", operation="/x", json={})
         with pytest.raises(ValueError):
             response.json()

@@ -28,7 +28,8 @@ def get_bridge(request: Request) -> Bridge:
 
 
 async def authenticate(request: Request) -> Tenant:
-    """The tenant of the request's API key (``Authorization: Bearer`` or ``X-API-Key``)."""
+    """The tenant of the request's API key (``Authorization: Bearer`` or ``X-API-Key``),
+    also named in the request's access line."""
     key = request.headers.get("x-api-key", "").strip()
     if not key:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -38,6 +39,7 @@ async def authenticate(request: Request) -> Tenant:
     if tenant is None:
         raise Unauthorized("a valid API key is required (Authorization: Bearer <key> "
                            "or X-API-Key: <key>)")
+    request.scope.setdefault("state", {})["tenant"] = tenant.id  # read by RequestLog
     return tenant
 
 

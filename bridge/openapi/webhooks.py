@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.models import EVENT_TYPES
+from bridge.models import DEFAULT_MAX_CONCURRENCY, EVENT_TYPES
 from bridge.openapi.schemas import STR, Schema, obj, ref
 
 
@@ -45,10 +45,25 @@ def example_event(event_type: str) -> dict[str, Any]:
     if event_type == "endpoint.test":
         data: dict[str, Any] = {"endpoint_id": "ep_00VbgY7PE5DCcwbUc5Mwfk",
                                 "message": "a test event from bridge"}
+    elif event_type == "endpoint.disabled":
+        data = {"id": "ep_00VbgY7PE5DCcwbUc5Mwfk", "url": "https://hooks.example.com/bridge",
+                "events": None, "description": "orders service", "headers": {},
+                "disabled": True, "disabled_reason": "the endpoint answered 410 Gone",
+                "max_concurrency": DEFAULT_MAX_CONCURRENCY,
+                "created_at": "2026-11-20T09:00:00Z"}
     else:
         data = example_job(event_type)
     return {"id": "evt_00VbgekiybFcJqrvThqBKe", "type": event_type,
             "timestamp": "2026-11-22T10:01:30Z", "data": data}
+
+
+def _event_fields(event_type: str) -> Schema:
+    fields: Schema = {"type": {"const": event_type}}
+    if event_type == "endpoint.disabled":
+        fields["data"] = {"allOf": [ref("Endpoint")], "description": (
+            "the endpoint disabled for failing (410 Gone, or 5 days of failed deliveries), as "
+            "GET /v1/endpoints/{id} shows it; sent to the tenant's other endpoints only")}
+    return fields
 
 
 def webhooks() -> dict[str, Schema]:
@@ -67,7 +82,7 @@ def webhooks() -> dict[str, Schema]:
                     ("webhook-signature", "v1,<signature>, space-separated while a secret "
                                           "rotates"))],
             "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"allOf": [ref("Event"), obj({"type": {"const": event_type}})]},
+                "schema": {"allOf": [ref("Event"), obj(_event_fields(event_type))]},
                 "example": example_event(event_type)}}},
             "responses": {"2XX": {"description": "Received; anything else is retried."}},
         }}

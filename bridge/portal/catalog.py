@@ -27,6 +27,9 @@ DESCRIPTIONS = {
     "job.canceled": "The job was canceled.",
     "job.expired": "The provider expired the job before it finished.",
     "endpoint.test": "Sent by the Send test event button or POST /v1/endpoints/{id}/test.",
+    "endpoint.disabled": "Another of your endpoints was disabled for failing (it answered 410 "
+                         "Gone, or every delivery failed for 5 days): data is that endpoint, "
+                         "with disabled_reason. Never sent to the endpoint it is about.",
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,14 +24,14 @@ from typing import Any
 import httpx
 
 from bridge.errors import InvalidRequest, ProviderError, SubmitOutcomeUnknown
-from bridge.metrics import count_provider_request
 from bridge.models import JobError, JobStatus, Tracking
 from bridge.providers.base import JobRequest, ModelInfo, Snapshot, Submission, TrackedJob
-from bridge.providers.http import excerpt, json_or_none, send, transient_error
+from bridge.providers.http import excerpt, json_or_none, record, send, transient_error
 
 __all__ = ["AirforceProvider"]
 
 NAME = "airforce"
+STREAM_OPERATION = "/v1/video/tasks/{id}/stream"
 
 _STATES = {
     "queued": JobStatus.SUBMITTED,
@@ -137,7 +138,8 @@ class AirforceProvider:
     async def submit(self, job: TrackedJob, *, callback_url: str | None) -> Submission:
         response = await send(
             self._client, "POST", self._url("/v1/video/generations"), provider=NAME,
-            submit=True, headers=self._headers, json=self.body(job.request),
+            operation="/v1/video/generations", submit=True, headers=self._headers,
+            json=self.body(job.request),
         )
         if response.status_code >= 300:
             raise self._error(response, "create task")
@@ -152,7 +154,8 @@ class AirforceProvider:
     async def status(self, job: TrackedJob) -> Snapshot:
         task_id = _task_id(job)
         response = await send(self._client, "GET", self._url(f"/v1/video/tasks/{task_id}"),
-                              provider=NAME, headers=self._headers)
+                              provider=NAME, operation="/v1/video/tasks/{id}",
+                              headers=self._headers)
         if response.status_code == 404:
             # Records are purged at expires_at; a missing task past it has expired.
             expires_at = _time(job.provider_data.get("expires_at"))
@@ -173,11 +176,12 @@ class AirforceProvider:
                                 write=limits.write, pool=limits.pool)
         headers = {**self._headers, "Accept": "text/event-stream"}
         answered = False  # a stream that breaks after its answer began is counted once
+        started = time.perf_counter()
         try:
             async with self._client.stream("GET", url, headers=headers,
                                            timeout=timeout) as response:
                 answered = True
-                count_provider_request(NAME, response.status_code)
+                record(NAME, "GET", STREAM_OPERATION, response.status_code, started)
                 if response.status_code != 200:
                     await response.aread()
                     raise self._error(response, "stream task")
@@ -193,14 +197,14 @@ class AirforceProvider:
                     yield snapshot
                     if snapshot.status.terminal:
                         return
-        except httpx.TimeoutException:
+        except httpx.TimeoutException as exc:
             if not answered:
-                count_provider_request(NAME, None)
+                record(NAME, "GET", STREAM_OPERATION, None, started, type(exc).__name__)
             raise ProviderError("timeout", "api.airforce: the task stream went silent",
                                 retryable=True) from None
         except httpx.TransportError as exc:
             if not answered:
-                count_provider_request(NAME, None)
+                record(NAME, "GET", STREAM_OPERATION, None, started, type(exc).__name__)
             raise ProviderError(
                 "provider_unavailable",
                 f"api.airforce: the task stream broke ({type(exc).__name__})", retryable=True,
@@ -251,8 +255,9 @@ class AirforceProvider:
         return self._base + path
 
     async def _get_json(self, path: str, what: str) -> dict[str, Any]:
+        """``GET path`` (a path without ids: its own operation name), read as an object."""
         response = await send(self._client, "GET", self._url(path), provider=NAME,
-                              headers=self._headers)
+                              operation=path, headers=self._headers)
         return self._object_or_raise(response, what)
 
     def _object_or_raise(self, response: httpx.Response, what: str) -> dict[str, Any]:

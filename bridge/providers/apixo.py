@@ -249,7 +249,8 @@ class ApixoProvider:
     async def submit(self, job: TrackedJob, *, callback_url: str | None) -> Submission:
         response = await send(
             self._client, "POST", self._url("generateTask", job.request), provider=NAME,
-            submit=True, headers=self._headers, json=build_body(job.request, callback_url),
+            operation="/generateTask/{model}", submit=True, headers=self._headers,
+            json=build_body(job.request, callback_url),
         )
         try:
             data = _unwrap(response)
@@ -269,7 +270,8 @@ class ApixoProvider:
             raise ProviderError("provider_rejected", "apixo: the job has no taskId")
         response = await send(
             self._client, "GET", self._url("statusTask", job.request), provider=NAME,
-            headers=self._headers, params={"taskId": job.provider_job_id},
+            operation="/statusTask/{model}", headers=self._headers,
+            params={"taskId": job.provider_job_id},
         )
         try:
             return parse_status(_unwrap(response))

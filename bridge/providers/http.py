@@ -1,4 +1,5 @@
-"""HTTP plumbing every adapter shares: transport errors and status codes to ProviderError."""
+"""HTTP plumbing every adapter shares: transport errors and status codes to ProviderError,
+and the count and log line of every request."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import httpx
 
 from bridge.errors import ProviderError, SubmitOutcomeUnknown
+from bridge.logs import log_provider_request
 from bridge.metrics import count_provider_request
 
 MAX_ANSWER = 16 * 1024 * 1024  # bytes of a provider's answer, decoded, read at most
@@ -22,17 +24,21 @@ async def send(
     url: str,
     *,
     provider: str,
+    operation: str,
     submit: bool = False,
     headers: dict[str, str] | None = None,
     json: Any = None,
     content: bytes | None = None,
     params: dict[str, str] | None = None,
 ) -> httpx.Response:
-    """Send one request; transport failures become ``ProviderError``.
+    """Send one request; transport failures become ``ProviderError``. ``operation`` names
+    it in the metrics and the log (its route template: ``/v1/video/tasks/{id}``), never the
+    URL, whose query or signature may hold a key.
 
     With ``submit=True`` a failure after the request may have been sent raises
     ``SubmitOutcomeUnknown``: the provider may have created (and charged) the task.
     """
+    started = time.perf_counter()
     try:
         if client.is_closed:  # the service is stopping: nothing goes out any more
             raise httpx.ConnectError("the client is closed")
@@ -40,11 +46,11 @@ async def send(
                                        content=content, params=params)
         response = await _read_at_most(client, request, MAX_ANSWER)
     except httpx.InvalidURL:  # nothing was sent (the URL may hold a key: not shown)
-        count_provider_request(provider, None)
+        record(provider, method, operation, None, started, "InvalidURL")
         raise ProviderError("provider_unavailable", f"{provider}: the request URL is not valid",
                             retryable=False) from None
     except httpx.TransportError as exc:
-        count_provider_request(provider, None)
+        record(provider, method, operation, None, started, type(exc).__name__)
         if isinstance(exc, _NOT_SENT):
             raise ProviderError(
                 "provider_unavailable",
@@ -58,8 +64,17 @@ async def send(
         raise ProviderError(
             code, f"{provider}: {type(exc).__name__} while waiting for an answer", retryable=True
         ) from None
-    count_provider_request(provider, response.status_code)
+    record(provider, method, operation, response.status_code, started)
     return response
+
+
+def record(provider: str, method: str, operation: str, status: int | None, started: float,
+           error: str | None = None) -> None:
+    """Count and log one request to ``provider`` begun at ``started`` (``perf_counter``):
+    its status, or ``None`` and the ``error``'s kind when there was no answer."""
+    seconds = time.perf_counter() - started
+    count_provider_request(provider, status, seconds)
+    log_provider_request(provider, method, operation, status, error, seconds)
 
 
 async def _read_at_most(client: httpx.AsyncClient, request: httpx.Request,

@@ -193,14 +193,15 @@ class InfraiProvider:
 
     async def status(self, job: TrackedJob) -> Snapshot:
         job_id = self._job_id(job)
-        data, _ = await self._call("GET", f"/status/{quote(job_id, safe='')}")
+        data, _ = await self._call("GET", f"/status/{quote(job_id, safe='')}",
+                                   operation="/status/{job_id}")
         return await self._snapshot(job_id, data, job.provider_data)
 
     async def cancel(self, job: TrackedJob) -> None:
         job_id = self._job_id(job)
         # The seed's example sends the id in the body as well as in the path.
         data, _ = await self._call("POST", f"/cancel/{quote(job_id, safe='')}",
-                                   body={"job_id": job_id})
+                                   body={"job_id": job_id}, operation="/cancel/{job_id}")
         if data.get("ok") is False:
             raise ProviderError(
                 "provider_rejected", f"infrai could not cancel job {job_id} (already finished?)",
@@ -270,7 +271,8 @@ class InfraiProvider:
         is the URL when the status answer has no ``video_url``."""
         url = video_url if isinstance(video_url, str) and video_url else None
         try:
-            link, _ = await self._call("GET", f"/download_url/{quote(job_id, safe='')}")
+            link, _ = await self._call("GET", f"/download_url/{quote(job_id, safe='')}",
+                                       operation="/download_url/{job_id}")
         except ProviderError as exc:
             if url is None:
                 raise
@@ -296,15 +298,17 @@ class InfraiProvider:
     async def _call(
         self, method: str, path: str, *, body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None, submit: bool = False,
+        operation: str | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """Send one request; answer ``(data, metadata)``, envelope or not, or raise."""
+        """Send one request; answer ``(data, metadata)``, envelope or not, or raise.
+        ``operation``: the path's template, where it holds an id."""
         all_headers = {"Authorization": f"Bearer {self._key}", **(headers or {})}
         kwargs: dict[str, Any] = {"headers": all_headers}
         if body is not None:
             all_headers["Content-Type"] = "application/json"
             kwargs["content"] = _canonical(body)
         response = await send(self._client, method, self._base + path, provider=self.name,
-                              submit=submit, **kwargs)
+                              operation=operation or path, submit=submit, **kwargs)
         payload = json_or_none(response)
         enveloped = (isinstance(payload, dict) and "ok" in payload
                      and not {"data", "error", "metadata"}.isdisjoint(payload))

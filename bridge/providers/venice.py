@@ -26,6 +26,7 @@ Request translation (unified field -> queue body):
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import datetime
@@ -35,14 +36,14 @@ import httpx
 
 from bridge.errors import InvalidRequest, ProviderError, SubmitOutcomeUnknown
 from bridge.media import MediaStore
-from bridge.metrics import count_provider_request
 from bridge.models import JobError, JobStatus, Tracking
 from bridge.providers.base import JobRequest, ModelInfo, PollHints, Snapshot, Submission, TrackedJob
-from bridge.providers.http import excerpt, json_or_none, send, transient_error
+from bridge.providers.http import excerpt, json_or_none, record, send, transient_error
 
 __all__ = ["VeniceProvider"]
 
 NAME = "venice"
+DOWNLOAD = "(pre-signed download URL)"  # the operation name of a request to it: never the URL
 # The seed's enums (POST /video/queue); each model accepts a subset, listed by GET /models.
 DURATION_SECONDS = frozenset([*range(2, 17), 18, 20, 25, 30])
 ASPECT_RATIOS = frozenset({"1:1", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9", "21:9"})
@@ -102,7 +103,7 @@ class VeniceProvider:
 
     async def list_models(self) -> list[ModelInfo]:
         response = await send(self._client, "GET", f"{self._base}/models", provider=NAME,
-                              params={"type": "video"}, headers=self._auth)
+                              operation="/models", params={"type": "video"}, headers=self._auth)
         self._raise_for(response)
         data = json_or_none(response)
         entries = data.get("data") if isinstance(data, dict) else None
@@ -219,7 +220,7 @@ class VeniceProvider:
         body = self.body(job.request)
         estimate = await self._quote(body)
         response = await send(self._client, "POST", f"{self._base}/video/queue", provider=NAME,
-                              submit=True, json=body, headers=self._auth)
+                              operation="/video/queue", submit=True, json=body, headers=self._auth)
         if response.status_code != 200:
             raise self._queue_error(response)
         data = json_or_none(response)
@@ -247,7 +248,8 @@ class VeniceProvider:
         quote_body = {key: body[key] for key in _QUOTE_FIELDS if key in body}
         try:
             response = await send(self._client, "POST", f"{self._base}/video/quote",
-                                  provider=NAME, json=quote_body, headers=self._auth)
+                                  provider=NAME, operation="/video/quote", json=quote_body,
+                                  headers=self._auth)
         except ProviderError:
             return None
         data = json_or_none(response)
@@ -296,8 +298,8 @@ class VeniceProvider:
             return Snapshot(status=JobStatus.SUCCEEDED, progress=100, media_file=media_file)
         model = job.provider_data.get("model") or job.request.model
         body = {"model": model, "queue_id": job.provider_job_id}
-        async with self._stream("POST", f"{self._base}/video/retrieve", json=body,
-                                headers=self._auth) as response:
+        async with self._stream("POST", f"{self._base}/video/retrieve", "/video/retrieve",
+                                json=body, headers=self._auth) as response:
             if response.status_code == 200 and _is_video(response):
                 await self._media.save(media_file, response.aiter_bytes())
                 stored = True
@@ -345,7 +347,7 @@ class VeniceProvider:
         """Fetch a private model's video from its pre-signed URL, without the API key."""
         request = self._client.build_request("GET", url)
         request.headers.pop("authorization", None)
-        async with self._stream_request(request) as response:
+        async with self._stream_request(request, DOWNLOAD) as response:
             if response.status_code == 200:
                 await self._media.save(media_file, response.aiter_bytes())
             else:
@@ -357,12 +359,14 @@ class VeniceProvider:
                                            str(response.status_code)))
         self._raise_for(response)
         # Optional, for privacy: revoke the link now that the bridge holds the video.
+        started = time.perf_counter()
         try:
             revoke = self._client.build_request("DELETE", url)
             revoke.headers.pop("authorization", None)
-            await self._client.send(revoke)
-        except httpx.HTTPError:
-            pass
+            revoked = await self._client.send(revoke)
+            record(NAME, "DELETE", DOWNLOAD, revoked.status_code, started)
+        except httpx.HTTPError as exc:
+            record(NAME, "DELETE", DOWNLOAD, None, started, type(exc).__name__)
         return Snapshot(status=JobStatus.SUCCEEDED, progress=100, media_file=media_file,
                         provider_state="COMPLETED")
 
@@ -370,22 +374,26 @@ class VeniceProvider:
         """Best effort: ask Venice to delete its copy now that the bridge holds the video."""
         with suppress(ProviderError):
             await send(self._client, "POST", f"{self._base}/video/complete", provider=NAME,
-                       json=body, headers=self._auth)
+                       operation="/video/complete", json=body, headers=self._auth)
 
     def _stream(
-        self, method: str, url: str, **kwargs: Any
+        self, method: str, url: str, operation: str, **kwargs: Any
     ) -> AbstractAsyncContextManager[httpx.Response]:
-        return self._stream_request(self._client.build_request(method, url, **kwargs))
+        return self._stream_request(self._client.build_request(method, url, **kwargs),
+                                    operation)
 
     @asynccontextmanager
-    async def _stream_request(self, request: httpx.Request) -> AsyncIterator[httpx.Response]:
-        """Send ``request`` streaming its answer; transport failures become ProviderError."""
+    async def _stream_request(self, request: httpx.Request,
+                              operation: str) -> AsyncIterator[httpx.Response]:
+        """Send ``request`` streaming its answer; transport failures become ProviderError.
+        Counted and logged as ``operation`` once the answer begins."""
+        started = time.perf_counter()
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TransportError as exc:
-            count_provider_request(NAME, None)
+            record(NAME, request.method, operation, None, started, type(exc).__name__)
             raise _transport_error(exc) from None
-        count_provider_request(NAME, response.status_code)
+        record(NAME, request.method, operation, response.status_code, started)
         try:
             yield response
         except httpx.TransportError as exc:  # the answer broke off: counted above

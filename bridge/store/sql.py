@@ -58,6 +58,7 @@ from bridge.store.works import (
     RECOVER_LIMIT,
     UNREAD,
     Conn,
+    disabled_endpoint_of,
     fail_pending,
     fan_out,
     finish,
@@ -396,9 +397,14 @@ class SQLStore(Accounts):
                 (endpoint.tenant, max(since, endpoint.created_at).timestamp(), *wanted,
                  endpoint.id, RECOVER_LIMIT + 1),
             ).fetchall()
+            queued = 0
             for row in rows[:RECOVER_LIMIT]:
-                insert_delivery(conn, event_of(row), endpoint.id, None, stamp, again=True)
-            return min(len(rows), RECOVER_LIMIT), len(rows) > RECOVER_LIMIT
+                event = event_of(row)
+                if disabled_endpoint_of(event) == endpoint.id:
+                    continue  # its own endpoint.disabled: told to the others only
+                insert_delivery(conn, event, endpoint.id, None, stamp, again=True)
+                queued += 1
+            return queued, len(rows) > RECOVER_LIMIT
 
         return await self._transaction(work, heavy=True)
 

@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 from bridge.models import (
     DEFAULT_ENDPOINT_EVENTS,
     DEFAULT_MAX_CONCURRENCY,
+    ENDPOINT_DISABLED,
     Delivery,
     DeliveryStatus,
     Endpoint,
@@ -41,6 +42,7 @@ from bridge.store.codec import (
     decode_cursor,
     delivery_params,
     dumps,
+    endpoint_of,
     endpoint_params,
     event_params,
     loads,
@@ -207,10 +209,12 @@ def fan_out(
     conn: Conn, event: Event, job: Job | None, stamp: float, *,
     again: bool = False,
 ) -> list[Delivery]:
-    """The event's deliveries: one per enabled endpoint of the tenant that wants it, one
-    for the job's own webhook. Each target's older ``job.progress`` still waiting for the
-    same job is skipped: this event supersedes it."""
+    """The event's deliveries: one per enabled endpoint of the tenant that wants it (an
+    ``endpoint.disabled`` never to the endpoint it is about), one for the job's own webhook.
+    Each target's older ``job.progress`` still waiting for the same job is skipped: this
+    event supersedes it."""
     made = []
+    about = disabled_endpoint_of(event)
     batch = conn.batch
     rows = batch.endpoints.get(event.tenant) if batch is not None else None
     if rows is None:
@@ -221,6 +225,8 @@ def fan_out(
         if batch is not None:
             batch.endpoints[event.tenant] = rows
     for row in rows:
+        if about is not None and row["id"] == about:
+            continue
         events = loads(row["events"])
         if event.type in (events if events is not None else DEFAULT_ENDPOINT_EVENTS):
             made.append(insert_delivery(conn, event, row["id"], None, stamp, again=again))
@@ -239,6 +245,14 @@ def fan_out(
             (*channels, event.job_id, sequence_of(event), stamp),
         )
     return made
+
+
+def disabled_endpoint_of(event: Event) -> str | None:
+    """The id of the endpoint an ``endpoint.disabled`` event tells of (else ``None``)."""
+    if event.type != ENDPOINT_DISABLED:
+        return None
+    about = event.data.get("id")
+    return about if isinstance(about, str) else None
 
 
 def sequence_of(event: Event) -> int:
@@ -336,6 +350,21 @@ def after_attempt(
         "WHERE id = ?", (reason, since, delivery.endpoint_id),
     )
     fail_pending(conn, "endpoint_id = ?", (delivery.endpoint_id,), "endpoint disabled")
+    announce_disabled(conn, delivery.endpoint_id, stamp)
+
+
+def announce_disabled(conn: Conn, endpoint_id: str, stamp: float) -> None:
+    """Store ``endpoint.disabled`` (its data: the endpoint as the API shows it, without
+    secrets) with its deliveries to the tenant's other endpoints that want it."""
+    row = one(conn, "SELECT * FROM endpoints WHERE id = ?", (endpoint_id,))
+    if row is None:
+        return
+    endpoint = endpoint_of(row)
+    event = Event(id=new_id("evt"), tenant=endpoint.tenant, type=ENDPOINT_DISABLED,
+                  job_id=None, created_at=datetime.fromtimestamp(stamp, UTC),
+                  data=endpoint.to_json())
+    insert_event(conn, event)
+    fan_out(conn, event, None, stamp)
 
 
 def insert_delivery(
