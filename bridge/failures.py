@@ -5,6 +5,7 @@ what went wrong, never the URL, its host or a header: a URL may carry a credenti
 from __future__ import annotations
 
 import errno
+import re
 import ssl
 
 import aiohttp
@@ -55,3 +56,27 @@ def describe(exc: BaseException, within: float) -> str:
     if isinstance(exc, aiohttp.ClientResponseError):
         return "the answer was not valid HTTP"
     return f"could not send it ({type(exc).__name__})"
+
+
+# What attempts recorded before these words (class names, aiohttp's messages), reworded
+# when shown: the first pattern found in a stored error names it.
+_EARLIER = (
+    (re.compile(r"^no answer within ([\d.]+) s$"), r"timed out after \1 s"),
+    (re.compile(r"^TimeoutError\b.*"), "timed out"),
+    (re.compile(r"^ClientConnectorCertificateError\b.*"), "TLS certificate not trusted"),
+    (re.compile(r"^ClientConnectorSSLError\b.*"), "TLS handshake failed"),
+    (re.compile(r"^ClientConnectorDNSError\b.*"), "name not resolved"),
+    (re.compile(r"^ClientConnectorError\b.*(Connect call failed|refused)"), "connection refused"),
+    (re.compile(r"^ClientConnectorError\b.*"), "could not connect"),
+    (re.compile(r"^(ServerDisconnectedError|ClientOSError)\b.*"),
+     "connection closed before an answer"),
+    (re.compile(r"^ClientPayloadError\b.*"), "connection closed in the middle of the answer"),
+)
+
+
+def reworded(stored: str) -> str:
+    """A stored attempt error as these words would say it (new ones are already)."""
+    for pattern, words in _EARLIER:
+        if pattern.search(stored):
+            return pattern.sub(words, stored) if "\\1" in words else words
+    return stored

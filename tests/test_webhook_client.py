@@ -14,6 +14,7 @@ import trustme
 from standardwebhooks.webhooks import Webhook
 
 from bridge.delivery import USER_AGENT, Deliverer
+from bridge.failures import reworded
 from bridge.models import Delivery, DeliveryStatus, utcnow
 from bridge.store.base import Outgoing
 from bridge.targets import Guard
@@ -353,3 +354,19 @@ async def test_a_name_that_does_not_resolve_is_said_in_words() -> None:
     finally:
         await unknown.stop()
     assert result.error == "name not resolved"
+
+
+@pytest.mark.parametrize(("stored", "shown"), [
+    ("no answer within 15 s", "timed out after 15 s"),
+    ("ClientConnectorError: Cannot connect to host 127.0.0.1:9 ssl:default "
+     "[Connect call failed ('127.0.0.1', 9)]", "connection refused"),
+    ("ClientConnectorCertificateError: Cannot connect to host hooks.example.com:443 "
+     "ssl:True [SSLCertVerificationError: certificate verify failed]",
+     "TLS certificate not trusted"),
+    ("ClientConnectorDNSError: Cannot connect to host nowhere.invalid:443", "name not resolved"),
+    ("ServerDisconnectedError: Server disconnected", "connection closed before an answer"),
+    ("HTTP 500", "HTTP 500"),
+    ("connection refused", "connection refused"),
+])
+def test_an_error_stored_before_the_words_is_shown_in_them(stored: str, shown: str) -> None:
+    assert reworded(stored) == shown

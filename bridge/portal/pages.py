@@ -20,6 +20,7 @@ from starlette.templating import Jinja2Templates
 from bridge.api.common import get_bridge
 from bridge.core import Bridge
 from bridge.errors import BridgeError, Unavailable
+from bridge.failures import reworded
 from bridge.models import parse_rfc3339, rfc3339
 from bridge.portal import sessions
 from bridge.portal.sessions import Session, SignedOut
@@ -55,12 +56,6 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
-def _when(value: datetime | str | None) -> str:
-    if isinstance(value, datetime):
-        value = rfc3339(value)
-    return (value or "").replace("T", " ").replace("Z", " UTC")
-
-
 REFRESH_SECONDS = 3  # a page showing unfinished jobs fetches itself again this often
 
 
@@ -73,16 +68,16 @@ def _at(value: datetime | str | None, *, seconds: bool = False) -> Markup:
             value = parse_rfc3339(value)
         except ValueError:
             return Markup(escape(value))
-    stamp = rfc3339(value) or ""
-    full = _when(stamp)
-    text = full if seconds else f"{stamp[:16].replace('T', ' ')} UTC"
+    stamp = rfc3339(value) or ""  # 2026-12-07T22:57:04Z
+    full = stamp.replace("T", " ").replace("Z", " UTC")
+    text = full if seconds else f"{full[:16]} UTC"
     return Markup(f'<time datetime="{stamp}" title="{full}">{escape(text)}</time>')
 
 
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 templates.env.filters["json"] = _json
 templates.env.filters["at"] = _at
-templates.env.globals["rfc3339"] = rfc3339
+templates.env.filters["reworded"] = reworded  # attempts recorded before errors were words
 templates.env.globals["refresh_seconds"] = REFRESH_SECONDS
 
 
