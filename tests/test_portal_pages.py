@@ -235,3 +235,19 @@ async def test_max_concurrency_is_set_on_the_endpoint_form_and_checked(portal: P
                                       data={**fields, "max_concurrency": "32"})
     assert saved.status_code == 303
     assert (await portal.harness.client.get(path)).json()["max_concurrency"] == 32
+
+
+async def test_an_events_attempts_are_paged(portal: Portal) -> None:
+    endpoint = await portal.endpoint(events=["endpoint.test"])
+    store = portal.harness.bridge.store
+    event = Event(id=new_id("evt"), tenant="default", type="endpoint.test", job_id=None,
+                  created_at=utcnow(), data={})
+    await store.add_event(event, endpoint_id=endpoint["id"])
+    for _ in range(50):  # 51 attempts of one event in all
+        await store.replay_event(event, endpoint["id"], utcnow())
+    first = await portal.page(f"/portal/events/{event.id}")
+    assert first.count('data-label="Outcome"') == 50
+    older = re.search(r'<a href="\?([^"]+)" rel="next">Older</a>', first)
+    assert older
+    rest = await portal.page(f"/portal/events/{event.id}?{html.unescape(older.group(1))}")
+    assert rest.count('data-label="Outcome"') == 1 and ">Newest</a>" in rest
