@@ -107,7 +107,8 @@ async def test_the_deliveries_and_endpoint_pages_chart_outcomes_and_show_health(
     assert label, "no chart on the deliveries page"
     assert html.unescape(label.group(1)) == (
         "Delivery attempts, last 24 hours: 2 succeeded, 3 failed, 3 pending")  # retries due
-    assert len(re.findall(r'class="bar-failed"', tenant)) == 1  # one bucket, this hour's
+    # This hour's bucket (and the one before, should the hour have turned meanwhile).
+    assert 1 <= len(re.findall(r'class="bar-failed"', tenant)) <= 2
     assert "connection refused" in tenant and "ClientConnector" not in tenant
     month = await portal.page("/portal/deliveries?range=30d")
     assert "Delivery attempts, last 30 days: 2 succeeded, 3 failed" in html.unescape(month)
