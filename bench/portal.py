@@ -6,9 +6,10 @@ Fills a fresh SQLite file through the store's own methods (jobs of every status 
 provider, with their events; endpoints; endpoint.test deliveries), serves the bridge on a
 loopback socket (no background workers: nothing changes while it is timed), signs in with a
 magic link and times each page with httpx, one request at a time: the jobs list (plain,
-filtered by status and provider, and a later page), a job's page, the endpoints, the
-deliveries (plain and filtered) and the event catalog. Prints the median and p95 of each and
-exits 1 when a median misses the target (100 ms).
+filtered by status and provider, a later page, and searched by prompt words and by an event
+id), a job's page, the endpoints with their health, an endpoint's page with its chart, the
+deliveries (plain, filtered, and charted over 30 days) and the event catalog. Prints the
+median and p95 of each and exits 1 when a median misses the target (100 ms).
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ STATUSES = [JobStatus.SUCCEEDED] * 6 + [JobStatus.FAILED, JobStatus.RUNNING,
                                          JobStatus.CANCELED, JobStatus.QUEUED]
 
 
-async def fill(bridge: Bridge, jobs: int) -> tuple[str, str]:
+async def fill(bridge: Bridge, jobs: int) -> tuple[str, str, str]:
     """Jobs (every tenth with three events), 20 endpoints and 2,000 deliveries; answers a
-    job with events and an endpoint to time."""
+    job with events, an endpoint and a job's event to time."""
     store = bridge.store
     start = utcnow() - timedelta(days=7)
     made: list[Job] = []
@@ -60,6 +61,9 @@ async def fill(bridge: Bridge, jobs: int) -> tuple[str, str]:
                           job_id=job.id, created_at=utcnow(),
                           data={**job.to_json(), "sequence": sequence})
             await store.add_event(event)
+    oldest = Event(id=new_id("evt"), tenant="default", type="job.progress", job_id=made[0].id,
+                   created_at=utcnow(), data={**made[0].to_json(), "sequence": 4})
+    await store.add_event(oldest)  # the oldest job's: a search by its id finds it
     endpoints = []
     for number in range(20):
         endpoint = Endpoint(id=new_id("ep"), tenant="default",
@@ -71,7 +75,7 @@ async def fill(bridge: Bridge, jobs: int) -> tuple[str, str]:
         event = Event(id=new_id("evt"), tenant="default", type="endpoint.test", job_id=None,
                       created_at=utcnow(), data={"endpoint_id": endpoints[number % 20].id})
         await store.add_event(event, endpoint_id=endpoints[number % 20].id)
-    return made[-10].id, endpoints[0].id
+    return made[-10].id, endpoints[0].id, oldest.id
 
 
 async def time_page(client: httpx.AsyncClient, path: str, requests: int) -> list[float]:
@@ -97,7 +101,7 @@ async def main(jobs: int, requests: int) -> int:
         async with serve_in_background(app, sock=sock) as base:
             bridge: Bridge = app.state.bridge
             began = time.monotonic()
-            job_id, endpoint_id = await fill(bridge, jobs)
+            job_id, endpoint_id, event_id = await fill(bridge, jobs)
             print(f"stored {jobs} jobs, 20 endpoints, 2000 deliveries in "
                   f"{time.monotonic() - began:.1f} s")
             link = await issue_link(bridge, "default")
@@ -109,15 +113,20 @@ async def main(jobs: int, requests: int) -> int:
                 second = first.split("cursor=")[1].split('"')[0]
                 failed = (await client.get("/portal?status=failed&provider=airforce")).text
                 assert failed.count('href="/portal/jobs/job_') == 25
+                found = (await client.get(f"/portal?q={event_id}")).text
+                assert found.count('href="/portal/jobs/job_') == 1
                 pages = {
                     "jobs list": "/portal",
                     "jobs, status=failed&provider=airforce":
                         "/portal?status=failed&provider=airforce",
                     "jobs, second page": f"/portal?cursor={second}",
+                    "jobs, search 'bench job 42'": "/portal?q=bench+job+42",
+                    "jobs, search an event id": f"/portal?q={event_id}",
                     "a job's page": f"/portal/jobs/{job_id}",
                     "endpoints": "/portal/endpoints",
                     "an endpoint's page": f"/portal/endpoints/{endpoint_id}",
                     "deliveries": "/portal/deliveries",
+                    "deliveries, 30 days": "/portal/deliveries?range=30d",
                     "deliveries, one endpoint, pending":
                         f"/portal/deliveries?endpoint={endpoint_id}&outcome=pending",
                     "event catalog": "/portal/event-types",

@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 
 import aiohttp
 
+from bridge.failures import describe
 from bridge.metrics import DELIVERY_SECONDS, count_delivery
 from bridge.models import MAX_CONCURRENCY, utcnow
 from bridge.providers.http import parse_retry_after
@@ -504,16 +505,11 @@ class Deliverer:
                     excerpt = first.decode("utf-8", "replace") or None
                     if status in (429, 503):
                         retry_after = parse_retry_after(answer.headers.get("retry-after"), now)
-        except TargetRefused as exc:
-            error = f"refused: the URL {exc}"
         except aiohttp.ClientConnectorDNSError as exc:  # the guard refused the connection
             cause = exc.os_error
-            error = (f"refused: the URL {cause}" if isinstance(cause, TargetRefused)
-                     else f"{type(exc).__name__}: {exc}")
-        except TimeoutError:  # before OSError, of which it is a kind
-            error = f"no answer within {within:g} s"
+            error = describe(cause if isinstance(cause, TargetRefused) else exc, within)
         except Exception as exc:  # anything else fails this attempt, never the delivery
-            error = f"{type(exc).__name__}: {exc}"
+            error = describe(exc, within)  # in words: "connection refused", "timed out ..."
         duration_ms = round((time.perf_counter() - started) * 1000)
         if error is not None:
             error = _without_urls(error)  # a URL may carry a credential; it never goes on

@@ -83,6 +83,10 @@ class TargetRefused(OSError):
     of a sentence whose subject is the URL: ``f"url {exc}"`` reads as one."""
 
 
+class NotResolved(TargetRefused):
+    """The URL's host name has no address."""
+
+
 @functools.lru_cache(maxsize=4096)
 def ascii_host(host: str) -> str:
     """``host`` as DNS has it: IDNA 2008 with the UTS 46 mapping for a name that is not
@@ -192,9 +196,9 @@ class Guard:
             try:
                 found = await self._resolve(host)
             except (OSError, UnicodeError):
-                raise TargetRefused(f"names host {host!r}, which does not resolve") from None
+                raise NotResolved(f"names host {host!r}, which does not resolve") from None
             if not found:
-                raise TargetRefused(f"names host {host!r}, which does not resolve")
+                raise NotResolved(f"names host {host!r}, which does not resolve")
         if self.allow_private:
             return found
         for text in found:

@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bridge.app import create_app
+from bridge.core import Bridge
+from bridge.models import Event, new_id, utcnow
 from bridge.serving import bind, serve_in_background, url_of
 from bridge.settings import Settings
 from bridge.simulators import airforce, apixo, infrai, venice
@@ -69,6 +72,21 @@ async def wait_for_jobs(client: httpx.AsyncClient, ids: list[str]) -> None:
     raise SystemExit("the jobs did not finish within 60 s")
 
 
+async def history(bridge: Bridge, good: str, bad: str) -> None:
+    """A day of earlier test events to both endpoints (their attempts are made now, counted
+    in the hour each was queued), so that the charts have something to show."""
+    now = utcnow()
+    for hours in range(23, 0, -1):
+        for target, count in ((good, 2 + hours % 4), (bad, 1 if hours % 5 else 3)):
+            for minute in range(count):
+                at = now - timedelta(hours=hours, minutes=minute * 7)
+                await bridge.store.add_event(Event(
+                    id=new_id("evt"), tenant="default", type="endpoint.test", job_id=None,
+                    created_at=at, data={"message": "an earlier test event"}),
+                    endpoint_id=target)
+    bridge.deliverer.wake()
+
+
 async def shoot(page: Page, url: str, name: str, *, width: int = 1280, height: int = 800,
                 video: bool = False) -> None:
     await page.set_viewport_size({"width": width, "height": height})
@@ -104,33 +122,44 @@ async def main() -> int:
             bad = await stack.enter_async_context(serve_in_background(receiver(500)))
             sock = bind()
             env["BRIDGE_PUBLIC_URL"] = url_of(sock)
-            base = await stack.enter_async_context(
-                serve_in_background(create_app(Settings.from_env(env)), sock=sock))
+            app = create_app(Settings.from_env(env))
+            base = await stack.enter_async_context(serve_in_background(app, sock=sock))
             client = await stack.enter_async_context(httpx.AsyncClient(
                 base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=30))
-            await client.post("/v1/endpoints", json={
-                "url": f"{bad}/webhooks", "description": "Staging (its database is down)"})
+            staging = (await client.post("/v1/endpoints", json={
+                "url": f"{bad}/webhooks", "description": "Staging (its database is down)",
+                "max_concurrency": 2})).json()
             endpoint = (await client.post("/v1/endpoints", json={
                 "url": f"{good}/webhooks", "description": "Order pipeline",
                 "events": ["job.succeeded", "job.failed"],
                 "headers": {"X-Team": "video"}})).json()
+            await history(app.state.bridge, endpoint["id"], staging["id"])
             ids = [(await client.post("/v1/jobs", json=body)).json()["id"] for body in JOBS]
             await wait_for_jobs(client, ids)
             await client.post(f"/v1/endpoints/{endpoint['id']}/test")
-            await asyncio.sleep(1.0)  # the deliveries are made
+            await asyncio.sleep(2.0)  # the deliveries are made
             link = (await client.post("/v1/portal-sessions")).json()["url"]
 
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(executable_path=chromium)
-                page = await browser.new_page()
+                # Times are shown in the browser's zone: Berlin's, to show it is not UTC.
+                context = await browser.new_context(timezone_id="Europe/Berlin")
+                page = await context.new_page()
                 await page.goto(link)
                 await shoot(page, f"{base}/portal", "jobs")
                 await shoot(page, f"{base}/portal/jobs/{ids[2]}", "job", height=1000,
                             video=True)
+                await shoot(page, f"{base}/portal/endpoints", "endpoints", width=1440,
+                            height=400)
                 await shoot(page, f"{base}/portal/endpoints/{endpoint['id']}", "endpoint",
-                            height=1000)
-                await shoot(page, f"{base}/portal/deliveries", "deliveries", width=1440)
+                            height=1200)
+                await shoot(page, f"{base}/portal/deliveries", "deliveries", width=1440,
+                            height=1100)
+                await shoot(page, f"{base}/portal/endpoints/new", "endpoint-form",
+                            height=900)
                 await shoot(page, f"{base}/portal", "phone", width=390, height=844)
+                await shoot(page, f"{base}/portal/deliveries", "phone-deliveries", width=390,
+                            height=1400)
                 await browser.close()
     return 0
 

@@ -22,7 +22,7 @@ from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, Page, Response, async_playwright, expect
 from standardwebhooks.webhooks import Webhook
 
-from bridge.models import utcnow
+from bridge.models import parse_rfc3339, utcnow
 from bridge.portal.sessions import issue_link
 from tests.conftest import Harness, Received, Receiver, Sims, running_bridge
 
@@ -230,6 +230,56 @@ async def test_a_simulator_jobs_page_plays_its_video(portal: Portal) -> None:
         await expect(page.get_by_role("button", name="Cancel this job")).to_have_count(0)
 
 
+async def test_a_running_job_shows_its_new_status_without_a_reload(portal: Portal) -> None:
+    harness, page = portal.harness, portal.page
+    await portal.sign_in()
+    navigations: list[str] = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+    jobs = []
+    for where in ("job", "/portal"):
+        job = await harness.create({**FLYOVER, "prompt": "A slow flyover [sim:duration=2]"})
+        jobs.append(job)
+        await harness.wait(job["id"], {"running", "submitted"})
+        path = f"/portal/jobs/{job['id']}" if where == "job" else where
+        await page.goto(path)
+        navigations.clear()
+        status = page.locator("#live .status").first if path != "/portal" else page.get_by_role(
+            "row").filter(has=page.get_by_role("link", name=job["id"])).locator(".status")
+        await expect(status).not_to_have_text("succeeded")
+        await expect(page.locator("[data-refresh]")).to_have_count(1)
+        assert (await harness.wait(job["id"]))["status"] == "succeeded"
+        await expect(status).to_have_text("succeeded", timeout=WAIT)
+        await expect(page.locator("[data-refresh]")).to_have_count(0)  # done: no more fetches
+        assert navigations == [], "the page was reloaded"
+    await page.goto(f"/portal/jobs/{jobs[0]['id']}")
+    await expect(page.locator("video")).to_have_count(1)
+
+
+async def test_times_show_in_the_browsers_time_zone_with_utc_on_hover(
+    portal: Portal, browser: Browser,
+) -> None:
+    job = await portal.harness.create(FLYOVER)
+    context = await browser.new_context(base_url=portal.url, timezone_id="Asia/Kolkata",
+                                        locale="en-GB")
+    try:
+        page = await context.new_page()
+        await portal.sign_in(page)
+        created = parse_rfc3339(job["created_at"])
+        local = created + timedelta(hours=5, minutes=30)
+        cell = page.get_by_role("row").filter(
+            has=page.get_by_role("link", name=job["id"])).locator("time")
+        await expect(cell).to_contain_text("GMT+5:30")
+        text = await cell.text_content() or ""
+        assert text == f"{local:%Y-%m-%d %H:%M} GMT+5:30", text
+        assert await cell.get_attribute("title") == f"{created:%Y-%m-%d %H:%M:%S} UTC"
+        assert await cell.get_attribute("datetime") == job["created_at"]
+        await page.goto(f"/portal/jobs/{job['id']}")
+        created_dd = page.locator("dl.details time").first
+        await expect(created_dd).to_have_text(f"{local:%Y-%m-%d %H:%M:%S} GMT+5:30")
+    finally:
+        await context.close()
+
+
 async def test_a_running_job_is_canceled_from_its_page(portal: Portal) -> None:
     job = await portal.harness.create({
         "provider": "infrai", "duration_seconds": 5, "aspect_ratio": "16:9",
@@ -303,6 +353,26 @@ async def test_an_endpoint_is_edited_then_deleted_after_a_confirmation(portal: P
     assert (await portal.harness.client.get(f"/v1/endpoints/{endpoint['id']}")).status_code == 404
 
 
+async def test_event_type_checkboxes_sit_beside_their_labels(portal: Portal) -> None:
+    page = portal.page
+    await portal.sign_in()
+    for width in (1440, 390):
+        await page.set_viewport_size({"width": width, "height": 844})
+        await page.goto("/portal/endpoints/new")
+        labels = page.locator("fieldset label.check")
+        assert await labels.count() >= 8
+        for index in range(await labels.count()):
+            box = await labels.nth(index).locator("input").bounding_box()
+            text = await labels.nth(index).locator("code").bounding_box()
+            assert box is not None and text is not None
+            assert box["width"] < 30, f"checkbox {index} is {box['width']}px wide"
+            assert box["x"] + box["width"] <= text["x"] < box["x"] + box["width"] + 20
+            middle = box["y"] + box["height"] / 2
+            assert text["y"] <= middle <= text["y"] + text["height"], f"checkbox {index}"
+    await page.get_by_text("job.failed", exact=True).click()  # the label checks its box
+    await expect(page.get_by_label("job.failed")).to_be_checked()
+
+
 async def test_rotating_a_secret_signs_with_both_secrets(portal: Portal) -> None:
     endpoint = await portal.endpoint()
     page = portal.page
@@ -340,6 +410,10 @@ async def test_a_failed_attempt_shows_its_response_code_and_its_replay_arrives(
     await expect(row).to_contain_text("upstream is down")
     await expect(row.locator(".duration")).to_contain_text(" ms")
     await expect(row.locator("time")).to_have_count(2)  # when, and the next retry
+    bar = page.locator("svg.chart rect.bar-failed")  # this hour's failed attempt, drawn
+    await expect(bar).to_have_count(1)
+    box = await bar.bounding_box()
+    assert box is not None and box["height"] > 10
     await row.get_by_role("button", name=re.compile("^Replay")).click()
     await expect(page.get_by_text("The event is queued to be sent again.")).to_be_visible()
     first, again = await portal.receiver.wait_for(lambda got: len(got) >= 2)
@@ -464,8 +538,8 @@ async def test_every_page_passes_axe_and_fits_a_phone_and_a_desktop(portal: Port
         "/portal/endpoints", "/portal/endpoints/new",
         f"/portal/endpoints/{endpoint['id']}", f"/portal/endpoints/{endpoint['id']}/edit",
         f"/portal/endpoints/{endpoint['id']}/delete", "/portal/deliveries",
-        f"/portal/deliveries?endpoint={endpoint['id']}", f"/portal/events/{event_id}",
-        "/portal/event-types",
+        "/portal/deliveries?range=30d", f"/portal/deliveries?endpoint={endpoint['id']}",
+        f"/portal/events/{event_id}", "/portal/event-types", "/portal?q=flyover",
     ]
     for path in [*pages, "signed out", *signed_out]:
         if path == "signed out":
@@ -477,6 +551,13 @@ async def test_every_page_passes_axe_and_fits_a_phone_and_a_desktop(portal: Port
             overflow = await page.evaluate(
                 "document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{path} is {overflow}px too wide at {width}px"
+            # No table scrolls sideways in its own box either: on a phone they are cards.
+            sideways = await page.evaluate(
+                "[...document.querySelectorAll('.table-wrap, .chart-box')]"
+                ".filter(e => e.scrollWidth > e.clientWidth + 1).length")
+            assert sideways == 0, f"{path}: {sideways} tables scroll sideways at {width}px"
+            if width == 390:
+                assert await page.evaluate("document.documentElement.scrollWidth") <= 390
             results = await axe.run(page)
             assert results.response["passes"], "axe checked nothing?"
             serious = [(v["id"], v["impact"], v["help"]) for v in results.response["violations"]

@@ -11,6 +11,7 @@ from bridge import actions
 from bridge.core import Bridge
 from bridge.errors import InvalidRequest, NotFound
 from bridge.models import DeliveryStatus
+from bridge.portal.charts import RANGES, chosen_range, outcomes_chart
 from bridge.portal.endpoints import recover_since
 from bridge.portal.forms import read_form
 from bridge.portal.pages import back, page, query, render
@@ -31,17 +32,21 @@ async def deliveries(request: Request, bridge: Bridge, session: Session) -> Resp
     endpoint = None
     if endpoint_id is not None:
         endpoint = await actions.endpoint(bridge, session.tenant, endpoint_id)
+    chosen = chosen_range(request)
     cursor = request.query_params.get("cursor") or None
     found = await bridge.store.list_deliveries(
         session.tenant.id, endpoint_id=endpoint_id, event_id=None, status=outcome,
         limit=PAGE_SIZE, cursor=cursor)
+    chart = await outcomes_chart(bridge, session.tenant.id, endpoint_id, chosen)
     choices = await bridge.store.list_endpoints(session.tenant.id, limit=ENDPOINT_CHOICES,
                                                 cursor=None)
     return render(request, "deliveries.html", session, title="Deliveries",
                   active="deliveries", deliveries=found.data, next_cursor=found.next_cursor,
                   paged=cursor is not None, outcome=outcome, outcomes=outcomes,
                   endpoint=endpoint, endpoints=choices.data, since=recover_since(),
-                  query=query(endpoint=endpoint_id, outcome=outcome))
+                  chart=chart, chart_ranges=RANGES,
+                  chart_query=query(endpoint=endpoint_id, outcome=outcome),
+                  query=query(endpoint=endpoint_id, outcome=outcome, range=chosen.key))
 
 
 @page
@@ -49,11 +54,13 @@ async def event(request: Request, bridge: Bridge, session: Session) -> Response:
     found = await bridge.store.get_event(request.path_params["event_id"], session.tenant.id)
     if found is None:
         raise NotFound("no such event")
+    cursor = request.query_params.get("cursor") or None
     attempts = await bridge.store.list_deliveries(
         session.tenant.id, endpoint_id=None, event_id=found.id, status=None,
-        limit=PAGE_SIZE, cursor=None)
+        limit=PAGE_SIZE, cursor=cursor)
     return render(request, "event.html", session, title=f"Event {found.id}",
-                  active="deliveries", event=found, deliveries=attempts.data)
+                  active="deliveries", event=found, deliveries=attempts.data,
+                  next_cursor=attempts.next_cursor, paged=cursor is not None, query={})
 
 
 @page

@@ -14,8 +14,18 @@ from starlette.routing import Route
 from bridge import actions
 from bridge.core import Bridge
 from bridge.errors import InvalidRequest
-from bridge.models import DEFAULT_ENDPOINT_EVENTS, EVENT_TYPES, Endpoint, rfc3339, utcnow
+from bridge.models import (
+    DEFAULT_ENDPOINT_EVENTS,
+    DEFAULT_MAX_CONCURRENCY,
+    EVENT_TYPES,
+    MAX_CONCURRENCY,
+    Endpoint,
+    rfc3339,
+    utcnow,
+)
+from bridge.portal.charts import RANGES, chosen_range, outcomes_chart
 from bridge.portal.forms import Form, endpoint_body, headers_text, read_form
+from bridge.portal.health import health
 from bridge.portal.pages import back, page, render
 from bridge.portal.sessions import Session
 
@@ -32,11 +42,14 @@ def _values(form: Form | None = None, endpoint: Endpoint | None = None) -> dict[
     """What an endpoint form shows: as posted, or as stored."""
     if form is not None:
         return {"url": form.text("url"), "description": form.text("description"),
-                "events": form.all("events"), "headers": form.get("headers") or ""}
+                "events": form.all("events"), "headers": form.get("headers") or "",
+                "max_concurrency": form.text("max_concurrency")}
     if endpoint is not None:
         return {"url": endpoint.url, "description": endpoint.description or "",
-                "events": list(endpoint.events or ()), "headers": headers_text(endpoint.headers)}
-    return {"url": "", "description": "", "events": [], "headers": ""}
+                "events": list(endpoint.events or ()), "headers": headers_text(endpoint.headers),
+                "max_concurrency": endpoint.max_concurrency}
+    return {"url": "", "description": "", "events": [], "headers": "",
+            "max_concurrency": DEFAULT_MAX_CONCURRENCY}
 
 
 def _form(request: Request, session: Session, *, values: dict[str, Any],
@@ -45,17 +58,21 @@ def _form(request: Request, session: Session, *, values: dict[str, Any],
                   status_code=error.status_code if error else 200,
                   title="Edit endpoint" if endpoint else "New endpoint", active="endpoints",
                   endpoint=endpoint, values=values, error=error, event_types=EVENT_TYPES,
-                  default_events=DEFAULT_ENDPOINT_EVENTS)
+                  default_events=DEFAULT_ENDPOINT_EVENTS, max_concurrency=MAX_CONCURRENCY)
 
 
 async def _show(request: Request, bridge: Bridge, session: Session, endpoint: Endpoint, *,
                 secret: str | None = None, status_code: int = 200) -> Response:
+    chosen = chosen_range(request)
     recent = await bridge.store.list_deliveries(
         session.tenant.id, endpoint_id=endpoint.id, event_id=None, status=None, limit=RECENT,
         cursor=None)
+    chart = await outcomes_chart(bridge, session.tenant.id, endpoint.id, chosen)
+    found = await health(bridge, session.tenant.id, [endpoint])
     return render(request, "endpoint.html", session, status_code=status_code,
                   title=f"Endpoint {endpoint.id}", active="endpoints", endpoint=endpoint,
-                  secret=secret, deliveries=recent.data, since=recover_since())
+                  secret=secret, deliveries=recent.data, since=recover_since(),
+                  health=found[endpoint.id], chart=chart, chart_ranges=RANGES, chart_query={})
 
 
 @page
@@ -64,7 +81,7 @@ async def endpoints(request: Request, bridge: Bridge, session: Session) -> Respo
     found = await bridge.store.list_endpoints(session.tenant.id, limit=PAGE_SIZE, cursor=cursor)
     return render(request, "endpoints.html", session, title="Endpoints", active="endpoints",
                   endpoints=found.data, next_cursor=found.next_cursor, paged=cursor is not None,
-                  query={})
+                  health=await health(bridge, session.tenant.id, found.data), query={})
 
 
 @page

@@ -48,18 +48,22 @@ async def read_form(request: Request, session: Session) -> Form:
 
 def endpoint_body(form: Form) -> dict[str, Any]:
     """An endpoint form as the create/update body of the API: url, the event types checked
-    (none: the default set), description (empty: none) and headers, one ``Name: value``
-    a line."""
+    (none: the default set), description (empty: none), headers (one ``Name: value`` a
+    line) and max_concurrency (empty: as it was, or the default)."""
     events = form.all("events")
     for event_type in events:
         if event_type not in EVENT_TYPES:
             raise InvalidRequest(f"unknown event type {event_type!r}", field="events")
-    return {
+    body: dict[str, Any] = {
         "url": form.text("url"),
         "events": events or None,
         "description": form.text("description") or None,
         "headers": parse_headers(form.get("headers") or ""),
     }
+    concurrency = form.text("max_concurrency")
+    if concurrency:  # the API checks the range; a number that is not whole is refused there
+        body["max_concurrency"] = int(concurrency) if concurrency.isdigit() else concurrency
+    return body
 
 
 def parse_headers(text: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ from bridge.portal.sessions import Session
 from bridge.settings import PROVIDERS
 
 PAGE_SIZE = 25
+SEARCH_MAX = 200  # characters of a search
 
 
 def _choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
@@ -31,13 +32,24 @@ async def jobs(request: Request, bridge: Bridge, session: Session) -> Response:
     statuses = tuple(str(status) for status in JobStatus)
     status = _choice(request, "status", statuses)
     provider = _choice(request, "provider", PROVIDERS)
+    q = (request.query_params.get("q") or "").strip() or None
+    if q is not None and len(q) > SEARCH_MAX:
+        raise InvalidRequest(f"q must be at most {SEARCH_MAX} characters", field="q",
+                             status_code=400)
     cursor = request.query_params.get("cursor") or None
-    found = await bridge.store.list_jobs(session.tenant.id, status=status, provider=provider,
-                                         limit=PAGE_SIZE, cursor=cursor)
+    if q is None:
+        found = await bridge.store.list_jobs(session.tenant.id, status=status,
+                                             provider=provider, limit=PAGE_SIZE, cursor=cursor)
+    else:
+        found = await bridge.store.search_jobs(session.tenant.id, q, status=status,
+                                               provider=provider, limit=PAGE_SIZE,
+                                               cursor=cursor)
     return render(request, "jobs.html", session, title="Jobs", active="jobs", jobs=found.data,
                   next_cursor=found.next_cursor, paged=cursor is not None, status=status,
-                  provider=provider, statuses=statuses, providers=PROVIDERS,
-                  query=query(status=status, provider=provider))
+                  provider=provider, q=q, search_max=SEARCH_MAX, statuses=statuses,
+                  providers=PROVIDERS,
+                  unfinished=any(job.status not in TERMINAL for job in found.data),
+                  query=query(q=q, status=status, provider=provider))
 
 
 @page

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
@@ -19,7 +20,8 @@ from starlette.templating import Jinja2Templates
 from bridge.api.common import get_bridge
 from bridge.core import Bridge
 from bridge.errors import BridgeError, Unavailable
-from bridge.models import rfc3339
+from bridge.failures import reworded
+from bridge.models import parse_rfc3339, rfc3339
 from bridge.portal import sessions
 from bridge.portal.sessions import Session, SignedOut
 
@@ -54,17 +56,29 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
-def _when(value: datetime | str | None) -> str:
-    if isinstance(value, datetime):
-        value = rfc3339(value)
-    return (value or "").replace("T", " ").replace("Z", " UTC")
+REFRESH_SECONDS = 3  # a page showing unfinished jobs fetches itself again this often
+
+
+def _at(value: datetime | str | None, *, seconds: bool = False) -> Markup:
+    """A ``<time>`` in UTC, with UTC on hover; portal.js shows it in the browser's zone."""
+    if value is None:
+        return Markup("—")
+    if isinstance(value, str):
+        try:
+            value = parse_rfc3339(value)
+        except ValueError:
+            return Markup(escape(value))
+    stamp = rfc3339(value) or ""  # 2026-12-07T22:57:04Z
+    full = stamp.replace("T", " ").replace("Z", " UTC")
+    text = full if seconds else f"{full[:16]} UTC"
+    return Markup(f'<time datetime="{stamp}" title="{full}">{escape(text)}</time>')
 
 
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 templates.env.filters["json"] = _json
-templates.env.filters["when"] = _when
-templates.env.filters["short"] = lambda value: _when(value).removesuffix(" UTC")
-templates.env.globals["rfc3339"] = rfc3339
+templates.env.filters["at"] = _at
+templates.env.filters["reworded"] = reworded  # attempts recorded before errors were words
+templates.env.globals["refresh_seconds"] = REFRESH_SECONDS
 
 
 def render(request: Request, name: str, session: Session | None, *, status_code: int = 200,

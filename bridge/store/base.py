@@ -98,6 +98,31 @@ class Stats:
     connections: dict[str, int] | None = None  # this process's pool: "in_use", "idle"
 
 
+@dataclass(frozen=True)
+class OutcomeCounts:
+    """Delivery attempts in one time bucket of a chart, by outcome."""
+
+    start: datetime
+    succeeded: int
+    failed: int
+    pending: int
+
+
+@dataclass(frozen=True)
+class EndpointHealth:
+    """An endpoint's attempts in a recent window, and its last success."""
+
+    succeeded: int
+    failed: int
+    last_success: datetime | None
+
+    @property
+    def success_rate(self) -> float | None:
+        """Succeeded of the finished attempts (``None``: none finished)."""
+        done = self.succeeded + self.failed
+        return self.succeeded / done if done else None
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -289,6 +314,27 @@ class Store(Protocol):
         ...
 
     # -- portal --------------------------------------------------------------------------
+    async def delivery_outcomes(
+        self, tenant: str, *, endpoint_id: str | None, start: datetime, width: float,
+        buckets: int,
+    ) -> list[OutcomeCounts]:
+        """Attempts counted by outcome per bucket of ``width`` seconds from ``start``."""
+        ...
+
+    async def endpoint_health(
+        self, tenant: str, endpoint_ids: Sequence[str], since: datetime,
+    ) -> dict[str, EndpointHealth]:
+        """Each endpoint's attempts since ``since`` and its last success."""
+        ...
+
+    async def search_jobs(
+        self, tenant: str, text: str, *, status: str | None, provider: str | None,
+        limit: int, cursor: str | None,
+    ) -> Page[Job]:
+        """The tenant's jobs named by ``text``: a job or event id, or words of the prompt or
+        the metadata."""
+        ...
+
     async def create_portal_link(self, link_hash: str, tenant: str, now: datetime,
                                  expires_at: datetime) -> bool:
         """Record a single-use portal link, by the SHA-256 of its id, valid until

@@ -470,6 +470,9 @@ class PostgresStore(SQLStore):
     """The store's operations (``bridge.store.sql``) on PostgreSQL, through
     ``PostgresConnector``."""
 
+    floor = "FLOOR({})"  # CAST would round
+    prompt = "(CAST(request AS jsonb) ->> 'prompt')"
+
     def __init__(self, url: str, pool_size: int = 10) -> None:
         super().__init__()
         self.path = url

@@ -53,6 +53,7 @@ from bridge.store.codec import (
     page_of,
     stamp_of,
 )
+from bridge.store.overview import Overview
 from bridge.store.slots import Slots
 from bridge.store.works import (
     RECOVER_LIMIT,
@@ -77,7 +78,7 @@ log = logging.getLogger("bridge.store")
 TURN_SCAN = 2  # a claim taking tenants in turns reads up to this many times its limit
 
 
-class SQLStore(Accounts):
+class SQLStore(Accounts, Overview):
     """``bridge.store.base.Store`` in SQL; a backend subclasses it with its connections."""
 
     def __init__(self) -> None:
