@@ -475,9 +475,8 @@ def test_the_readme_says_how_to_scale_out_with_the_measured_figures() -> None:
         assert shared in scaling, shared
     # The newcomer's two commands stay first.
     assert text.split("```sh\n", 1)[1].split("```", 1)[0].splitlines() == [
-        "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && "
-        "bridge demo",
-        "python -m pytest -q",
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && bridge demo",
+        ". .venv/bin/activate && pip install -e '.[test]' && python -m pytest -q",
     ]
 
 
