@@ -92,7 +92,7 @@ def _provider(name: str, attribute: str) -> Any:
 
 
 READ_CASES = [
-    ("BRIDGE_DATABASE", "/data/b.db", lambda s: s.database, "/data/b.db"),
+    ("BRIDGE_DATABASE", "/tmp/b.db", lambda s: s.database, "/tmp/b.db"),  # its folder exists
     ("BRIDGE_PUBLIC_URL", "https://bridge.example.com/", lambda s: s.public_url,
      "https://bridge.example.com"),
     ("BRIDGE_SECRET_KEY", SECRETS["BRIDGE_SECRET_KEY"], lambda s: _secret(s.secret_key),
