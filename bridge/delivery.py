@@ -218,6 +218,16 @@ class Deliverer:
                 skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"))
         return self._session
 
+    @property
+    def running(self) -> bool:
+        """Whether the claim loop runs (between ``start`` and ``stop``)."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def sending(self) -> int:
+        """Attempts being made now, or about to be."""
+        return len(self._senders)
+
     async def start(self, supervisor: Supervisor | None = None) -> None:
         """Run the claim loop in the background, under ``supervisor`` (restarted if it
         raises)."""

@@ -105,6 +105,11 @@ class Tracker:
                 await self.store.release_job(job.id, now)
         self._loop_task = self.supervisor.spawn("tracker", self._loop)
 
+    @property
+    def running(self) -> bool:
+        """Whether the claim loop runs (between ``start`` and ``stop``)."""
+        return self._loop_task is not None and not self._loop_task.done()
+
     async def stop(self, grace: float = 0.0) -> None:
         """Stop claiming; let the jobs being worked finish for up to ``grace`` seconds, then
         cut off the rest (their leases lapse and another worker takes them up)."""

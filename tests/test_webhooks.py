@@ -521,7 +521,7 @@ async def test_waiting_progress_is_dropped_when_a_later_event_exists(
     endpoint = await register(hooks, receiver.url + "/all",
                               events=["job.submitted", "job.running", "job.progress",
                                       "job.succeeded"])
-    job = await hooks.create({**FOX, "prompt": "[sim:duration=12] slow fox"})
+    job = await hooks.create({**FOX, "prompt": "[sim:duration=4] slow fox"})
     done = await hooks.wait(job["id"], seconds=30)
     assert done["status"] == "succeeded"
     stored = (await hooks.client.get("/v1/events", params={"job_id": job["id"],
