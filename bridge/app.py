@@ -21,6 +21,7 @@ from bridge.errors import BridgeError, Unavailable
 from bridge.logs import RequestLog, log_unhandled
 from bridge.portal.routes import routes as portal_routes
 from bridge.settings import Settings
+from bridge.timings import Timings
 
 log = logging.getLogger("bridge")
 
@@ -55,15 +56,17 @@ async def _server_error(request: Request, exc: Exception) -> Response:
         status_code=500, headers={"X-Request-Id": request_id} if request_id else None)
 
 
-def create_app(settings: Settings, *, http: httpx.AsyncClient | None = None) -> Starlette:
+def create_app(settings: Settings, *, http: httpx.AsyncClient | None = None,
+               timings: Timings | None = None) -> Starlette:
     """The bridge as an ASGI app. The lifespan opens the store and starts the workers.
 
-    ``http`` replaces the client the provider adapters use (tests route it to simulators).
+    ``http`` replaces the client the provider adapters use (tests route it to simulators);
+    ``timings`` the workers' leases and waits (tests shorten them).
     """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        bridge = await Bridge.open(settings, http=http)
+        bridge = await Bridge.open(settings, http=http, timings=timings)
         app.state.bridge = bridge
         if settings.allow_private_targets:
             log.warning(PRIVATE_TARGETS_WARNING)

@@ -11,10 +11,14 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from bridge import __version__
 from bridge.logs import configure as configure_logs
 from bridge.settings import Settings, SettingsError, is_postgres, parse_duration, redacted
+
+if TYPE_CHECKING:
+    from bridge.timings import Timings
 
 log = logging.getLogger("bridge")
 
@@ -117,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bridge: database {_database_name(settings.database)}", file=sys.stderr)
 
     if args.command == "serve":
-        return _serve(settings, args.host, args.port)
+        return serve(settings, args.host, args.port)
     if args.command == "keys":
         tenant = getattr(args, "tenant", None)
         if tenant is not None and not _is_tenant_name(tenant):
@@ -178,7 +182,9 @@ def _simulators(host: str, port: int, job_seconds: str) -> int:
     return asyncio.run(serve_simulators(host, port, (low, high)))
 
 
-def _serve(settings: Settings, host: str, port: int) -> int:
+def serve(settings: Settings, host: str, port: int, timings: Timings | None = None) -> int:
+    """``bridge serve``: the app under uvicorn on ``host:port`` until SIGTERM or Ctrl-C
+    (``timings``: see ``create_app``)."""
     import uvicorn
 
     from bridge.app import create_app
@@ -205,8 +211,9 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     # bridge.logs.RequestLog (by route, not by path: paths can carry tokens).
     # On SIGTERM uvicorn stops accepting, then the app's lifespan lets the work in flight
     # finish within BRIDGE_SHUTDOWN_GRACE (bridge.core.Bridge.close).
-    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False,
-                            proxy_headers=True, forwarded_allow_ips="*",
+    app = create_app(settings, timings=timings)
+    config = uvicorn.Config(app, log_config=None, access_log=False, proxy_headers=True,
+                            forwarded_allow_ips="*",
                             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)))
     uvicorn.Server(config).run(sockets=[sock])
     return 0

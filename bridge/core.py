@@ -30,6 +30,7 @@ from bridge.signing import Signer
 from bridge.store import Store, open_store
 from bridge.supervisor import Supervisor
 from bridge.targets import Guard
+from bridge.timings import Timings
 from bridge.tracking import Tracker
 
 log = logging.getLogger("bridge")
@@ -101,8 +102,11 @@ class Bridge:
         default_factory=lambda: TokenBuckets(TEST_BURST, TEST_PER_SECOND))
 
     @classmethod
-    async def open(cls, settings: Settings, http: httpx.AsyncClient | None = None) -> Bridge:
-        """Open the store (migrating it), load the secret key, bootstrap the default tenant."""
+    async def open(cls, settings: Settings, http: httpx.AsyncClient | None = None,
+                   timings: Timings | None = None) -> Bridge:
+        """Open the store (migrating it), load the secret key, bootstrap the default tenant.
+        ``timings``: the workers' leases and waits (default: the service's own)."""
+        timings = timings or Timings()
         store = await open_store(settings.database, pool_size=settings.database_pool)
         secret = (
             settings.secret_key.reveal()
@@ -137,13 +141,14 @@ class Bridge:
             media_link=media_linker(signer, settings.public_url),
             confirm_callbacks=settings.confirm_callbacks,
             streams=settings.background,
+            timings=timings,
         )
         guard = Guard(allow_private=settings.allow_private_targets)
-        deliverer = Deliverer(store, guard, settings.retry_schedule)
+        deliverer = Deliverer(store, guard, settings.retry_schedule, timings=timings)
         store.outbox_listeners.append(deliverer.wake)
         store.job_listeners.append(tracker.wake)
         return cls(settings, store, providers, Catalog(providers), tracker, signer, media,
-                   client, owns_http, guard, deliverer, Supervisor())
+                   client, owns_http, guard, deliverer, Supervisor(*timings.restart_backoff))
 
     async def start(self) -> None:
         """Start the background workers (only with ``BRIDGE_BACKGROUND=on``)."""

@@ -42,14 +42,10 @@ from bridge.store import Store
 from bridge.store.base import AttemptResult, Outgoing
 from bridge.supervisor import Beat, Supervisor
 from bridge.targets import Guard, GuardResolver, TargetRefused
+from bridge.timings import Timings
 
 log = logging.getLogger("bridge.delivery")
 
-TIMEOUT = 15.0  # seconds for one attempt, connect to last byte
-LEASE = 30.0  # seconds a claimed delivery is ours; more than TIMEOUT
-# An attempt not begun this long after its claim is left for the lease to lapse, so that the
-# attempt (at most TIMEOUT) and its record end well inside the lease.
-START_WITHIN = LEASE - TIMEOUT - 10.0
 EXCERPT_BYTES = 1024
 # Seconds a connection may wait idle for its next attempt: under the 5 s that Node's server,
 # among others, keeps one, so that a POST seldom meets a connection closing under it.
@@ -63,10 +59,9 @@ CONCURRENCY = 64  # attempts in flight, all targets
 # max_concurrency (DEFAULT_MAX_CONCURRENCY for a job's webhook_url) applies below it.
 PER_TARGET = MAX_CONCURRENCY
 # Attempts in flight for one tenant: a quarter of the slots stays free for the others, so
-# one tenant's endpoints that never answer cannot hold every slot for TIMEOUT.
+# one tenant's endpoints that never answer cannot hold every slot for a whole timeout.
 PER_TENANT = CONCURRENCY * 3 // 4
 SLOW = 1.0  # seconds: an endpoint answering this slowly gets no deliveries claimed ahead
-IDLE_WAIT = 1.0  # seconds between looks for due retries when nothing wakes the worker
 USER_AGENT = "bridge-webhooks/0.1"
 # Headers bridge sets on every delivery; an endpoint's own headers never replace them.
 RESERVED_HEADERS = frozenset({
@@ -178,8 +173,10 @@ class Deliverer:
         clock: Callable[[], datetime] = utcnow,
         listeners: list[Callable[[Outgoing, AttemptResult], None]] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        timings: Timings | None = None,
     ) -> None:
         self.store = store
+        self.timings = timings or Timings()
         self.guard = guard
         self.schedule = schedule
         self.concurrency = concurrency
@@ -221,11 +218,22 @@ class Deliverer:
                 skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"))
         return self._session
 
+    @property
+    def running(self) -> bool:
+        """Whether the claim loop runs (between ``start`` and ``stop``)."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def sending(self) -> int:
+        """Attempts being made now, or about to be."""
+        return len(self._senders)
+
     async def start(self, supervisor: Supervisor | None = None) -> None:
         """Run the claim loop in the background, under ``supervisor`` (restarted if it
         raises)."""
         if self._task is None:
-            self._task = (supervisor or Supervisor()).spawn("deliverer", self._run)
+            supervisor = supervisor or Supervisor(*self.timings.restart_backoff)
+            self._task = supervisor.spawn("deliverer", self._run)
 
     async def stop(self, grace: float = 0.0) -> None:
         """Stop claiming; let the attempts in flight finish for up to ``grace`` seconds and
@@ -288,7 +296,7 @@ class Deliverer:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
             # comes as the wake does, and stop() would wait for a loop that goes on.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(IDLE_WAIT):
+                async with asyncio.timeout(self.timings.delivery_idle):
                     await self._wake.wait()
 
     def _room(self) -> int:
@@ -298,14 +306,15 @@ class Deliverer:
     async def _claim(self, room: int, *, skip_full: bool = True) -> int:
         if room <= 0:
             return 0
+        lease = self.timings.delivery_lease
         if skip_full:
             claimed = await self.store.claim_due_deliveries(
-                self.clock(), room, LEASE, skip_endpoints=self._full_endpoints(),
+                self.clock(), room, lease, skip_endpoints=self._full_endpoints(),
                 per_tenant=2 * self.per_tenant,
                 tenant_room={name: self._tenant_room(name) for name in self._tenants})
         else:  # one batch and no claim after it (a tick): tenants take turns, none capped
             claimed = await self.store.claim_due_deliveries(
-                self.clock(), room, LEASE, per_tenant=room)
+                self.clock(), room, lease, per_tenant=room)
         claimed_at = time.monotonic()
         taken = 0
         for outgoing in claimed:
@@ -337,7 +346,7 @@ class Deliverer:
         now would only park slots that other endpoints could use. A quick endpoint may have
         a second round claimed behind the one in flight, so that a slot it frees is used at
         once instead of after a claim; a slow one (see ``SLOW``) may not, since what waits
-        behind it would wait past ``START_WITHIN`` and only be claimed again later."""
+        behind it would wait past ``Timings.start_within`` and only be claimed again later."""
         return frozenset(
             name for name, target in self._targets.items()
             if name.startswith("ep_")
@@ -396,7 +405,7 @@ class Deliverer:
                 outgoing, claimed_at, target, tenant = picked
                 result = None
                 try:
-                    if time.monotonic() - claimed_at <= START_WITHIN:
+                    if time.monotonic() - claimed_at <= self.timings.start_within:
                         result = await self._attempt_within(outgoing)
                     # else: too long behind the target's other attempts: sending now could
                     # outlast the lease and race a second claim. The lease lapses; it comes
@@ -419,9 +428,9 @@ class Deliverer:
                 self._senders.discard(task)
 
     async def _attempt_within(self, outgoing: Outgoing) -> AttemptResult:
-        within = TIMEOUT
+        within = self.timings.delivery_timeout
         if self._deadline is not None:
-            within = max(1.0, min(TIMEOUT, self._deadline - time.monotonic()))
+            within = max(1.0, min(within, self._deadline - time.monotonic()))
         return await self.attempt(outgoing, within)
 
     # -- recording -----------------------------------------------------------------------
@@ -480,8 +489,11 @@ class Deliverer:
             self.wake()
 
     # -- one attempt ---------------------------------------------------------------------
-    async def attempt(self, outgoing: Outgoing, within: float = TIMEOUT) -> AttemptResult:
-        """Send ``outgoing`` once (``within`` seconds at most) and judge the answer."""
+    async def attempt(self, outgoing: Outgoing, within: float | None = None) -> AttemptResult:
+        """Send ``outgoing`` once (``within`` seconds at most, by default the timings'
+        ``delivery_timeout``) and judge the answer."""
+        if within is None:
+            within = self.timings.delivery_timeout
         delivery = outgoing.delivery
         now = time.time()
         headers = {name: value for name, value in outgoing.headers.items()

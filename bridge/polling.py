@@ -169,8 +169,12 @@ class PollState:
     retry_after: float | None = None  # the provider's Retry-After on the last answer
 
 
-def next_check_delay(state: PollState, jitter: float = 0.0) -> float:
-    """Seconds until the next status request. jitter in [-1, 1] spreads checks by a few percent."""
+def next_check_delay(
+    state: PollState, jitter: float = 0.0, *,
+    safety_net: tuple[float, float] = (SAFETY_NET_RATIO, SAFETY_NET_MIN_GAP),
+) -> float:
+    """Seconds until the next status request. jitter in [-1, 1] spreads checks by a few percent.
+    ``safety_net``: a callback job's later checks, as (fraction of its age, least gap)."""
     profile = _PROFILES.get(state.provider, _DEFAULT)
     elapsed = max(state.elapsed, 0.0)
     jitter = _clamp(jitter, -1.0, 1.0)
@@ -179,7 +183,7 @@ def next_check_delay(state: PollState, jitter: float = 0.0) -> float:
     if state.tracking is Tracking.STREAM and elapsed <= STREAM_STEADY_SECONDS:
         low, high = STREAM_BOUNDS
     if state.tracking is Tracking.CALLBACK:
-        delay = _safety_net(profile, elapsed)
+        delay = _safety_net(profile, elapsed, *safety_net)
     elif state.tracking is Tracking.STREAM and elapsed <= STREAM_STEADY_SECONDS:
         delay = _stream(profile, elapsed, state.checks)
     else:
@@ -253,10 +257,10 @@ def _stream(profile: _Profile, elapsed: float, checks: int) -> float:
     return STREAM_CADENCE
 
 
-def _safety_net(profile: _Profile, elapsed: float) -> float:
+def _safety_net(profile: _Profile, elapsed: float, ratio: float, min_gap: float) -> float:
     if _before(elapsed, profile.typical):
         return profile.typical - elapsed
-    return max(SAFETY_NET_MIN_GAP, SAFETY_NET_RATIO * elapsed)
+    return max(min_gap, ratio * elapsed)
 
 
 def _before(now: float, target: float) -> bool:

@@ -20,6 +20,10 @@ class TokenBuckets:
         self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, as of when)
 
+    def __len__(self) -> int:
+        """How many keys have a bucket kept."""
+        return len(self._buckets)
+
     def take(self, key: str) -> float:
         """Take a token from ``key``'s bucket: 0.0 if there was one, otherwise the seconds
         until there is (nothing is taken then)."""

@@ -43,19 +43,12 @@ from bridge.providers.base import (
 from bridge.signing import Signer
 from bridge.store import Change, Store
 from bridge.supervisor import Beat, Supervisor
+from bridge.timings import Timings
 
 log = logging.getLogger("bridge.tracking")
 
-LEASE = 120.0  # seconds a claimed job is held by its worker (longer than any provider call)
-STREAM_HOLD = 60.0  # while a stream is open, the job is next due this far ahead
-# A job waiting for a provider slot is made due when one frees (the store wakes the one
-# waiting longest); this look is only the safety net, for a slot freed some other way.
-CAPACITY_WAIT = 600.0
 MAX_STREAM_BREAKS = 3  # after this many breaks a job is followed by polling alone
 MAX_SUBMIT_ATTEMPTS = 12  # retryable submit failures before the job fails
-IDLE_WAIT = 0.5  # seconds between looks for due jobs when nothing wakes the loop
-WAKE_COALESCE = 0.02  # seconds a woken loop waits, so a burst of wakes makes one claim
-FAILED_RETRY = 1.0  # seconds before a job whose work failed unexpectedly is due again
 
 EventListener = Callable[[Event], None]
 
@@ -72,8 +65,10 @@ class Tracker:
         confirm_callbacks: bool = True,
         streams: bool = True,
         concurrency: int = 32,
+        timings: Timings | None = None,
     ) -> None:
         self.store = store
+        self.timings = timings or Timings()
         self.providers = providers
         self.signer = signer
         self.public_url = public_url
@@ -95,7 +90,7 @@ class Tracker:
         self._poll_first: set[str] = set()
         self._work: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self.supervisor = Supervisor()
+        self.supervisor = Supervisor(*self.timings.restart_backoff)
 
     # -- running -------------------------------------------------------------------------
     async def start(self, supervisor: Supervisor | None = None) -> None:
@@ -109,6 +104,11 @@ class Tracker:
                 # Its stream died with the previous process: follow it again now.
                 await self.store.release_job(job.id, now)
         self._loop_task = self.supervisor.spawn("tracker", self._loop)
+
+    @property
+    def running(self) -> bool:
+        """Whether the claim loop runs (between ``start`` and ``stop``)."""
+        return self._loop_task is not None and not self._loop_task.done()
 
     async def stop(self, grace: float = 0.0) -> None:
         """Stop claiming; let the jobs being worked finish for up to ``grace`` seconds, then
@@ -135,7 +135,8 @@ class Tracker:
             free = self._concurrency - len(self._work)
             claimed = 0
             if free > 0:
-                for job in await self.store.claim_due_jobs(utcnow(), free, LEASE):
+                lease = self.timings.job_lease
+                for job in await self.store.claim_due_jobs(utcnow(), free, lease):
                     claimed += 1
                     task = asyncio.create_task(self._guarded(job), name=f"job:{job.id}")
                     self._work.add(task)
@@ -146,14 +147,14 @@ class Tracker:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
                 # comes as the wake does, and stop() would wait for a loop that goes on.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(IDLE_WAIT):
+                    async with asyncio.timeout(self.timings.tracker_idle):
                         await self._wake.wait()
                 # Wakes that come in a burst (a job finishing per callback) share one claim.
-                await asyncio.sleep(WAKE_COALESCE)
+                await asyncio.sleep(self.timings.wake_coalesce)
 
     async def run_once(self, limit: int) -> int:
         """Claim up to ``limit`` due jobs and work them to the end of this round."""
-        jobs = await self.store.claim_due_jobs(utcnow(), limit, LEASE)
+        jobs = await self.store.claim_due_jobs(utcnow(), limit, self.timings.job_lease)
         await asyncio.gather(*(self._guarded(job) for job in jobs))
         return len(jobs)
 
@@ -172,7 +173,7 @@ class Tracker:
         """After a failure, make the job due again shortly; if even that cannot be
         written, its lease lapses and the job comes back then."""
         with contextlib.suppress(Exception):
-            await self.store.release_job(job_id, due_in(utcnow(), FAILED_RETRY))
+            await self.store.release_job(job_id, due_in(utcnow(), self.timings.failed_retry))
 
     async def process(self, job: Job) -> None:
         if job.status is JobStatus.QUEUED:
@@ -193,7 +194,7 @@ class Tracker:
         whole = await self._whole(job)  # read before the submission is marked as begun
         now = utcnow()
         if not await self.store.begin_submit(job.id, job.provider, provider.max_concurrent, now,
-                                             wait_until=due_in(now, CAPACITY_WAIT)):
+                                             wait_until=due_in(now, self.timings.capacity_wait)):
             return  # waiting for a slot: a job of the provider that ends makes it due
         callback_url = self.callback_url(job) if job.tracking is Tracking.CALLBACK else None
         try:
@@ -291,10 +292,17 @@ class Tracker:
 
     def _first_check(self, job: Job, now: datetime) -> datetime:
         if job.tracking is Tracking.STREAM and self.streams_enabled:
-            return due_in(now, STREAM_HOLD)
+            return due_in(now, self.timings.stream_hold)
         state = polling.PollState(provider=job.provider, tracking=job.tracking, elapsed=0.0,
                                   checks=0)
-        return due_in(now, polling.next_check_delay(state, random.uniform(-1, 1)))
+        return due_in(now, self._next_check(state))
+
+    def _next_check(self, state: polling.PollState) -> float:
+        """The polling policy's next check, within this tracker's bounds."""
+        t = self.timings
+        delay = polling.next_check_delay(state, random.uniform(-1, 1),
+                                         safety_net=(t.safety_net_ratio, t.safety_net_min_gap))
+        return min(max(delay, t.poll_bounds[0]), t.poll_bounds[1])
 
     # -- following -----------------------------------------------------------------------
     def _streams_for(self, provider: Provider, job: Job) -> bool:
@@ -318,7 +326,7 @@ class Tracker:
         if self._streams_for(provider, job) and job.id not in self._poll_first:
             if job.id not in self._streams:
                 self._open_stream(job.id)
-            await self.store.release_job(job.id, due_in(utcnow(), STREAM_HOLD))
+            await self.store.release_job(job.id, due_in(utcnow(), self.timings.stream_hold))
             return
         resume_stream = job.id in self._poll_first
         self._poll_first.discard(job.id)
@@ -353,7 +361,7 @@ class Tracker:
             return
         now = utcnow()
         state = self._poll_state(job, now, error_streak=streak, retry_after=exc.retry_after)
-        delay = polling.next_check_delay(state, random.uniform(-1, 1))
+        delay = self._next_check(state)
         log.info("status of %s at %s failed (%s); again in %.0fs", job.id, job.provider,
                  exc.code, delay)
         await self._update(job.id, lambda current: Change(current.evolve(
@@ -399,7 +407,7 @@ class Tracker:
                 job = job.evolve(check_count=current.check_count + 1, error_streak=0)
             if schedule and job.status not in TERMINAL:
                 state = self._poll_state(current, now, snapshot=snapshot)
-                delay = polling.next_check_delay(state, random.uniform(-1, 1))
+                delay = self._next_check(state)
                 job = job.evolve(next_check_at=due_in(now, delay))
             elif hold is not None and job.status not in TERMINAL:
                 job = job.evolve(next_check_at=due_in(now, hold))
@@ -423,7 +431,7 @@ class Tracker:
             provider = self.providers[job.provider]
             assert isinstance(provider, StreamingProvider)
             async for snapshot in provider.stream(tracked(job)):
-                result = await self._apply(job_id, snapshot, hold=STREAM_HOLD)
+                result = await self._apply(job_id, snapshot, hold=self.timings.stream_hold)
                 if result is None or result.status in TERMINAL:
                     return
             raise ProviderError("provider_unavailable", "stream ended before the job did",

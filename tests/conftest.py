@@ -25,6 +25,7 @@ from bridge.serving import bind, serve_in_background, url_of
 from bridge.settings import Settings
 from bridge.simulators import FACTORIES, bridge_env
 from bridge.simulators.base import SimSettings
+from bridge.timings import Timings
 from tests.postgres import new_database
 
 API_KEY = "brk_test_key_default_tenant"
@@ -39,6 +40,20 @@ class Sims:
         return bridge_env(self.urls)
 
 
+@contextlib.asynccontextmanager
+async def serving(apps: dict[str, Starlette]) -> AsyncIterator[dict[str, str]]:
+    """Each app on a loopback socket of its own (their URLs by name), all stopped together:
+    a uvicorn server takes a few tenths of a second to stop."""
+    servers = {name: serve_in_background(app) for name, app in apps.items()}
+    urls: dict[str, str] = {}
+    try:
+        for name, server in servers.items():
+            urls[name] = await server.__aenter__()
+        yield urls
+    finally:
+        await asyncio.gather(*(servers[name].__aexit__(None, None, None) for name in urls))
+
+
 @pytest.fixture
 async def sims() -> AsyncIterator[Sims]:
     """The four simulators with fast jobs (0.3-0.6 s of processing)."""
@@ -46,9 +61,7 @@ async def sims() -> AsyncIterator[Sims]:
         name: make(SimSettings(api_key=f"sim-{name}-key", duration=(0.3, 0.6), queue_delay=0.05))
         for name, make in FACTORIES.items()
     }
-    async with contextlib.AsyncExitStack() as stack:
-        urls = {name: await stack.enter_async_context(serve_in_background(app))
-                for name, app in apps.items()}
+    async with serving(apps) as urls:
         yield Sims(apps, urls)
 
 
@@ -118,9 +131,10 @@ SQLITE_ONLY = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 
 @contextlib.asynccontextmanager
 async def running_bridge(
-    tmp_path: Path, sims: Sims, **overrides: str
+    tmp_path: Path, sims: Sims, timings: Timings | None = None, **overrides: str
 ) -> AsyncIterator[Harness]:
-    """Start a bridge on a loopback socket; ``overrides`` are extra BRIDGE_* variables."""
+    """Start a bridge on a loopback socket; ``overrides`` are extra BRIDGE_* variables,
+    ``timings`` its workers' (default: the service's own)."""
     sock = bind()
     env = {
         "BRIDGE_DATABASE": str(tmp_path / "bridge.db"),
@@ -130,7 +144,7 @@ async def running_bridge(
         **sims.env(),
         **overrides,
     }
-    app = create_app(Settings.from_env(env))
+    app = create_app(Settings.from_env(env), timings=timings)
     async with serve_in_background(app, sock=sock) as url, httpx.AsyncClient(
         base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10
     ) as client:

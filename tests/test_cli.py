@@ -25,6 +25,8 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
             "BRIDGE_MEDIA_DIR": str(tmp_path / "media"), **extra}
 
 
+# Slow: the demo's simulated jobs take 6-12 s, as a user watching it sees them.
+@pytest.mark.slow
 def test_demo_runs_one_job_per_provider_and_exits_0(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "bridge.cli", "demo", "--timeout", "120"],
                           env=_env(tmp_path), capture_output=True, text=True, timeout=180,
@@ -48,6 +50,8 @@ def test_demo_runs_one_job_per_provider_and_exits_0(tmp_path: Path) -> None:
     assert "bridge demo --stay 10m" in out
 
 
+# Slow: the demo's simulated jobs take 6-12 s, as a user watching it sees them.
+@pytest.mark.slow
 def test_demo_that_stays_prints_a_portal_link_that_signs_in(tmp_path: Path) -> None:
     demo = subprocess.Popen(
         [sys.executable, "-m", "bridge.cli", "demo", "--timeout", "120", "--stay", "2m"],

@@ -1,5 +1,8 @@
 """Crash safety: ``bridge serve`` killed with SIGKILL in the middle of delivering webhooks,
-then started again on the same database, loses nothing and pays for nothing twice."""
+then started again on the same database, loses nothing and pays for nothing twice.
+
+It runs with short leases (``tests.serve``), so the killed process's attempts come back in
+seconds."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Any
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from tests import serve
 from tests.conftest import Receiver, Sims
 
 KEY = "brk_crash_test_key"
@@ -34,13 +38,14 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def bridge_serve(
-    env: dict[str, str], port: int, output: Any = None,
+    env: dict[str, str], port: int, output: Any = None, command: list[str] | None = None,
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``bridge serve`` on ``port``, ready; its output to ``output`` (a file), or dropped."""
+    """``bridge serve`` on ``port``, ready; its output to ``output`` (a file), or dropped.
+    ``command`` replaces ``bridge serve`` (``tests.serve.COMMAND``: short leases)."""
     sink = output if output is not None else asyncio.subprocess.DEVNULL
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge.cli", "serve", "--port", str(port), env=env,
-        stdout=sink, stderr=sink,
+        *(command or [sys.executable, "-m", "bridge.cli", "serve"]), "--port", str(port),
+        env=env, stdout=sink, stderr=sink, cwd=serve.ROOT,
     )
     try:
         deadline = time.monotonic() + 20
@@ -89,7 +94,7 @@ async def test_sigkill_mid_delivery_loses_nothing_and_submits_nothing_twice(
     headers = {"Authorization": f"Bearer {KEY}"}
 
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as api:
-        async with bridge_serve(env, port) as first:
+        async with bridge_serve(env, port, command=serve.COMMAND) as first:
             endpoint = (await api.post("/v1/endpoints", json={"url": receiver.url + "/in"}))
             assert endpoint.status_code == 201, endpoint.text
             secret = endpoint.json()["secret"]
@@ -115,14 +120,14 @@ async def test_sigkill_mid_delivery_loses_nothing_and_submits_nothing_twice(
             await first.wait()
 
         receiver.default = (200, {}, 0.0)
-        async with bridge_serve(env, port):
+        async with bridge_serve(env, port, command=serve.COMMAND):
             def every_terminal_arrived() -> bool:
                 ok = {r.json["data"]["id"] for r in receiver.received
                       if r.json["type"] in TERMINAL_TYPES}
                 return ok >= set(jobs)
 
             # In-flight attempts of the killed process come back when their lease lapses.
-            await wait_until(lambda: _true_after(every_terminal_arrived), 90,
+            await wait_until(lambda: _true_after(every_terminal_arrived), 60,
                              "every terminal event")
 
     by_event: dict[str, set[str]] = defaultdict(set)

@@ -228,7 +228,7 @@ def test_the_sam_template_names_a_handler_that_serves_http_and_ticks(
     monkeypatch.setenv("BRIDGE_DATABASE", str(tmp_path / "b.db"))
     monkeypatch.setenv("BRIDGE_MEDIA_DIR", str(tmp_path / "media"))
     monkeypatch.setenv("BRIDGE_BACKGROUND", "off")
-    module = importlib.import_module(module_name)
+    importlib.import_module(module_name)
     schedule = {"source": "aws.events", "detail-type": "Scheduled Event"}
     try:
         # A warm container serves HTTP, ticks, then serves HTTP again.
@@ -237,7 +237,7 @@ def test_the_sam_template_names_a_handler_that_serves_http_and_ticks(
         answer = handler(_function_url_event("/healthz"), _Context())
         again = handler(schedule, None)
     finally:
-        module._loop.close()
+        asyncio.get_event_loop_policy().get_event_loop().close()  # the handler's loop
         asyncio.set_event_loop(None)
     assert counts["finished"] is True and counts["jobs"] == 0 and again["finished"] is True
     assert first["statusCode"] == 200

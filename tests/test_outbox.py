@@ -277,11 +277,12 @@ async def test_the_deliverer_stops_even_when_woken_as_it_is_stopped(
         deliverer.wake()  # the wake and the cancel land in the same turn of the loop
         stopping = asyncio.create_task(deliverer.stop())
         done, _ = await asyncio.wait({stopping}, timeout=3)
-        if not done:  # its loop went on past the cancel: end it, then fail
-            assert deliverer._task is not None
-            deliverer._task.cancel()
-            await stopping
+        if not done:  # its loop went on past the cancel: end it (with stop()), then fail
+            stopping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopping
             pytest.fail("the deliverer did not stop")
+        assert not deliverer.running
 
 
 @pytest.mark.parametrize(("concurrency", "per_target", "overall"), [
@@ -485,7 +486,7 @@ async def test_a_tick_cut_short_leaves_no_attempt_running(store: SQLiteStore) ->
         deliverer = Deliverer(store, Guard(allow_private=True), (1.0,), concurrency=1)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(deliverer.run_once(10), timeout=0.3)
-        assert not deliverer._senders  # cut off with the tick, not going on to the next
+        assert deliverer.sending == 0  # cut off with the tick, not going on to the next
         await asyncio.sleep(2.5)  # long enough for a sender left running to go on
         await deliverer.stop()
     assert len(answered) == 1  # the attempt cut off, and none after it

@@ -21,6 +21,7 @@ from bridge.jobs import end_job
 from bridge.models import Job, JobStatus, Tracking, new_id, utcnow
 from bridge.store import Change, open_store
 from bridge.store.postgres import PostgresStore
+from bridge.timings import Timings
 from tests.conftest import Harness, Receiver, Sims, running_bridge
 from tests.postgres import new_database
 
@@ -83,6 +84,7 @@ CLAIMER = """
 import asyncio, sys
 from bridge.models import utcnow
 from bridge.store import Change, open_store
+from bridge.timings import Timings
 
 async def main():
     store = await open_store(sys.argv[1])
@@ -140,7 +142,7 @@ async def two_bridges(tmp_path: Path, sims: Sims, url: str,
 async def test_work_made_in_one_process_wakes_another_at_once(
     tmp_path: Path, sims: Sims, url: str, receiver: Receiver,
 ) -> None:
-    from bridge.delivery import IDLE_WAIT
+    idle = Timings().delivery_idle  # the deliverer's own
 
     async with two_bridges(tmp_path, sims, url) as (api, _worker):
         endpoint = await api.client.post("/v1/endpoints", json={
@@ -148,7 +150,7 @@ async def test_work_made_in_one_process_wakes_another_at_once(
         assert endpoint.status_code == 201, endpoint.text
         latencies = []
         for number in range(5):  # the test route's burst
-            await asyncio.sleep(IDLE_WAIT * 0.37 * (number % 3))  # anywhere in the idle wait
+            await asyncio.sleep(idle * 0.37 * (number % 3))  # anywhere in the idle wait
             sent = time.monotonic()
             answer = await api.client.post(f"/v1/endpoints/{endpoint.json()['id']}/test")
             assert answer.status_code in (200, 201, 202), answer.text
@@ -157,8 +159,8 @@ async def test_work_made_in_one_process_wakes_another_at_once(
         median = statistics.median(latencies)
         print(f"endpoint.test made in the API process, sent by the worker process: "
               f"median {median * 1000:.0f} ms, worst {max(latencies) * 1000:.0f} ms "
-              f"(the worker looks by itself every {IDLE_WAIT * 1000:.0f} ms)")
-        assert median < IDLE_WAIT / 4
+              f"(the worker looks by itself every {idle * 1000:.0f} ms)")
+        assert median < idle / 4
 
         started = time.monotonic()
         job = await api.create({**FOX, "prompt": "[sim:duration=0.3] a fox"})

@@ -60,7 +60,7 @@ def test_full_buckets_are_forgotten_past_the_key_limit(monkeypatch: pytest.Monke
     buckets.take("d")
     buckets.take("e")  # five keys: the full ones go, d (empty) and e stay
     assert buckets.take("d") == pytest.approx(1.0)
-    assert len(buckets._buckets) == 2
+    assert len(buckets) == 2
 
 
 @pytest.fixture

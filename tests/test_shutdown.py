@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from bridge.timings import Timings
 from tests.conftest import Receiver, Sims
 from tests.test_crash import bridge_serve, free_port, wait_until
 
@@ -26,7 +27,7 @@ SLOW = 6.0  # seconds the receiver takes while the bridge is stopped
 async def test_sigterm_lets_attempts_in_flight_finish_and_gives_back_the_rest(
     tmp_path: Path, sims: Sims, receiver: Receiver,
 ) -> None:
-    from bridge.delivery import LEASE
+    lease = Timings().delivery_lease  # bridge serve's own
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -81,7 +82,7 @@ async def test_sigterm_lets_attempts_in_flight_finish_and_gives_back_the_rest(
         async with bridge_serve(env, port):
             await wait_until(lambda: _true(len(receiver.received) > in_flight), 10,
                              "the given-back deliveries")
-            assert time.monotonic() - restarted < LEASE / 2  # not after the lease lapsed
+            assert time.monotonic() - restarted < lease / 2  # not after the lease lapsed
             await asyncio.sleep(1)
 
     ids: Counter[str] = Counter()

@@ -20,6 +20,7 @@ from svix.webhooks import Webhook as SvixWebhook
 from svix.webhooks import WebhookVerificationError as SvixVerificationError
 
 from bridge.models import utcnow
+from bridge.timings import Timings
 from tests.conftest import (
     API_KEY,
     SQLITE_ONLY,
@@ -408,18 +409,15 @@ async def test_redirects_are_not_followed(hooks: Harness, receiver: Receiver) ->
 
 
 async def test_a_silent_receiver_times_out(
-    hooks: Harness, receiver: Receiver, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, sims: Sims, database: str, receiver: Receiver,
 ) -> None:
-    import bridge.delivery
-
-    monkeypatch.setattr(bridge.delivery, "TIMEOUT", 0.5)
-    await hooks.bridge.deliverer.stop()  # a new session picks the shorter timeout up
-    await hooks.bridge.deliverer.start()
     receiver.answer(200, delay=3.0)
-    endpoint = await register(hooks, receiver.url + "/slow", events=["endpoint.test"])
-    await hooks.client.post(f"/v1/endpoints/{endpoint['id']}/test")
-    await receiver.wait_for(lambda g: len(g) == 2)
-    attempts = sorted(await deliveries(hooks, endpoint["id"]), key=lambda a: a["attempt"])
+    async with running_bridge(tmp_path, sims, Timings(delivery_timeout=0.5),
+                              BRIDGE_DATABASE=database, **FAST) as hooks:
+        endpoint = await register(hooks, receiver.url + "/slow", events=["endpoint.test"])
+        await hooks.client.post(f"/v1/endpoints/{endpoint['id']}/test")
+        await receiver.wait_for(lambda g: len(g) == 2)
+        attempts = sorted(await deliveries(hooks, endpoint["id"]), key=lambda a: a["attempt"])
     assert attempts[0]["status"] == "failed" and attempts[0]["response_status"] is None
     assert attempts[0]["error"] == "timed out after 0.5 s"
     assert 400 <= attempts[0]["duration_ms"] < 2500
@@ -523,7 +521,7 @@ async def test_waiting_progress_is_dropped_when_a_later_event_exists(
     endpoint = await register(hooks, receiver.url + "/all",
                               events=["job.submitted", "job.running", "job.progress",
                                       "job.succeeded"])
-    job = await hooks.create({**FOX, "prompt": "[sim:duration=12] slow fox"})
+    job = await hooks.create({**FOX, "prompt": "[sim:duration=4] slow fox"})
     done = await hooks.wait(job["id"], seconds=30)
     assert done["status"] == "succeeded"
     stored = (await hooks.client.get("/v1/events", params={"job_id": job["id"],
