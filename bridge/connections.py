@@ -76,8 +76,7 @@ def protocol_class(request_timeout: float, max_connections: int) -> type[H11Prot
       (none sent yet, or idle between keep-alive requests) is closed for the new one; if
       none is waiting, uvicorn's ``limit_concurrency`` answers the new one's request 503.
     """
-    # Subclassed because uvicorn has no option for a header deadline; relies on asyncio's
-    # Protocol methods and on `conn`, the h11.Connection, read with h11's public state API.
+    # Subclassed: uvicorn has no header deadline. Uses Protocol methods, `conn` via h11's API.
     class Bounded(H11Protocol):
         header_timer: asyncio.TimerHandle | None = None
         link: asyncio.Transport | None = None
@@ -86,9 +85,9 @@ def protocol_class(request_timeout: float, max_connections: int) -> type[H11Prot
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self.link = transport
-            waiting_order[self] = None
+            open_connections[self] = None
             self.start_header_timer()
-            if len(waiting_order) > max_connections:
+            if len(open_connections) > max_connections:
                 self.close_oldest_waiting()
 
         def data_received(self, data: bytes) -> None:
@@ -101,7 +100,7 @@ def protocol_class(request_timeout: float, max_connections: int) -> type[H11Prot
 
         def connection_lost(self, exc: Exception | None) -> None:
             self.stop_header_timer()
-            waiting_order.pop(self, None)
+            open_connections.pop(self, None)
             super().connection_lost(exc)
 
         def waiting(self) -> bool:
@@ -127,13 +126,13 @@ def protocol_class(request_timeout: float, max_connections: int) -> type[H11Prot
             self.link.close()
 
         def close_oldest_waiting(self) -> None:
-            for other in waiting_order:
+            for other in open_connections:
                 if other is not self and other.waiting() and other.link is not None \
                         and not other.link.is_closing():
                     other.link.close()
                     return
 
-    waiting_order: dict[Bounded, None] = {}  # every open connection, oldest first
+    open_connections: dict[Bounded, None] = {}  # every open connection, oldest first
     return Bounded
 
 
