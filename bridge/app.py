@@ -16,6 +16,7 @@ from starlette.responses import Response
 from bridge.api import routes
 from bridge.api.callbacks import CallbackIngress
 from bridge.api.common import JSONResponse
+from bridge.connections import RequestDeadline
 from bridge.core import Bridge
 from bridge.errors import BridgeError, Unavailable
 from bridge.logs import RequestLog, log_unhandled
@@ -79,7 +80,8 @@ def create_app(settings: Settings, *, http: httpx.AsyncClient | None = None,
     return Starlette(
         routes=[*routes, *portal_routes],
         lifespan=lifespan,
-        middleware=[Middleware(CallbackIngress), Middleware(RequestLog)],
+        middleware=[Middleware(RequestDeadline, timeout=settings.request_timeout),
+                    Middleware(CallbackIngress), Middleware(RequestLog)],
         exception_handlers={
             BridgeError: _bridge_error,
             HTTPException: _http_error,

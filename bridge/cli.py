@@ -188,6 +188,13 @@ def serve(settings: Settings, host: str, port: int, timings: Timings | None = No
     import uvicorn
 
     from bridge.app import create_app
+    from bridge.connections import (
+        BACKLOG,
+        default_max_connections,
+        open_file_limit,
+        protocol_class,
+    )
+    from bridge.logs import RepeatFilter
     from bridge.serving import bind, hold_sqlite_file
 
     if not is_postgres(settings.database):
@@ -199,6 +206,9 @@ def serve(settings: Settings, host: str, port: int, timings: Timings | None = No
         sock = bind(host, port)
     except OSError as exc:
         return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    files_before, files = open_file_limit()
+    sized = default_max_connections(files, settings.database_pool)
+    max_connections = settings.max_connections or sized
     log.info("bridge serving", extra={
         "listen": f"http://{host}:{port}",
         "database": _database_name(settings.database),
@@ -206,14 +216,28 @@ def serve(settings: Settings, host: str, port: int, timings: Timings | None = No
         "public_url": settings.public_url,
         "media_store": os.path.abspath(settings.media_dir),
         "background": settings.background,
+        "open_files": files if files == files_before else f"{files} (raised from {files_before})",
+        "max_connections": max_connections,
+        "request_timeout_s": settings.request_timeout,
     })
+    if max_connections > sized:
+        log.warning("BRIDGE_MAX_CONNECTIONS=%d is more than the %d that %d open files leave "
+                    "room for: accepts may fail for want of them", max_connections, sized, files)
+    # A flood of failed accepts logs one line each (asyncio); keep one a second of each.
+    repeats = RepeatFilter()
+    for name in ("asyncio", "uvicorn.error"):
+        logging.getLogger(name).addFilter(repeats)
     # uvicorn logs through the JSON handler set up in main(); requests are logged by
     # bridge.logs.RequestLog (by route, not by path: paths can carry tokens).
     # On SIGTERM uvicorn stops accepting, then the app's lifespan lets the work in flight
     # finish within BRIDGE_SHUTDOWN_GRACE (bridge.core.Bridge.close).
-    app = create_app(settings, timings=timings)
-    config = uvicorn.Config(app, log_config=None, access_log=False, proxy_headers=True,
-                            forwarded_allow_ips="*",
+    # limit_concurrency counts open connections, the asking one included, and requests in
+    # flight: one more than the cap lets max_connections be served at once.
+    config = uvicorn.Config(create_app(settings, timings=timings), log_config=None,
+                            access_log=False, proxy_headers=True, forwarded_allow_ips="*",
+                            http=protocol_class(settings.request_timeout, max_connections),
+                            limit_concurrency=max_connections + 1, timeout_keep_alive=5,
+                            backlog=BACKLOG,
                             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)))
     uvicorn.Server(config).run(sockets=[sock])
     return 0

@@ -7,6 +7,7 @@
     ├── NotFound                404 (also for other tenants' ids)
     ├── Conflict                409
     │   └── IdempotencyConflict an Idempotency-Key already used with another body
+    ├── RequestTimeout          408 (the body did not arrive within BRIDGE_REQUEST_TIMEOUT)
     ├── PayloadTooLarge         413
     ├── RateLimited             429 with Retry-After
     ├── Unavailable             503 with Retry-After (the database is locked or full)
@@ -72,6 +73,12 @@ class Conflict(BridgeError):
 
 class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
+
+
+class RequestTimeout(BridgeError):
+    status_code = 408
+    code = "request_timeout"
+    headers = {"Connection": "close"}
 
 
 class PayloadTooLarge(BridgeError):

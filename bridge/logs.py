@@ -140,3 +140,37 @@ def request_id_of(scope: Scope) -> str:
             if 1 <= len(text) <= 100 and all(c.isalnum() or c in "-_.:" for c in text):
                 return text
     return new_id("req")
+
+
+class RepeatFilter(logging.Filter):
+    """Lets the same message (its first line) through at most once per ``interval`` seconds;
+    the next one let through says in ``suppressed`` how many were left out since.
+
+    ``bridge serve`` puts it on the ``asyncio`` logger, which logs every accept that fails
+    for want of file descriptors (thousands a second), and on ``uvicorn.error``.
+    """
+
+    MAX_MESSAGES = 1000  # distinct first lines remembered; then it starts afresh
+
+    def __init__(self, interval: float = 1.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self.last: dict[str, float] = {}
+        self.left_out: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        first_line = str(record.msg).partition("\n")[0]
+        key = f"{record.name}:{first_line}"
+        now = time.monotonic()
+        last = self.last.get(key)
+        if last is not None and now - last < self.interval:
+            self.left_out[key] = self.left_out.get(key, 0) + 1
+            return False
+        if len(self.last) >= self.MAX_MESSAGES:
+            self.last.clear()
+            self.left_out.clear()
+        self.last[key] = now
+        left_out = self.left_out.pop(key, 0)
+        if left_out:
+            record.suppressed = left_out
+        return True

@@ -28,6 +28,8 @@ DEFAULT_BASE_URLS = {
 
 DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
 MAX_SHUTDOWN_GRACE = 300.0  # seconds; orchestrators kill long before this anyway
+MAX_REQUEST_TIMEOUT = 600.0  # seconds
+MAX_CONNECTIONS = 1_000_000
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -86,6 +88,8 @@ class Settings:
     confirm_callbacks: bool = True
     media_dir: str = "./media"
     shutdown_grace: float = 10.0
+    request_timeout: float = 30.0
+    max_connections: int | None = None  # None: sized to the open-file limit at start-up
     config: str | None = None
     configured_endpoints: tuple[ConfiguredEndpoint, ...] = ()
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
@@ -144,6 +148,9 @@ class Settings:
             ),
             media_dir=get("BRIDGE_MEDIA_DIR") or "./media",
             shutdown_grace=_grace(get("BRIDGE_SHUTDOWN_GRACE")),
+            request_timeout=_request_timeout(get("BRIDGE_REQUEST_TIMEOUT")),
+            max_connections=_count("BRIDGE_MAX_CONNECTIONS", get("BRIDGE_MAX_CONNECTIONS"),
+                                   default=0, most=MAX_CONNECTIONS) or None,
             config=config,
             configured_endpoints=configured,
             providers=providers,
@@ -230,6 +237,19 @@ def _grace(value: str | None) -> float:
     if grace > MAX_SHUTDOWN_GRACE:
         raise SettingsError(f"BRIDGE_SHUTDOWN_GRACE: at most {MAX_SHUTDOWN_GRACE:g}s")
     return grace
+
+
+def _request_timeout(value: str | None) -> float:
+    if value is None:
+        return Settings.request_timeout
+    try:
+        timeout = parse_duration(value)
+    except ValueError as exc:
+        raise SettingsError(f"BRIDGE_REQUEST_TIMEOUT: {exc}; expected e.g. 30s") from None
+    if not 0 < timeout <= MAX_REQUEST_TIMEOUT:
+        raise SettingsError(f"BRIDGE_REQUEST_TIMEOUT: must be more than 0 and at most "
+                            f"{MAX_REQUEST_TIMEOUT:g}s, got {value!r}")
+    return timeout
 
 
 def _switch(variable: str, value: str | None, *, default: bool) -> bool:

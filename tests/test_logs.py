@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import httpx
 import pytest
 
 from bridge.errors import ProviderError
-from bridge.logs import JsonFormatter
+from bridge.logs import JsonFormatter, RepeatFilter
 from bridge.providers.http import send
 from bridge.signing import Signer
 from tests.conftest import API_KEY, Harness, Receiver, Sims
@@ -161,3 +162,38 @@ async def test_a_provider_request_without_an_answer_is_a_line_with_the_error_kin
     assert [(c["provider"], c["operation"], c["status"], c["error"]) for c in lines] == [
         ("infrai", "/status/{job_id}", None, "ConnectError")]
     assert "query-credential-5511" not in text and "task-42" not in text
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_repeated_message_is_let_through_once_an_interval_saying_how_many_were_left_out(
+) -> None:
+    logger = logging.getLogger("tests.repeats")
+    kept = _Kept()
+    repeats = RepeatFilter(interval=0.2)
+    logger.addHandler(kept)
+    logger.addFilter(repeats)
+    logger.propagate = False
+    try:
+        for index in range(1000):  # as asyncio words a failed accept: a second line varies
+            logger.error("socket.accept() out of system resource\nsocket: %d", index)
+        logger.error("another message")
+        time.sleep(0.25)
+        logger.error("socket.accept() out of system resource\nsocket: 1000")
+    finally:
+        logger.removeHandler(kept)
+        logger.removeFilter(repeats)
+        logger.propagate = True
+    assert [(r.getMessage().partition("\n")[0], getattr(r, "suppressed", None))
+            for r in kept.records] == [
+        ("socket.accept() out of system resource", None),
+        ("another message", None),
+        ("socket.accept() out of system resource", 999),
+    ]

@@ -46,6 +46,8 @@ def test_defaults_are_the_ones_the_spec_names() -> None:
         "confirm_callbacks": settings.confirm_callbacks,
         "media_dir": settings.media_dir,
         "config": settings.config,
+        "request_timeout": settings.request_timeout,
+        "max_connections": settings.max_connections,
     } == {
         "database": "./bridge.db",
         "public_url": "http://127.0.0.1:8000",
@@ -59,6 +61,8 @@ def test_defaults_are_the_ones_the_spec_names() -> None:
         "confirm_callbacks": True,
         "media_dir": "./media",
         "config": None,
+        "request_timeout": 30.0,
+        "max_connections": None,  # sized to the open-file limit by bridge serve
     }
 
 
@@ -110,6 +114,9 @@ READ_CASES = [
     ("BRIDGE_MEDIA_DIR", "/data/media", lambda s: s.media_dir, "/data/media"),
     ("BRIDGE_SHUTDOWN_GRACE", "30s", lambda s: s.shutdown_grace, 30.0),
     ("BRIDGE_SHUTDOWN_GRACE", "0", lambda s: s.shutdown_grace, 0.0),
+    ("BRIDGE_REQUEST_TIMEOUT", "10s", lambda s: s.request_timeout, 10.0),
+    ("BRIDGE_REQUEST_TIMEOUT", "500ms", lambda s: s.request_timeout, 0.5),
+    ("BRIDGE_MAX_CONNECTIONS", "2000", lambda s: s.max_connections, 2000),
     *[
         (f"BRIDGE_{name.upper()}_API_KEY", SECRETS[f"BRIDGE_{name.upper()}_API_KEY"],
          _provider(name, "api_key"), SECRETS[f"BRIDGE_{name.upper()}_API_KEY"])
@@ -189,6 +196,11 @@ INVALID = [
     ("BRIDGE_RETRY_SCHEDULE", "-5s"),
     ("BRIDGE_SHUTDOWN_GRACE", "soon"),
     ("BRIDGE_SHUTDOWN_GRACE", "1h"),
+    ("BRIDGE_REQUEST_TIMEOUT", "soon"),
+    ("BRIDGE_REQUEST_TIMEOUT", "0s"),
+    ("BRIDGE_REQUEST_TIMEOUT", "1h"),
+    ("BRIDGE_MAX_CONNECTIONS", "0"),
+    ("BRIDGE_MAX_CONNECTIONS", "many"),
     ("BRIDGE_PUBLIC_URL", "ftp://x"),
     ("BRIDGE_PUBLIC_URL", "localhost:8000"),
     ("BRIDGE_PUBLIC_URL", "http://"),
