@@ -137,6 +137,7 @@ class Bridge:
             media_link=media_linker(signer, settings.public_url),
             confirm_callbacks=settings.confirm_callbacks,
             streams=settings.background,
+            allow_http_results=settings.allow_private_targets,
         )
         guard = Guard(allow_private=settings.allow_private_targets)
         deliverer = Deliverer(store, guard, settings.retry_schedule)

@@ -72,6 +72,7 @@ class Tracker:
         confirm_callbacks: bool = True,
         streams: bool = True,
         concurrency: int = 32,
+        allow_http_results: bool = False,
     ) -> None:
         self.store = store
         self.providers = providers
@@ -80,6 +81,7 @@ class Tracker:
         self.media_link = media_link
         self.confirm_callbacks = confirm_callbacks
         self.streams_enabled = streams
+        self.allow_http_results = allow_http_results  # else only https result links
         self.listeners: list[EventListener] = []
         # Looked up once: a runtime Protocol check costs more than the rest of a callback's
         # parsing.
@@ -393,7 +395,8 @@ class Tracker:
         def decide(current: Job) -> Change:
             if guard is not None:
                 guard(current)
-            change = apply_snapshot(current, snapshot, now, self.media_link)
+            change = apply_snapshot(current, snapshot, now, self.media_link,
+                                    allow_http=self.allow_http_results)
             job = change.job
             if checked:
                 job = job.evolve(check_count=current.check_count + 1, error_streak=0)
