@@ -206,7 +206,8 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     # On SIGTERM uvicorn stops accepting, then the app's lifespan lets the work in flight
     # finish within BRIDGE_SHUTDOWN_GRACE (bridge.core.Bridge.close).
     config = uvicorn.Config(create_app(settings), log_config=None, access_log=False,
-                            proxy_headers=True, forwarded_allow_ips="*",
+                            proxy_headers=bool(settings.trusted_proxies),
+                            forwarded_allow_ips=list(settings.trusted_proxies) or None,
                             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)))
     uvicorn.Server(config).run(sockets=[sock])
     return 0

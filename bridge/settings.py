@@ -7,6 +7,7 @@ value; ``bridge serve`` prints that one line and exits with status 2. Secrets ar
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -86,6 +87,7 @@ class Settings:
     confirm_callbacks: bool = True
     media_dir: str = "./media"
     shutdown_grace: float = 10.0
+    trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For/-Proto are believed
     config: str | None = None
     configured_endpoints: tuple[ConfiguredEndpoint, ...] = ()
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
@@ -144,6 +146,7 @@ class Settings:
             ),
             media_dir=get("BRIDGE_MEDIA_DIR") or "./media",
             shutdown_grace=_grace(get("BRIDGE_SHUTDOWN_GRACE")),
+            trusted_proxies=_proxies(get("BRIDGE_TRUSTED_PROXIES")),
             config=config,
             configured_endpoints=configured,
             providers=providers,
@@ -230,6 +233,25 @@ def _grace(value: str | None) -> float:
     if grace > MAX_SHUTDOWN_GRACE:
         raise SettingsError(f"BRIDGE_SHUTDOWN_GRACE: at most {MAX_SHUTDOWN_GRACE:g}s")
     return grace
+
+
+def _proxies(value: str | None) -> tuple[str, ...]:
+    """``BRIDGE_TRUSTED_PROXIES``: addresses and CIDR networks, comma-separated, or ``*``."""
+    if value is None:
+        return ()
+    entries = tuple(part.strip() for part in value.split(",") if part.strip())
+    if entries == ("*",):
+        return entries
+    if "*" in entries:
+        raise SettingsError("BRIDGE_TRUSTED_PROXIES: * stands alone (it trusts every peer)")
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"BRIDGE_TRUSTED_PROXIES: {entry!r} is not an IP address or CIDR network; "
+                "expected e.g. 10.0.0.0/8,127.0.0.1 (or * to trust every peer)") from None
+    return entries
 
 
 def _switch(variable: str, value: str | None, *, default: bool) -> bool:

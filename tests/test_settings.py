@@ -46,6 +46,7 @@ def test_defaults_are_the_ones_the_spec_names() -> None:
         "confirm_callbacks": settings.confirm_callbacks,
         "media_dir": settings.media_dir,
         "config": settings.config,
+        "trusted_proxies": settings.trusted_proxies,
     } == {
         "database": "./bridge.db",
         "public_url": "http://127.0.0.1:8000",
@@ -59,6 +60,7 @@ def test_defaults_are_the_ones_the_spec_names() -> None:
         "confirm_callbacks": True,
         "media_dir": "./media",
         "config": None,
+        "trusted_proxies": (),
     }
 
 
@@ -110,6 +112,9 @@ READ_CASES = [
     ("BRIDGE_MEDIA_DIR", "/data/media", lambda s: s.media_dir, "/data/media"),
     ("BRIDGE_SHUTDOWN_GRACE", "30s", lambda s: s.shutdown_grace, 30.0),
     ("BRIDGE_SHUTDOWN_GRACE", "0", lambda s: s.shutdown_grace, 0.0),
+    ("BRIDGE_TRUSTED_PROXIES", " 10.0.0.0/8, 127.0.0.1,::1 ", lambda s: s.trusted_proxies,
+     ("10.0.0.0/8", "127.0.0.1", "::1")),
+    ("BRIDGE_TRUSTED_PROXIES", "*", lambda s: s.trusted_proxies, ("*",)),
     *[
         (f"BRIDGE_{name.upper()}_API_KEY", SECRETS[f"BRIDGE_{name.upper()}_API_KEY"],
          _provider(name, "api_key"), SECRETS[f"BRIDGE_{name.upper()}_API_KEY"])
@@ -189,6 +194,9 @@ INVALID = [
     ("BRIDGE_RETRY_SCHEDULE", "-5s"),
     ("BRIDGE_SHUTDOWN_GRACE", "soon"),
     ("BRIDGE_SHUTDOWN_GRACE", "1h"),
+    ("BRIDGE_TRUSTED_PROXIES", "proxy.internal"),
+    ("BRIDGE_TRUSTED_PROXIES", "10.0.0.0/33"),
+    ("BRIDGE_TRUSTED_PROXIES", "127.0.0.1,*"),
     ("BRIDGE_PUBLIC_URL", "ftp://x"),
     ("BRIDGE_PUBLIC_URL", "localhost:8000"),
     ("BRIDGE_PUBLIC_URL", "http://"),
