@@ -259,7 +259,7 @@ async def _revoke_key(settings: Settings, prefix: str) -> int:
 
 async def _portal_link(settings: Settings, tenant: str, ttl: timedelta) -> int:
     from bridge.core import Bridge
-    from bridge.errors import InvalidRequest
+    from bridge.errors import InvalidRequest, RateLimited
     from bridge.portal.sessions import issue_link
 
     bridge = await Bridge.open(settings)
@@ -267,6 +267,8 @@ async def _portal_link(settings: Settings, tenant: str, ttl: timedelta) -> int:
         link = await issue_link(bridge, tenant, ttl)
     except InvalidRequest:
         return _fail("--ttl must be from 1m to 24h")
+    except RateLimited as exc:
+        return _fail(exc.message, 1)
     finally:
         await bridge.close()
     if link is None:
