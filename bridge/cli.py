@@ -234,7 +234,8 @@ def serve(settings: Settings, host: str, port: int, timings: Timings | None = No
     # limit_concurrency counts open connections, the asking one included, and requests in
     # flight: one more than the cap lets max_connections be served at once.
     config = uvicorn.Config(create_app(settings, timings=timings), log_config=None,
-                            access_log=False, proxy_headers=True, forwarded_allow_ips="*",
+                            access_log=False, proxy_headers=bool(settings.trusted_proxies),
+                            forwarded_allow_ips=list(settings.trusted_proxies) or None,
                             http=protocol_class(settings.request_timeout, max_connections),
                             limit_concurrency=max_connections + 1, timeout_keep_alive=5,
                             backlog=BACKLOG,
@@ -289,7 +290,7 @@ async def _revoke_key(settings: Settings, prefix: str) -> int:
 
 async def _portal_link(settings: Settings, tenant: str, ttl: timedelta) -> int:
     from bridge.core import Bridge
-    from bridge.errors import InvalidRequest
+    from bridge.errors import InvalidRequest, RateLimited
     from bridge.portal.sessions import issue_link
 
     bridge = await Bridge.open(settings)
@@ -297,6 +298,8 @@ async def _portal_link(settings: Settings, tenant: str, ttl: timedelta) -> int:
         link = await issue_link(bridge, tenant, ttl)
     except InvalidRequest:
         return _fail("--ttl must be from 1m to 24h")
+    except RateLimited as exc:
+        return _fail(exc.message, 1)
     finally:
         await bridge.close()
     if link is None:

@@ -43,6 +43,7 @@ MEDIA_LINK_TTL = 7 * 24 * 3600.0
 DEFAULT_TENANT = "default"
 TEST_BURST = 5  # endpoint.test sends to one endpoint at once, then TEST_PER_SECOND
 TEST_PER_SECOND = 1.0
+LINKS_PER_MINUTE = 10  # portal sign-in links one tenant may mint, at once or a minute
 
 
 def hash_key(key: str) -> str:
@@ -100,6 +101,9 @@ class Bridge:
     # POST /v1/endpoints/{id}/test, per endpoint
     test_sends: TokenBuckets = field(
         default_factory=lambda: TokenBuckets(TEST_BURST, TEST_PER_SECOND))
+    # portal sign-in links, per tenant
+    portal_links: TokenBuckets = field(
+        default_factory=lambda: TokenBuckets(LINKS_PER_MINUTE, LINKS_PER_MINUTE / 60))
 
     @classmethod
     async def open(cls, settings: Settings, http: httpx.AsyncClient | None = None,
@@ -142,6 +146,7 @@ class Bridge:
             confirm_callbacks=settings.confirm_callbacks,
             streams=settings.background,
             timings=timings,
+            allow_http_results=settings.allow_private_targets,
         )
         guard = Guard(allow_private=settings.allow_private_targets)
         deliverer = Deliverer(store, guard, settings.retry_schedule, timings=timings)

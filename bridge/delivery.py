@@ -64,10 +64,26 @@ PER_TENANT = CONCURRENCY * 3 // 4
 SLOW = 1.0  # seconds: an endpoint answering this slowly gets no deliveries claimed ahead
 USER_AGENT = "bridge-webhooks/0.1"
 # Headers bridge sets on every delivery; an endpoint's own headers never replace them.
-RESERVED_HEADERS = frozenset({
+SET_BY_BRIDGE = frozenset({
     "webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length",
-    "host", "user-agent", "transfer-encoding", "connection",
+    "host", "user-agent",
 })
+# Headers of one hop or of the body's encoding, not of the message (RFC 9110 section 7.6.1).
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade",
+    "content-encoding",
+})
+
+
+def refused_header(name: str) -> str | None:
+    """Why an endpoint may not set the header ``name``, or ``None``: the one list, for
+    registrations (API, portal) and for every delivery of what was kept before."""
+    lowered = name.lower()
+    if lowered in SET_BY_BRIDGE:
+        return f"{name} is set by bridge on every delivery"
+    if lowered in HOP_BY_HOP or lowered.startswith("proxy-"):
+        return f"{name} is about the connection or the body's encoding, not the event"
+    return None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -497,7 +513,7 @@ class Deliverer:
         delivery = outgoing.delivery
         now = time.time()
         headers = {name: value for name, value in outgoing.headers.items()
-                   if name.lower() not in RESERVED_HEADERS}
+                   if refused_header(name) is None}
         headers.update(signed_headers(outgoing.secrets, delivery.event_id, int(now),
                                       outgoing.body))
         status: int | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bridge.delivery import RESERVED_HEADERS
+from bridge.delivery import refused_header
 from bridge.errors import InvalidRequest
 from bridge.models import EVENT_TYPES, MAX_CONCURRENCY
 from bridge.targets import Guard, TargetRefused
@@ -59,8 +59,9 @@ def check_headers(value: Any) -> dict[str, str]:
         field = f"headers.{name}"
         if not _TOKEN.fullmatch(name):
             raise InvalidRequest(f"{name!r} is not a valid header name", field=field)
-        if name.lower() in RESERVED_HEADERS:
-            raise InvalidRequest(f"{name} is set by bridge on every delivery", field=field)
+        refused = refused_header(name)
+        if refused is not None:
+            raise InvalidRequest(refused, field=field)
         if not isinstance(text, str) or len(text) > MAX_HEADER_VALUE or any(
             (ord(ch) < 32 and ch != "\t") or ord(ch) == 127 for ch in text
         ):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -145,6 +146,46 @@ def _is_image_ref(value: str) -> bool:
     return _is_http_url(value)
 
 
+def is_link(value: str) -> bool:
+    """An http(s) URL with a host and nothing a browser strips (spaces, tabs, controls):
+    what may go into an ``href`` or a result."""
+    if any(ch <= " " or ch == "\x7f" for ch in value):
+        return False
+    try:
+        return _is_http_url(value)
+    except ValueError:  # a malformed [IPv6] host
+        return False
+
+
+def result_url_problem(url: str, allow_http: bool) -> str | None:
+    """Why a provider's result URL is not passed on, or ``None``: only ``https`` URLs are
+    (``http`` too with ``allow_http``); never ``javascript:``, ``data:``, ``file:``."""
+    scheme = url.partition(":")[0].lower() if ":" in url else ""
+    if not is_link(url):
+        if scheme in ("http", "https"):
+            return "is not a valid URL (no host, or spaces or control characters in it)"
+        if scheme.isascii() and scheme.isalnum() and len(scheme) <= 20:
+            return f"is a {scheme}: URL, not https"
+        return "is not an https URL"
+    if scheme != "https" and not allow_http:
+        return "is plain http, not https (http needs BRIDGE_ALLOW_PRIVATE_TARGETS=1)"
+    return None
+
+
+def _vetted(snapshot: Snapshot, provider: str, allow_http: bool) -> Snapshot:
+    """A success whose link may not be passed on becomes a failure saying why."""
+    if snapshot.status is not JobStatus.SUCCEEDED or snapshot.media_file is not None \
+            or snapshot.video_url is None:
+        return snapshot
+    url: object = snapshot.video_url
+    problem = result_url_problem(url, allow_http) if isinstance(url, str) else "is no text"
+    if problem is None:
+        return snapshot
+    error = JobError("invalid_result", f"{provider}'s link to the video {problem}; it was "
+                                       "not kept or sent on")
+    return replace(snapshot, status=JobStatus.FAILED, video_url=None, error=error)
+
+
 def check_capabilities(request: JobRequest, model: ModelInfo) -> None:
     """Refuse, naming the field, what the model's published capabilities do not allow."""
     if model.modes and request.mode not in model.modes:
@@ -213,9 +254,11 @@ def apply_submission(job: Job, submission: Submission, now: datetime) -> Change:
 
 
 def apply_snapshot(job: Job, snapshot: Snapshot, now: datetime,
-                   media_link: MediaLink) -> Change:
+                   media_link: MediaLink, *, allow_http: bool = False) -> Change:
     """Fold a provider snapshot into the job. Never moves a job backwards; emits one event
-    per state change, and ``job.progress`` at most once per 5 s."""
+    per state change, and ``job.progress`` at most once per 5 s. A result link that is not
+    https (http with ``allow_http``) fails the job instead (``invalid_result``)."""
+    snapshot = _vetted(snapshot, job.provider, allow_http)
     status = job.status
     if STATUS_RANK[snapshot.status] > STATUS_RANK[job.status]:
         status = snapshot.status

@@ -7,6 +7,7 @@ value; ``bridge serve`` prints that one line and exits with status 2. Secrets ar
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -90,6 +91,7 @@ class Settings:
     shutdown_grace: float = 10.0
     request_timeout: float = 30.0
     max_connections: int | None = None  # None: sized to the open-file limit at start-up
+    trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For/-Proto are believed
     config: str | None = None
     configured_endpoints: tuple[ConfiguredEndpoint, ...] = ()
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
@@ -151,6 +153,7 @@ class Settings:
             request_timeout=_request_timeout(get("BRIDGE_REQUEST_TIMEOUT")),
             max_connections=_count("BRIDGE_MAX_CONNECTIONS", get("BRIDGE_MAX_CONNECTIONS"),
                                    default=0, most=MAX_CONNECTIONS) or None,
+            trusted_proxies=_proxies(get("BRIDGE_TRUSTED_PROXIES")),
             config=config,
             configured_endpoints=configured,
             providers=providers,
@@ -250,6 +253,23 @@ def _request_timeout(value: str | None) -> float:
         raise SettingsError(f"BRIDGE_REQUEST_TIMEOUT: must be more than 0 and at most "
                             f"{MAX_REQUEST_TIMEOUT:g}s, got {value!r}")
     return timeout
+def _proxies(value: str | None) -> tuple[str, ...]:
+    """``BRIDGE_TRUSTED_PROXIES``: addresses and CIDR networks, comma-separated, or ``*``."""
+    if value is None:
+        return ()
+    entries = tuple(part.strip() for part in value.split(",") if part.strip())
+    if entries == ("*",):
+        return entries
+    if "*" in entries:
+        raise SettingsError("BRIDGE_TRUSTED_PROXIES: * stands alone (it trusts every peer)")
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"BRIDGE_TRUSTED_PROXIES: {entry!r} is not an IP address or CIDR network; "
+                "expected e.g. 10.0.0.0/8,127.0.0.1 (or * to trust every peer)") from None
+    return entries
 
 
 def _switch(variable: str, value: str | None, *, default: bool) -> bool:

@@ -66,6 +66,7 @@ class Tracker:
         streams: bool = True,
         concurrency: int = 32,
         timings: Timings | None = None,
+        allow_http_results: bool = False,
     ) -> None:
         self.store = store
         self.timings = timings or Timings()
@@ -75,6 +76,7 @@ class Tracker:
         self.media_link = media_link
         self.confirm_callbacks = confirm_callbacks
         self.streams_enabled = streams
+        self.allow_http_results = allow_http_results  # else only https result links
         self.listeners: list[EventListener] = []
         # Looked up once: a runtime Protocol check costs more than the rest of a callback's
         # parsing.
@@ -401,7 +403,8 @@ class Tracker:
         def decide(current: Job) -> Change:
             if guard is not None:
                 guard(current)
-            change = apply_snapshot(current, snapshot, now, self.media_link)
+            change = apply_snapshot(current, snapshot, now, self.media_link,
+                                    allow_http=self.allow_http_results)
             job = change.job
             if checked:
                 job = job.evolve(check_count=current.check_count + 1, error_streak=0)

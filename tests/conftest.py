@@ -134,9 +134,12 @@ async def running_bridge(
     tmp_path: Path, sims: Sims, timings: Timings | None = None, **overrides: str
 ) -> AsyncIterator[Harness]:
     """Start a bridge on a loopback socket; ``overrides`` are extra BRIDGE_* variables,
-    ``timings`` its workers' (default: the service's own)."""
+    ``timings`` its workers' (default: the service's own). Private targets are allowed unless
+    overridden: the simulators' result links are plain http on loopback, which only that flag
+    lets a job keep."""
     sock = bind()
     env = {
+        "BRIDGE_ALLOW_PRIVATE_TARGETS": "1",
         "BRIDGE_DATABASE": str(tmp_path / "bridge.db"),
         "BRIDGE_MEDIA_DIR": str(tmp_path / "media"),
         "BRIDGE_PUBLIC_URL": url_of(sock),

@@ -137,6 +137,40 @@ def test_serve_warns_once_that_private_targets_are_allowed(tmp_path: Path) -> No
         "private, link-local and cloud metadata addresses; use it for local development only")
 
 
+FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+
+
+@pytest.mark.parametrize(("trusted", "believed"), [
+    (None, False), ("10.0.0.0/8", False), ("127.0.0.1", True), ("10.0.0.0/8, 127.0.0.0/8", True),
+    ("*", True),
+])
+def test_forwarded_headers_are_believed_only_from_trusted_proxies(
+    tmp_path: Path, trusted: str | None, believed: bool,
+) -> None:
+    env = {} if trusted is None else {"BRIDGE_TRUSTED_PROXIES": trusted}
+    server, base = _serve_until_ready(tmp_path, **env)
+    try:
+        # A redirect's Location is built from the request's scheme: what the proxy said, or not.
+        moved = httpx.get(f"{base}/healthz/", headers=FORWARDED, timeout=5)
+    finally:
+        server.terminate()
+        server.communicate(timeout=20)
+    assert moved.status_code == 307
+    scheme = "https" if believed else "http"
+    assert moved.headers["location"] == f"{scheme}://{base.split('://')[1]}/healthz"
+
+
+def test_a_bad_trusted_proxy_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "bridge.cli", "serve", "--port",
+                           str(free_port())],
+                          env=_env(tmp_path, BRIDGE_TRUSTED_PROXIES="127.0.0.1,proxy.internal"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "bridge: configuration error: BRIDGE_TRUSTED_PROXIES: 'proxy.internal' is not an IP "
+        "address or CIDR network; expected e.g. 10.0.0.0/8,127.0.0.1 (or * to trust every peer)")
+
+
 def test_a_database_that_cannot_be_opened_stops_start_up_with_one_line(tmp_path: Path) -> None:
     closed = free_port()  # nothing listens there
     for database, says in (

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bridge.errors import RateLimited
 from bridge.models import Delivery, DeliveryStatus, Event, new_id, parse_rfc3339, utcnow
 from bridge.portal.sessions import COOKIE, SESSION_TTL, issue_link
 from bridge.signing import Signer
@@ -179,6 +180,25 @@ async def test_portal_link_prints_a_link_that_signs_in(tmp_path: Path, sims: Sim
         assert code == 2 and "--ttl" in err
         code, _, err = await portal_link("--tenant", "default", "--ttl", "soon")
         assert code == 2 and "--ttl" in err
+
+
+@SQLITE_ONLY
+async def test_past_10_links_a_minute_a_tenant_gets_429_and_another_tenant_does_not(
+    harness: Harness,
+) -> None:
+    for _ in range(10):
+        assert (await harness.client.post("/v1/portal-sessions")).status_code == 201
+    refused = await harness.client.post("/v1/portal-sessions")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert "10 sign-in links a minute" in refused.json()["error"]["message"]
+    assert 1 <= int(refused.headers["retry-after"]) <= 6
+    with pytest.raises(RateLimited):  # what bridge portal-link goes through
+        await issue_link(harness.bridge, "default")
+    other = await harness.bridge.create_api_key("other")
+    answer = await harness.client.post("/v1/portal-sessions",
+                                       headers={"Authorization": f"Bearer {other}"})
+    assert answer.status_code == 201
 
 
 @SQLITE_ONLY

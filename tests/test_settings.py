@@ -48,6 +48,7 @@ def test_defaults_are_the_ones_the_spec_names() -> None:
         "config": settings.config,
         "request_timeout": settings.request_timeout,
         "max_connections": settings.max_connections,
+        "trusted_proxies": settings.trusted_proxies,
     } == {
         "database": "./bridge.db",
         "public_url": "http://127.0.0.1:8000",
@@ -63,6 +64,7 @@ def test_defaults_are_the_ones_the_spec_names() -> None:
         "config": None,
         "request_timeout": 30.0,
         "max_connections": None,  # sized to the open-file limit by bridge serve
+        "trusted_proxies": (),
     }
 
 
@@ -117,6 +119,9 @@ READ_CASES = [
     ("BRIDGE_REQUEST_TIMEOUT", "10s", lambda s: s.request_timeout, 10.0),
     ("BRIDGE_REQUEST_TIMEOUT", "500ms", lambda s: s.request_timeout, 0.5),
     ("BRIDGE_MAX_CONNECTIONS", "2000", lambda s: s.max_connections, 2000),
+    ("BRIDGE_TRUSTED_PROXIES", " 10.0.0.0/8, 127.0.0.1,::1 ", lambda s: s.trusted_proxies,
+     ("10.0.0.0/8", "127.0.0.1", "::1")),
+    ("BRIDGE_TRUSTED_PROXIES", "*", lambda s: s.trusted_proxies, ("*",)),
     *[
         (f"BRIDGE_{name.upper()}_API_KEY", SECRETS[f"BRIDGE_{name.upper()}_API_KEY"],
          _provider(name, "api_key"), SECRETS[f"BRIDGE_{name.upper()}_API_KEY"])
@@ -201,6 +206,9 @@ INVALID = [
     ("BRIDGE_REQUEST_TIMEOUT", "1h"),
     ("BRIDGE_MAX_CONNECTIONS", "0"),
     ("BRIDGE_MAX_CONNECTIONS", "many"),
+    ("BRIDGE_TRUSTED_PROXIES", "proxy.internal"),
+    ("BRIDGE_TRUSTED_PROXIES", "10.0.0.0/33"),
+    ("BRIDGE_TRUSTED_PROXIES", "127.0.0.1,*"),
     ("BRIDGE_PUBLIC_URL", "ftp://x"),
     ("BRIDGE_PUBLIC_URL", "localhost:8000"),
     ("BRIDGE_PUBLIC_URL", "http://"),

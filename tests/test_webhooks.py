@@ -125,7 +125,7 @@ async def test_a_bad_endpoint_field_answers_422_naming_it(
 async def test_private_targets_are_refused_without_the_flag(
     tmp_path: Path, sims: Sims,
 ) -> None:
-    async with running_bridge(tmp_path, sims) as harness:
+    async with running_bridge(tmp_path, sims, BRIDGE_ALLOW_PRIVATE_TARGETS="0") as harness:
         for url in ("http://127.0.0.1:9/x", "https://127.0.0.1:9/x", "https://[::1]/x",
                     "https://169.254.169.254/latest/meta-data/", "https://10.1.2.3/x"):
             answer = await harness.client.post("/v1/endpoints", json={"url": url})

@@ -9,6 +9,7 @@ from starlette.routing import Route
 from bridge import actions
 from bridge.core import Bridge
 from bridge.errors import InvalidRequest
+from bridge.jobs import is_link
 from bridge.models import TERMINAL, JobStatus
 from bridge.portal.forms import read_form
 from bridge.portal.pages import back, page, query, render
@@ -57,6 +58,8 @@ async def job(request: Request, bridge: Bridge, session: Session) -> Response:
     found = await actions.job(bridge, session.tenant, request.path_params["job_id"])
     events = await bridge.store.job_events(found.id)
     video_url = (found.result or {}).get("video_url")
+    if not isinstance(video_url, str) or not is_link(video_url):
+        video_url = None  # only http(s) links go into an href (one kept from before, say)
     return render(request, "job.html", session, title=f"Job {found.id}", active="jobs",
                   job=found, events=events, video_url=video_url,
                   cancelable=found.status not in TERMINAL)

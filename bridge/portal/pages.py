@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +57,19 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")  # a pair is one character once decoded
+
+
+def _showable(value: Any) -> Any:
+    """Every ``{{ }}`` value as it is, but text UTF-8 cannot carry (a lone surrogate stored
+    before provider answers were read strictly) with U+FFFD in its place: never a 500."""
+    if isinstance(value, str) and not value.isascii():
+        shown = _SURROGATES.sub("\ufffd", value)
+        if shown != value:
+            return Markup(shown) if isinstance(value, Markup) else shown
+    return value
+
+
 REFRESH_SECONDS = 3  # a page showing unfinished jobs fetches itself again this often
 
 
@@ -75,6 +89,7 @@ def _at(value: datetime | str | None, *, seconds: bool = False) -> Markup:
 
 
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
+templates.env.finalize = _showable
 templates.env.filters["json"] = _json
 templates.env.filters["at"] = _at
 templates.env.filters["reworded"] = reworded  # attempts recorded before errors were words

@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.core import Bridge
-from bridge.errors import BridgeError, InvalidRequest
+from bridge.core import LINKS_PER_MINUTE, Bridge
+from bridge.errors import BridgeError, InvalidRequest, RateLimited
 from bridge.models import Tenant, utcnow
 from bridge.signing import TokenExpired, TokenInvalid
 
@@ -74,9 +74,14 @@ def check_ttl(ttl: timedelta, field: str = "ttl") -> timedelta:
 async def issue_link(bridge: Bridge, tenant: str, ttl: timedelta = LINK_TTL,
                      now: datetime | None = None) -> tuple[str, datetime] | None:
     """A single-use sign-in URL for ``tenant`` on the public URL, and when it expires;
-    ``None`` when there is no such tenant."""
+    ``None`` when there is no such tenant. ``RateLimited`` past ``LINKS_PER_MINUTE`` links
+    for one tenant (counted in this process)."""
     now = now or utcnow()
     expires_at = datetime.fromtimestamp(int((now + check_ttl(ttl)).timestamp()), UTC)
+    wait = bridge.portal_links.take(tenant)
+    if wait:
+        raise RateLimited(f"at most {LINKS_PER_MINUTE} sign-in links a minute for one tenant; "
+                          "try again later", retry_after=wait)
     link_id = secrets.token_urlsafe(24)
     if not await bridge.store.create_portal_link(_hash(link_id), tenant, now, expires_at):
         return None

@@ -14,7 +14,6 @@ other key is forwarded to the upstream model unvalidated, so they go as extra ke
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from bridge import jsoninput
 from bridge.errors import InvalidRequest, ProviderError, SubmitOutcomeUnknown
 from bridge.models import JobError, JobStatus, Tracking
 from bridge.providers.base import JobRequest, ModelInfo, Snapshot, Submission, TrackedJob
@@ -368,10 +368,14 @@ def _snapshot(task: dict[str, Any]) -> Snapshot:
 
 
 def _json(data: str) -> dict[str, Any] | None:
+    """A stream event's object, read strictly: ``None`` for another value, and a retryable
+    error (the stream is given up for polling) for JSON the bridge does not accept."""
     try:
-        value = json.loads(data)
-    except ValueError:
-        return None
+        value = jsoninput.loads(data)
+    except jsoninput.Refused as exc:
+        raise ProviderError("provider_unavailable",
+                            f"api.airforce: the task stream sent an event the bridge does not "
+                            f"accept ({exc.message})", retryable=True) from None
     return value if isinstance(value, dict) else None
 
 

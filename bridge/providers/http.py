@@ -1,5 +1,6 @@
 """HTTP plumbing every adapter shares: transport errors and status codes to ProviderError,
-and the count and log line of every request."""
+the count and log line of every request, and provider JSON read strictly
+(``bridge.jsoninput``), so that nothing stored from an answer can fail to be shown."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from bridge import jsoninput
 from bridge.errors import ProviderError, SubmitOutcomeUnknown
 from bridge.logs import log_provider_request
 from bridge.metrics import count_provider_request
@@ -65,7 +67,28 @@ async def send(
             code, f"{provider}: {type(exc).__name__} while waiting for an answer", retryable=True
         ) from None
     record(provider, method, operation, response.status_code, started)
+    problem = refused_json(response)
+    if problem is not None and response.is_success:
+        message = f"{provider}: the answer is JSON the bridge does not accept ({problem})"
+        if submit:  # the task may exist: never sent again blindly
+            raise SubmitOutcomeUnknown(message)
+        raise ProviderError("provider_unavailable", message, retryable=True,
+                            http_status=response.status_code)
     return response
+
+
+def refused_json(response: httpx.Response) -> str | None:
+    """Why an answer sent as JSON is refused (not JSON, a lone surrogate, NaN, a repeated
+    key, too deep), or ``None``; one of another type is left to the adapter."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json" and not kind.endswith("+json"):
+        return None
+    try:
+        jsoninput.loads(response.content)
+    except jsoninput.Refused as exc:
+        where = f" at {exc.field}" if exc.field else ""
+        return f"{exc.message}{where}"
+    return None
 
 
 def record(provider: str, method: str, operation: str, status: int | None, started: float,
@@ -119,9 +142,10 @@ def retry_after(response: httpx.Response) -> float | None:
 
 
 def json_or_none(response: httpx.Response) -> Any:
+    """The answer's JSON, read strictly; ``None`` when there is none the bridge accepts."""
     try:
-        return response.json()
-    except ValueError:
+        return jsoninput.loads(response.content)
+    except jsoninput.Refused:
         return None
 
 
