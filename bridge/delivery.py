@@ -18,19 +18,14 @@ connections are reused; a POST is never sent again by the client.
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
-import functools
-import hashlib
-import hmac
 import logging
-import random
 import re
 import ssl
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import aiohttp
 
@@ -38,6 +33,8 @@ from bridge.failures import describe
 from bridge.metrics import DELIVERY_SECONDS, count_delivery
 from bridge.models import MAX_CONCURRENCY, utcnow
 from bridge.providers.http import parse_retry_after
+from bridge.retry import DISABLE_AFTER, next_attempt
+from bridge.signing import sign_webhook
 from bridge.store import Store
 from bridge.store.base import AttemptResult, Outgoing
 from bridge.supervisor import Beat, Supervisor
@@ -51,9 +48,6 @@ EXCERPT_BYTES = 1024
 # among others, keeps one, so that a POST seldom meets a connection closing under it.
 KEEPALIVE = 4.0
 ADDRESSES_TTL = 10  # seconds the guard's addresses for a host serve new connections
-MAX_RETRY_AFTER = 3600.0  # a Retry-After is honoured up to this many seconds
-JITTER = 0.2
-DISABLE_AFTER = 5 * 86400.0  # seconds of nothing but failed deliveries
 CONCURRENCY = 64  # attempts in flight, all targets
 # Attempts in flight to one target at most, whatever it asks: an endpoint's own
 # max_concurrency (DEFAULT_MAX_CONCURRENCY for a job's webhook_url) applies below it.
@@ -86,18 +80,6 @@ def refused_header(name: str) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=1024)
-def _key(secret: str) -> bytes:
-    return base64.b64decode(secret.removeprefix("whsec_"))
-
-
-def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
-    """One Standard Webhooks signature: ``v1,`` and the base64 HMAC-SHA256, keyed with the
-    base64 key after ``whsec_``, of ``"{id}.{timestamp}.{body}"``."""
-    signed = f"{message_id}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.digest(_key(secret), signed, hashlib.sha256)).decode()
-
-
 def signed_headers(
     secrets: list[str], message_id: str, timestamp: int, body: bytes
 ) -> dict[str, str]:
@@ -105,7 +87,8 @@ def signed_headers(
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp),
         # During a rotation both secrets sign; receivers accept either (space-separated).
-        "webhook-signature": " ".join(sign(s, message_id, timestamp, body) for s in secrets),
+        "webhook-signature": " ".join(sign_webhook(s, message_id, timestamp, body)
+                                      for s in secrets),
         "content-type": "application/json",
         "user-agent": USER_AGENT,
     }
@@ -121,21 +104,6 @@ _URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 def _without_urls(text: str) -> str:
     """An error message with every URL in it replaced (a URL may carry a credential)."""
     return _URL.sub("<url>", text)
-
-
-def next_attempt(
-    attempt: int, schedule: tuple[float, ...], retry_after: float | None, now: datetime,
-    jitter: Callable[[float, float], float] = random.uniform,
-) -> datetime | None:
-    """When attempt ``attempt + 1`` is due after attempt ``attempt`` failed, or ``None``
-    once the schedule is spent."""
-    if attempt > len(schedule):
-        return None
-    if retry_after is not None:
-        delay = min(retry_after, MAX_RETRY_AFTER)
-    else:
-        delay = schedule[attempt - 1] * jitter(1 - JITTER, 1 + JITTER)
-    return now + timedelta(seconds=delay)
 
 
 class _Target:

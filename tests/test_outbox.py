@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from bridge.core import new_signing_secret
-from bridge.delivery import next_attempt
 from bridge.models import DeliveryStatus, Endpoint, Event, new_id, utcnow
+from bridge.retry import next_attempt
 from bridge.store import open_store
 from bridge.store.base import AttemptResult, Outgoing
 from bridge.store.sql import SQLStore

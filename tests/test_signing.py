@@ -129,3 +129,22 @@ def test_portal_links_and_sessions_of_the_earlier_release_still_read() -> None:
     assert signer.portal_session_id(signer.portal_session_token("ses_2")) == "ses_2"
     with pytest.raises(TokenInvalid):
         signer.portal_session_id(earlier_release("bridge.portal-link").dumps("ses_1"))
+
+
+@pytest.mark.parametrize("body", [b'{"id":"evt_1","type":"job.succeeded","data":{}}', b"",
+                                  '{"prompt":"Füchse im Schnee"}'.encode()])
+def test_a_webhook_signature_verifies_with_the_standard_webhooks_library(body: bytes) -> None:
+    import base64
+    import time
+
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+    from bridge.signing import sign_webhook
+
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    now = int(time.time())
+    headers = {"webhook-id": "evt_1", "webhook-timestamp": str(now),
+               "webhook-signature": sign_webhook(secret, "evt_1", now, body)}
+    Webhook(secret).verify(body, headers)  # raises if it does not verify
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body + b" ", headers)

@@ -1008,7 +1008,7 @@ async def test_a_batch_whose_shared_event_write_fails_is_written_work_by_work(
     # fails, and the batch is run again work by work (new ids, the same clash), so only the
     # third fails.
     made = iter(["evt_1", "evt_2", "evt_2", "evt_3", "evt_4", "evt_4"])
-    monkeypatch.setattr("bridge.store.sql.new_id", lambda prefix: next(made))
+    monkeypatch.setattr("bridge.events.new_id", lambda prefix: next(made))
     outcomes = await asyncio.gather(*(
         store.update_job(job.id, touch("job.submitted", status=JobStatus.SUBMITTED))
         for job in jobs

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bridge import slots
 from bridge.store.codec import stamp_of
 from bridge.store.works import Conn, padded_ids, scalar
 
@@ -46,8 +47,7 @@ def grant(conn: Conn, provider: str, limit: int, requests: list[SlotRequest]) ->
         "  AND status = 'queued' AND submit_started_at IS NOT NULL)",
         (provider, *padded, provider, *padded),
     )
-    free = max(0, limit - busy)
-    chosen, refused = requests[:free], requests[free:]
+    chosen, refused = slots.grant(requests, limit, busy)  # who gets one: the domain's rule
     begun: set[str] = set()
     if chosen:
         # Only jobs still queued begin: one finished meanwhile (canceled, say) is not sent.

@@ -15,7 +15,9 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from bridge import events
 from bridge.config import ConfiguredEndpoint
+from bridge.events import disabled_endpoint_of
 from bridge.models import (
     EVENT_TYPES,
     TERMINAL,
@@ -59,7 +61,6 @@ from bridge.store.works import (
     RECOVER_LIMIT,
     UNREAD,
     Conn,
-    disabled_endpoint_of,
     fail_pending,
     fan_out,
     finish,
@@ -164,17 +165,8 @@ class SQLStore(Accounts, Overview):
             event = None
             stamp = job.updated_at.timestamp()
             if change.event_type is not None:
-                job = job.evolve(sequence=current.sequence + 1)
-                data = job.to_json()
-                data["sequence"] = job.sequence
-                event = Event(
-                    id=new_id("evt"),
-                    tenant=job.tenant,
-                    type=change.event_type,
-                    job_id=job.id,
-                    created_at=job.updated_at,
-                    data=data,
-                )
+                job, event = events.job_event(job.evolve(sequence=current.sequence),
+                                              change.event_type)
                 if batch is not None:
                     batch.events.append(event_params(event))
                 else:

@@ -21,17 +21,16 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from bridge import events, retry
+from bridge.events import sequence_of
 from bridge.models import (
-    DEFAULT_ENDPOINT_EVENTS,
     DEFAULT_MAX_CONCURRENCY,
-    ENDPOINT_DISABLED,
     Delivery,
     DeliveryStatus,
     Endpoint,
     Event,
     Job,
     new_id,
-    rfc3339_stamp,
 )
 from bridge.store.base import AttemptResult, Outgoing
 from bridge.store.codec import (
@@ -41,7 +40,6 @@ from bridge.store.codec import (
     JOB_SELECT,
     decode_cursor,
     delivery_params,
-    dumps,
     endpoint_of,
     endpoint_params,
     event_params,
@@ -213,8 +211,6 @@ def fan_out(
     ``endpoint.disabled`` never to the endpoint it is about), one for the job's own webhook.
     Each target's older ``job.progress`` still waiting for the same job is skipped: this
     event supersedes it."""
-    made = []
-    about = disabled_endpoint_of(event)
     batch = conn.batch
     rows = batch.endpoints.get(event.tenant) if batch is not None else None
     if rows is None:
@@ -224,15 +220,12 @@ def fan_out(
         ).fetchall()
         if batch is not None:
             batch.endpoints[event.tenant] = rows
-    for row in rows:
-        if about is not None and row["id"] == about:
-            continue
-        events = loads(row["events"])
-        if event.type in (events if events is not None else DEFAULT_ENDPOINT_EVENTS):
-            made.append(insert_delivery(conn, event, row["id"], None, stamp, again=again))
-    if job is not None and job.webhook_url is not None and event.type in (
-        job.webhook_events if job.webhook_events is not None else DEFAULT_ENDPOINT_EVENTS
-    ):
+    subscribers = [events.Subscriber(row["id"], tuple(wanted) if (
+        wanted := loads(row["events"])) is not None else None) for row in rows]
+    endpoint_ids, webhook = events.recipients(event, subscribers, job)
+    made = [insert_delivery(conn, event, endpoint_id, None, stamp, again=again)
+            for endpoint_id in endpoint_ids]
+    if webhook and job is not None:
         made.append(insert_delivery(conn, event, None, job.webhook_url, stamp, again=again))
     if made and event.job_id is not None:
         channels = [d.endpoint_id or "job" for d in made]
@@ -240,24 +233,11 @@ def fan_out(
             "UPDATE deliveries SET status = 'skipped', next_attempt_at = NULL, "
             "error = 'superseded by a later event of the job' WHERE status = 'pending' "
             f"AND channel IN ({', '.join('?' * len(channels))}) AND job_id = ? "
-            "AND sequence < ? AND event_type = 'job.progress' "
+            f"AND sequence < ? AND event_type IN ({', '.join('?' * len(events.SUPERSEDED))}) "
             "AND (lease_until IS NULL OR lease_until < ?)",
-            (*channels, event.job_id, sequence_of(event), stamp),
+            (*channels, event.job_id, sequence_of(event), *events.SUPERSEDED, stamp),
         )
     return made
-
-
-def disabled_endpoint_of(event: Event) -> str | None:
-    """The id of the endpoint an ``endpoint.disabled`` event tells of (else ``None``)."""
-    if event.type != ENDPOINT_DISABLED:
-        return None
-    about = event.data.get("id")
-    return about if isinstance(about, str) else None
-
-
-def sequence_of(event: Event) -> int:
-    value = event.data.get("sequence") if isinstance(event.data, dict) else None
-    return value if isinstance(value, int) else 0
 
 
 def finish(conn: Conn, finished: Sequence[tuple[Outgoing, AttemptResult]]) -> list[bool]:
@@ -270,12 +250,14 @@ def finish(conn: Conn, finished: Sequence[tuple[Outgoing, AttemptResult]]) -> li
             for outgoing, result in finished:
                 delivery = outgoing.delivery
                 retry_at = None if result.ok or result.gone else stamp_of(result.retry_at)
-                if retry_at is not None and delivery.event_type == "job.progress" and one(
-                    conn,
-                    "SELECT 1 FROM deliveries WHERE channel = ? AND job_id = ? AND sequence > ?",
-                    (delivery.endpoint_id or "job", delivery.job_id, delivery.sequence),
-                ):
-                    retry_at = None  # superseded while it was being sent: not tried again
+                if retry_at is not None and delivery.event_type in events.SUPERSEDED:
+                    later = one(conn, "SELECT MAX(sequence) FROM deliveries WHERE channel = ? "
+                                "AND job_id = ? AND sequence > ?",
+                                (delivery.endpoint_id or "job", delivery.job_id,
+                                 delivery.sequence))
+                    if events.superseded(delivery.event_type, delivery.sequence,
+                                         later[0] if later is not None else None):
+                        retry_at = None  # superseded while it was being sent: not retried
                 cursor = conn.execute(
                     "UPDATE deliveries SET status = ?, lease_until = NULL, next_attempt_at = ?, "
                     "response_status = ?, duration_ms = ?, error = ?, response_excerpt = ? "
@@ -334,13 +316,9 @@ def after_attempt(
                     + conn.for_update, (delivery.endpoint_id,))
     if endpoint is None or endpoint["disabled"]:
         return
-    since = endpoint["failing_since"] or stamp
-    reason = None
-    if result.gone:
-        reason = "the endpoint answered 410 Gone"
-    elif stamp - since >= result.disable_after:
-        days = result.disable_after / 86400
-        reason = f"every delivery failed for {days:g} days"
+    standing = retry.standing_after(endpoint["failing_since"], stamp, ok=False,
+                                    gone=result.gone, disable_after=result.disable_after)
+    since, reason = standing.failing_since, standing.disabled_reason
     if reason is None:
         conn.execute("UPDATE endpoints SET failing_since = ? WHERE id = ?",
                      (since, delivery.endpoint_id))
@@ -359,10 +337,7 @@ def announce_disabled(conn: Conn, endpoint_id: str, stamp: float) -> None:
     row = one(conn, "SELECT * FROM endpoints WHERE id = ?", (endpoint_id,))
     if row is None:
         return
-    endpoint = endpoint_of(row)
-    event = Event(id=new_id("evt"), tenant=endpoint.tenant, type=ENDPOINT_DISABLED,
-                  job_id=None, created_at=datetime.fromtimestamp(stamp, UTC),
-                  data=endpoint.to_json())
+    event = events.endpoint_disabled(endpoint_of(row), datetime.fromtimestamp(stamp, UTC))
     insert_event(conn, event)
     fan_out(conn, event, None, stamp)
 
@@ -433,7 +408,7 @@ def outgoing_of(
 ) -> list[Outgoing]:
     """What sending each claimed delivery needs, read in the claiming transaction (one
     query per table for the whole batch)."""
-    events = by_id(conn, "id, type, created_at, data", "events",
+    stored = by_id(conn, "id, type, created_at, data", "events",
                     {d.event_id for d in deliveries})
     tenants = by_id(conn, "id, signing_secret, previous_signing_secret, "
                      "previous_signing_secret_until", "tenants", {d.tenant for d in deliveries})
@@ -442,7 +417,7 @@ def outgoing_of(
                        {d.endpoint_id for d in deliveries if d.endpoint_id})
     out = []
     for delivery in deliveries:
-        event = events.get(delivery.event_id)
+        event = stored.get(delivery.event_id)
         tenant = tenants.get(delivery.tenant)
         if event is None or tenant is None:
             continue
@@ -471,10 +446,7 @@ def outgoing_of(
         # The stored event's own JSON text goes out as is: the bytes signed are the bytes
         # sent, and the body is the same on every attempt.
         _, event_type, created_at, data = event
-        body = (
-            '{"id":' + dumps(delivery.event_id) + ',"type":' + dumps(event_type)
-            + ',"timestamp":"' + rfc3339_stamp(created_at) + '","data":' + data + "}"
-        ).encode()
+        body = events.webhook_body(delivery.event_id, event_type, created_at, data)
         out.append(Outgoing(delivery, url, headers, secrets, body, lease_until, cap))
     return out
 
