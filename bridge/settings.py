@@ -149,8 +149,12 @@ class Settings:
                 "BRIDGE_CONFIRM_CALLBACKS", get("BRIDGE_CONFIRM_CALLBACKS"), default=True
             ),
             media_dir=get("BRIDGE_MEDIA_DIR") or "./media",
-            shutdown_grace=_grace(get("BRIDGE_SHUTDOWN_GRACE")),
-            request_timeout=_request_timeout(get("BRIDGE_REQUEST_TIMEOUT")),
+            shutdown_grace=_seconds("BRIDGE_SHUTDOWN_GRACE", get("BRIDGE_SHUTDOWN_GRACE"),
+                                    cls.shutdown_grace, most=MAX_SHUTDOWN_GRACE,
+                                    example="10s", zero=True),
+            request_timeout=_seconds("BRIDGE_REQUEST_TIMEOUT", get("BRIDGE_REQUEST_TIMEOUT"),
+                                     cls.request_timeout, most=MAX_REQUEST_TIMEOUT,
+                                     example="30s", zero=False),
             max_connections=_count("BRIDGE_MAX_CONNECTIONS", get("BRIDGE_MAX_CONNECTIONS"),
                                    default=0, most=MAX_CONNECTIONS) or None,
             trusted_proxies=_proxies(get("BRIDGE_TRUSTED_PROXIES")),
@@ -230,29 +234,21 @@ def _count(variable: str, value: str | None, *, default: int, most: int) -> int:
     return int(value)
 
 
-def _grace(value: str | None) -> float:
+def _seconds(variable: str, value: str | None, default: float, *, most: float,
+             example: str, zero: bool) -> float:
+    """A duration variable: ``default`` when unset, refused past ``most`` (or at 0 unless
+    ``zero`` may be)."""
     if value is None:
-        return Settings.shutdown_grace
+        return default
     try:
-        grace = parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError as exc:
-        raise SettingsError(f"BRIDGE_SHUTDOWN_GRACE: {exc}; expected e.g. 10s") from None
-    if grace > MAX_SHUTDOWN_GRACE:
-        raise SettingsError(f"BRIDGE_SHUTDOWN_GRACE: at most {MAX_SHUTDOWN_GRACE:g}s")
-    return grace
-
-
-def _request_timeout(value: str | None) -> float:
-    if value is None:
-        return Settings.request_timeout
-    try:
-        timeout = parse_duration(value)
-    except ValueError as exc:
-        raise SettingsError(f"BRIDGE_REQUEST_TIMEOUT: {exc}; expected e.g. 30s") from None
-    if not 0 < timeout <= MAX_REQUEST_TIMEOUT:
-        raise SettingsError(f"BRIDGE_REQUEST_TIMEOUT: must be more than 0 and at most "
-                            f"{MAX_REQUEST_TIMEOUT:g}s, got {value!r}")
-    return timeout
+        raise SettingsError(f"{variable}: {exc}; expected e.g. {example}") from None
+    if seconds > most:
+        raise SettingsError(f"{variable}: at most {most:g}s, got {value!r}")
+    if seconds <= 0 and not zero:
+        raise SettingsError(f"{variable}: must be more than 0, got {value!r}")
+    return seconds
 def _proxies(value: str | None) -> tuple[str, ...]:
     """``BRIDGE_TRUSTED_PROXIES``: addresses and CIDR networks, comma-separated, or ``*``."""
     if value is None:

@@ -162,6 +162,23 @@ async def harness(tmp_path: Path, sims: Sims, database: str) -> AsyncIterator[Ha
         yield running
 
 
+# -- a bridge whose webhooks are retried quickly, and an endpoint registered on it ----------
+FAST = {"BRIDGE_ALLOW_PRIVATE_TARGETS": "1", "BRIDGE_RETRY_SCHEDULE": "200ms,200ms,200ms"}
+
+
+@pytest.fixture
+async def hooks(tmp_path: Path, sims: Sims, database: str) -> AsyncIterator[Harness]:
+    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database, **FAST) as running:
+        yield running
+
+
+async def register(harness: Harness, url: str, **fields: Any) -> dict[str, Any]:
+    answer = await harness.client.post("/v1/endpoints", json={"url": url, **fields})
+    assert answer.status_code == 201, answer.text
+    endpoint: dict[str, Any] = answer.json()
+    return endpoint
+
+
 # -- a webhook receiver ----------------------------------------------------------------------
 @dataclass
 class Received:

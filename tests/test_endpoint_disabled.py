@@ -5,31 +5,12 @@ bridge, a receiver on loopback, both stores; signatures checked with ``standardw
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
-import pytest
 from standardwebhooks.webhooks import Webhook
 
 from bridge.models import utcnow
-from tests.conftest import Harness, Received, Receiver, Sims, running_bridge
-
-FAST = {"BRIDGE_ALLOW_PRIVATE_TARGETS": "1", "BRIDGE_RETRY_SCHEDULE": "200ms,200ms,200ms"}
-
-
-@pytest.fixture
-async def hooks(tmp_path: Path, sims: Sims, database: str) -> AsyncIterator[Harness]:
-    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database, **FAST) as running:
-        yield running
-
-
-async def register(harness: Harness, url: str, **fields: Any) -> dict[str, Any]:
-    answer = await harness.client.post("/v1/endpoints", json={"url": url, **fields})
-    assert answer.status_code == 201, answer.text
-    endpoint: dict[str, Any] = answer.json()
-    return endpoint
+from tests.conftest import Harness, Received, Receiver, register
 
 
 def at(receiver: Receiver, path: str) -> list[Received]:

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,13 @@ from bridge.models import utcnow
 from bridge.timings import Timings
 from tests.conftest import (
     API_KEY,
+    FAST,
     SQLITE_ONLY,
     Harness,
     Received,
     Receiver,
     Sims,
+    register,
     running_bridge,
 )
 
@@ -37,21 +38,9 @@ CITY = {"provider": "infrai", "prompt": "A timelapse of a city skyline at dusk",
         "duration_seconds": 5, "aspect_ratio": "16:9"}
 FOX = {"provider": "airforce", "model": "wan-2.6", "prompt": "A red fox darting across snowy hills",
        "duration_seconds": 8, "aspect_ratio": "16:9", "resolution": "720p"}
-FAST = {"BRIDGE_ALLOW_PRIVATE_TARGETS": "1", "BRIDGE_RETRY_SCHEDULE": "200ms,200ms,200ms"}
 TERMINAL_TYPES = {"job.succeeded", "job.failed", "job.canceled", "job.expired"}
 
 
-@pytest.fixture
-async def hooks(tmp_path: Path, sims: Sims, database: str) -> AsyncIterator[Harness]:
-    async with running_bridge(tmp_path, sims, BRIDGE_DATABASE=database, **FAST) as running:
-        yield running
-
-
-async def register(harness: Harness, url: str, **fields: Any) -> dict[str, Any]:
-    answer = await harness.client.post("/v1/endpoints", json={"url": url, **fields})
-    assert answer.status_code == 201, answer.text
-    endpoint: dict[str, Any] = answer.json()
-    return endpoint
 
 
 def verified(secret: str, received: Received) -> dict[str, Any]:

@@ -217,8 +217,11 @@ def paths() -> dict[str, Schema]:
         "/v1/portal-sessions": {"post": _op(
             "createPortalSession", "Portal sessions",
             "A single-use sign-in link to the portal for the key's tenant",
-            {"201": _json(ref("PortalSession"))}, errors=("400", "401", "404", "413", "422"),
-            body=ref("PortalSessionCreate"), body_required=False)},
+            {"201": _json(ref("PortalSession"))},
+            errors=("400", "401", "404", "413", "422", "429"),
+            body=ref("PortalSessionCreate"), body_required=False, notes={
+                "429": "rate_limited: more than 10 links a minute for this tenant (counted "
+                       "per process); try again after Retry-After."})},
         "/v1/models": {"get": _op("listModels", "Models",
                                   "Every enabled provider's models and capabilities",
                                   {"200": _json(ref("ModelPage"))})},
