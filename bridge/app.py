@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge.api import routes
 from bridge.api.callbacks import CallbackIngress
@@ -57,6 +58,22 @@ async def _server_error(request: Request, exc: Exception) -> Response:
         status_code=500, headers={"X-Request-Id": request_id} if request_id else None)
 
 
+class NulPaths:
+    """ASGI middleware: a path holding a NUL character names nothing bridge keeps (no store
+    keeps one in text), so it answers 404 at once, the same on every store."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "\x00" in scope["path"]:
+            answer = JSONResponse({"error": {"code": "not_found", "message": "no such object"}},
+                                  status_code=404)
+            await answer(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings, *, http: httpx.AsyncClient | None = None,
                timings: Timings | None = None) -> Starlette:
     """The bridge as an ASGI app. The lifespan opens the store and starts the workers.
@@ -81,7 +98,8 @@ def create_app(settings: Settings, *, http: httpx.AsyncClient | None = None,
         routes=[*routes, *portal_routes],
         lifespan=lifespan,
         middleware=[Middleware(RequestDeadline, timeout=settings.request_timeout),
-                    Middleware(CallbackIngress), Middleware(RequestLog)],
+                    Middleware(CallbackIngress), Middleware(RequestLog),
+                    Middleware(NulPaths)],
         exception_handlers={
             BridgeError: _bridge_error,
             HTTPException: _http_error,

@@ -2,7 +2,8 @@
 
 Refused, so that nothing stored can later fail to be encoded, compared or shown:
 
-- text that is not UTF-8, and lone surrogates (as raw bytes or as ``\\ud800`` escapes);
+- text that is not UTF-8, lone surrogates (as raw bytes or as ``\\ud800`` escapes), and the
+  NUL character (``\\u0000``), which PostgreSQL cannot keep in text;
 - ``NaN``, ``Infinity``, ``-Infinity``, and numbers too large for a float;
 - arrays and objects nested more than ``MAX_DEPTH`` deep;
 - a key repeated in one object (parsers differ on which of its values counts).
@@ -73,6 +74,7 @@ def loads(document: bytes | str) -> Any:
 
 _TOO_DEEP = f"arrays and objects are nested more than {MAX_DEPTH} deep"
 _SURROGATE = "the text is not valid Unicode (a lone surrogate such as \\ud800)"
+_NUL = "the text holds a NUL character (\\u0000), which is not kept"
 
 
 def _constant(name: str) -> Any:
@@ -90,7 +92,7 @@ def _check(value: Any, repeated: dict[int, str]) -> None:
     """Depth, repeated keys and lone surrogates, walked without recursion."""
     if isinstance(value, str):
         if not _unicode(value):
-            raise Refused(_SURROGATE)
+            raise Refused(_unicode_problem(value))
         return
     if not isinstance(value, dict | list):
         return
@@ -103,7 +105,7 @@ def _check(value: Any, repeated: dict[int, str]) -> None:
             if repeated and id(item) in repeated:
                 key = repeated[id(item)]
                 if not _unicode(key):
-                    raise Refused(_SURROGATE, _name(path))
+                    raise Refused(_unicode_problem(key), _name(path))
                 raise Refused(f"the key {json.dumps(key[:64])} appears twice in one object",
                               _name((path, key)))
             children: Any = item.items()
@@ -111,15 +113,18 @@ def _check(value: Any, repeated: dict[int, str]) -> None:
             children = enumerate(item)
         for key, child in children:
             if isinstance(key, str) and not _unicode(key):
-                raise Refused(_SURROGATE, _name(path))
+                raise Refused(_unicode_problem(key), _name(path))
             if isinstance(child, str):
                 if not _unicode(child):
-                    raise Refused(_SURROGATE, _name((path, key)))
+                    raise Refused(_unicode_problem(child), _name((path, key)))
             elif isinstance(child, dict | list):
                 stack.append((child, depth + 1, (path, key)))
 
 
 def _unicode(text: str) -> bool:
+    """Text every store keeps: valid Unicode, without NUL."""
+    if "\x00" in text:
+        return False
     if text.isascii():
         return True
     try:
@@ -127,6 +132,10 @@ def _unicode(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _unicode_problem(text: str) -> str:
+    return _NUL if "\x00" in text else _SURROGATE
 
 
 def _top(path: _Path) -> str | None:

@@ -43,6 +43,10 @@ async def read_form(request: Request, session: Session) -> Form:
         fields = {}
     form = Form(fields)
     check_csrf(session, form.get("csrf"))
+    for name, values in fields.items():
+        if any("\x00" in value for value in values):  # no store keeps it: refused here
+            raise InvalidRequest("the text holds a NUL character, which is not kept",
+                                 field=name)
     return form
 
 

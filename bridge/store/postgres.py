@@ -41,7 +41,7 @@ import psycopg.errors
 from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from bridge.errors import Unavailable
+from bridge.errors import InvalidRequest, Unavailable
 from bridge.store.base import Stats
 from bridge.store.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from bridge.store.sql import SQLStore
@@ -157,6 +157,24 @@ def _fault(exc: BaseException) -> Unavailable:
                               retry_after=retry_after)
     unavailable.__cause__ = exc
     return unavailable
+
+
+def _note_data_error(exc: psycopg.DataError) -> None:
+    """Log a data error once (no traceback: it is the request's, not a fault)."""
+    if str(exc) not in _DATA_ERRORS_SEEN:
+        _DATA_ERRORS_SEEN.add(str(exc))
+        log.warning("a request held a value PostgreSQL cannot keep: %s", exc)
+
+
+_DATA_ERRORS_SEEN: set[str] = set()
+
+
+def _refused(exc: psycopg.DataError) -> InvalidRequest:
+    """The answer to a write of a value PostgreSQL cannot keep: 422, as a bad field is."""
+    _note_data_error(exc)
+    refused = InvalidRequest(f"a value cannot be kept: {exc}")
+    refused.__cause__ = exc
+    return refused
 
 
 class PostgresConnector:
@@ -385,6 +403,8 @@ class PostgresConnector:
     def _run(self, work: Callable[[Connection], _T]) -> tuple[_T, list[str]]:
         try:
             return self._run_again(work)
+        except psycopg.DataError as exc:
+            raise _refused(exc) from exc
         except StopIteration as exc:
             # A future refuses a StopIteration (the caller would wait forever): wrapped.
             raise RuntimeError("a store work raised StopIteration") from exc
@@ -505,9 +525,15 @@ class PostgresStore(SQLStore):
         return asyncio.ensure_future(self.connector.transaction(work))
 
     async def _fetchone(self, sql: str, params: Any = ()) -> Any:
-        return await self.connector.read(
-            lambda conn: conn.execute(_pyformat(sql), params or None).fetchone())
+        rows = await self._fetchall(sql, params)
+        return rows[0] if rows else None
 
     async def _fetchall(self, sql: str, params: Any = ()) -> list[Any]:
-        return await self.connector.read(
-            lambda conn: conn.execute(_pyformat(sql), params or None).fetchall())
+        try:
+            return await self.connector.read(
+                lambda conn: conn.execute(_pyformat(sql), params or None).fetchall())
+        except psycopg.DataError as exc:
+            # A value no row can hold (a NUL character in an id): nothing matches it, as on
+            # SQLite, whose answer (404, an empty page) the caller gives.
+            _note_data_error(exc)
+            return []
