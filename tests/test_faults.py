@@ -21,6 +21,10 @@ import pytest
 from bridge.store.sqlite import BUSY_TIMEOUT
 from tests.conftest import Harness, Sims, running_bridge
 
+# A full disk and a held lock, and how soon the workers come back: timings that tests
+# running beside these on the same cores would stretch.
+pytestmark = pytest.mark.alone
+
 CITY = {"provider": "infrai", "prompt": "A timelapse of a city skyline at dusk",
         "duration_seconds": 5}
 
