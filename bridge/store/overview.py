@@ -10,7 +10,7 @@ from typing import Any
 
 from bridge.models import Job
 from bridge.store.base import EndpointHealth, OutcomeCounts, Page
-from bridge.store.codec import JOB_READ, decode_cursor, job_of, page_of, time_or_none
+from bridge.store.codec import JOB_READ, job_of, page_of, time_or_none
 from bridge.store.works import Backend
 
 COUNTED = ("succeeded", "failed", "pending")  # outcomes a chart shows
@@ -86,20 +86,11 @@ class Overview(Backend):
         (of its job) exactly, or a part of the prompt or of the metadata's JSON (case
         ignored)."""
         pattern = like(text)
-        where = [
-            "tenant = ?",
-            "(id = ? OR id IN (SELECT job_id FROM events WHERE id = ? AND tenant = ?)"
-            f" OR LOWER({self.prompt}) LIKE ? ESCAPE '\\' OR LOWER(metadata) LIKE ? ESCAPE '\\')",
-        ]
-        params: list[Any] = [tenant, text, text, tenant, pattern, pattern]
-        for column, value in (("status", status), ("provider", provider)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if cursor is not None:
-            where.append("seq < ?")
-            params.append(decode_cursor(cursor))
-        rows = await self._fetchall(
-            f"SELECT {JOB_READ}, seq FROM jobs WHERE {' AND '.join(where)} "
-            "ORDER BY seq DESC LIMIT ?", (*params, limit + 1))
+        named = ("(id = ? OR id IN (SELECT job_id FROM events WHERE id = ? AND tenant = ?)"
+                 f" OR LOWER({self.prompt}) LIKE ? ESCAPE '\\'"
+                 " OR LOWER(metadata) LIKE ? ESCAPE '\\')")
+        rows = await self._newest_first(
+            "jobs", tenant, {"status": status, "provider": provider}, limit, cursor,
+            columns=f"{JOB_READ}, seq",
+            where_also=(named, (text, text, tenant, pattern, pattern)))
         return page_of(rows, limit, job_of)

@@ -486,12 +486,16 @@ class Backend:
 
     async def _newest_first(
         self, table: str, tenant: str, equal: dict[str, Any], limit: int, cursor: str | None,
-        columns: str = "*",
+        columns: str = "*", where_also: tuple[str, tuple[Any, ...]] | None = None,
     ) -> list[sqlite3.Row]:
         """One page of a tenant's rows, newest first: ``equal`` filters (``None``: no
-        filter), one row more than ``limit`` to tell whether another page follows."""
+        filter) and ``where_also`` (a condition and its parameters), one row more than
+        ``limit`` to tell whether another page follows."""
         where = ["tenant = ?"]
         params: list[Any] = [tenant]
+        if where_also is not None:
+            where.append(where_also[0])
+            params.extend(where_also[1])
         for column, value in equal.items():
             if value is not None:
                 where.append(f"{column} = ?")
