@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bridge.delivery import Deliverer
-    from bridge.store.sqlite import SQLiteStore
+    from bridge.store import Store
 
 TARGET = 0.6  # bridge rate / raw aiohttp rate
 READY = "READY "
@@ -135,13 +135,12 @@ async def raw_row(label: str, post: Callable[[], Awaitable[int]], concurrency: i
 
 
 async def prepare_outbox(workdir: str, receiver: str, endpoints: int, count: int,
-                         data: dict[str, object], per_endpoint: int) -> SQLiteStore:
+                         data: dict[str, object], per_endpoint: int) -> Store:
     from bridge.core import new_signing_secret
     from bridge.models import Endpoint, Event, new_id, utcnow
-    from bridge.store.sqlite import SQLiteStore
+    from bridge.store import open_store
 
-    store = SQLiteStore(str(Path(workdir) / "bridge.db"))
-    await store.open()
+    store = await open_store(str(Path(workdir) / "bridge.db"))
     await store.ensure_tenant("default", new_signing_secret)
     ids = []
     for index in range(endpoints):
@@ -211,7 +210,7 @@ async def main_async(args: argparse.Namespace) -> int:
     import httpx
 
     from bridge.delivery import Deliverer
-    from bridge.store.base import AttemptResult, Outgoing
+    from bridge.models import AttemptResult, Outgoing
     from bridge.targets import Guard
 
     proc = await asyncio.create_subprocess_exec(

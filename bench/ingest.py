@@ -18,7 +18,7 @@ Processes (everything on 127.0.0.1, nothing else touched):
 Per mode, what a real apixo callback does, once per job: tasks are created at the simulator
 (async mode, finishing at once, through its ``generateTask`` route in its own process) and a
 running apixo job naming each is stored in the bridge's fresh database with
-``SQLiteStore.create_job`` (``--jobs`` before the server starts; before each bridge slice as
+``Store.create_job`` (``--jobs`` before the server starts; before each bridge slice as
 many more as twice the fastest rate measured so far would use, so no fixed count has to
 cover the run; a slice whose jobs still ran out is void, run again with twice as many).
 Their callback URLs are signed here with ``bridge.signing.Signer`` and the
@@ -480,12 +480,12 @@ class JobSupply:
         import httpx
 
         from bridge.core import new_signing_secret
-        from bridge.store.sqlite import SQLiteStore
 
         async with contextlib.AsyncExitStack() as stack:
             self._client = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
-            store = SQLiteStore(self.database)
-            await store.open()
+            from bridge.store import open_store
+
+            store = await open_store(self.database)
             stack.push_async_callback(store.close)
             await store.ensure_tenant("default", new_signing_secret)
             self._store = store

@@ -31,12 +31,11 @@ import aiohttp
 
 from bridge.failures import describe
 from bridge.metrics import DELIVERY_SECONDS, count_delivery
-from bridge.models import MAX_CONCURRENCY, utcnow
+from bridge.models import MAX_CONCURRENCY, AttemptResult, Outgoing, utcnow
 from bridge.providers.http import parse_retry_after
 from bridge.retry import DISABLE_AFTER, next_attempt
 from bridge.signing import sign_webhook
 from bridge.store import Store
-from bridge.store.base import AttemptResult, Outgoing
 from bridge.supervisor import Beat, Supervisor
 from bridge.targets import Guard, GuardResolver, TargetRefused
 from bridge.timings import Timings
@@ -431,7 +430,7 @@ class Deliverer:
         while self._records:
             batch, self._records = self._records, []
             try:
-                recorded = await self.store.finish_deliveries(batch)
+                recorded = await self.store.record_attempts(batch)
             except BaseException as exc:
                 # Not even queued (the store is closing), or cancelled with the loop.
                 for outgoing, _ in batch:

@@ -43,7 +43,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bridge.store.base import Stats
+from bridge.models import Stats
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 

@@ -6,10 +6,11 @@ import functools
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 
 class JobStatus(StrEnum):
@@ -398,3 +399,92 @@ class Delivery:
             "created_at": rfc3339(self.created_at),
             "next_attempt_at": rfc3339(self.next_attempt_at),
         }
+
+
+# -- what the store takes and answers ------------------------------------------------------
+T = TypeVar("T")
+# A job's data: URLs, each with the path in its request where it goes (``bridge.inline``).
+Media = Sequence[tuple[Sequence[str | int], str]]
+
+
+@dataclass(frozen=True)
+class Change:
+    """What ``update_job``'s decision function returns: the job as it should now be
+    stored and, when the change is worth telling, the type of event to record."""
+
+    job: Job
+    event_type: str | None = None
+
+
+Decide = Callable[[Job], Change | None]
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    data: list[T]
+    next_cursor: str | None
+
+
+# Outgoing, AttemptResult and Delivery are made for every delivery attempt and never
+# changed: plain slotted dataclasses, since a frozen one's __init__ costs four times as much.
+@dataclass(slots=True)
+class Outgoing:
+    """A claimed delivery with what sending it needs: where, extra headers, the secrets to
+    sign with (current first) and the exact body bytes."""
+
+    delivery: Delivery
+    url: str
+    headers: dict[str, str]
+    secrets: list[str]
+    body: bytes
+    lease_until: float  # the claim's lease: its outcome is recorded only while it holds
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY  # the target's attempts in flight at once
+
+
+@dataclass(slots=True)
+class AttemptResult:
+    """What came of one attempt, and what the delivery policy decided about it."""
+
+    ok: bool
+    at: datetime
+    response_status: int | None
+    duration_ms: int
+    error: str | None
+    response_excerpt: str | None
+    retry_at: datetime | None  # the next attempt, or None: no more
+    gone: bool = False  # 410: the target asked never to be called again
+    disable_after: float = 5 * 86400.0  # seconds of nothing but failures before disabling
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counts for the metrics endpoint, read at scrape time."""
+
+    jobs: dict[tuple[str, str], int]  # (provider, status) -> jobs
+    outbox_depth: int  # deliveries pending
+    oldest_pending_seconds: float  # age of the oldest event with a pending delivery; 0: none
+    connections: dict[str, int] | None = None  # this process's pool: "in_use", "idle"
+
+
+@dataclass(frozen=True)
+class OutcomeCounts:
+    """Delivery attempts in one time bucket of a chart, by outcome."""
+
+    start: datetime
+    succeeded: int
+    failed: int
+    pending: int
+
+
+@dataclass(frozen=True)
+class EndpointHealth:
+    """An endpoint's attempts in a recent window, and its last success."""
+
+    succeeded: int
+    failed: int
+    last_success: datetime | None
+
+    @property
+    def success_rate(self) -> float | None:
+        """Succeeded of the finished attempts (``None``: none finished)."""
+        done = self.succeeded + self.failed
+        return self.succeeded / done if done else None

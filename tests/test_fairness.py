@@ -22,10 +22,9 @@ from starlette.routing import Route
 
 from bridge.core import new_signing_secret
 from bridge.delivery import Deliverer
-from bridge.models import Endpoint, Event, Job, JobStatus, Tracking, new_id, utcnow
+from bridge.models import Change, Endpoint, Event, Job, JobStatus, Tracking, new_id, utcnow
 from bridge.serving import serve_in_background
-from bridge.store.base import Change
-from bridge.store.sqlite import SQLiteStore
+from bridge.store import Store, open_store
 from bridge.targets import Guard
 from tests.conftest import Harness, Receiver, Sims, running_bridge
 
@@ -185,9 +184,8 @@ async def test_max_concurrency_is_changed_by_patch_and_checked(hooks: Harness) -
 
 # -- the deliverer on its own ------------------------------------------------------------------
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = SQLiteStore(str(tmp_path / "bridge.db"))
-    await opened.open()
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await open_store(str(tmp_path / "bridge.db"))
     for tenant in ("a", "b"):
         await opened.ensure_tenant(tenant, new_signing_secret)
     try:
@@ -197,7 +195,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 
 
 async def test_a_jobs_own_webhook_counts_against_its_tenants_share(
-    store: SQLiteStore, receiver: Receiver,
+    store: Store, receiver: Receiver,
 ) -> None:
     async with BlackHole().running() as hole:
         for number in range(12):  # twelve jobs, each with its own black-hole webhook_url

@@ -20,7 +20,8 @@ import pytest
 from bridge.core import Bridge, hash_key
 from bridge.models import parse_rfc3339
 from bridge.settings import Settings
-from bridge.store.sqlite import MIGRATIONS, SQLiteStore
+from bridge.store import open_store
+from bridge.store.sqlite import MIGRATIONS
 from tests.conftest import API_KEY, SQLITE_ONLY, Harness
 
 ENV_PREFIX = "sha256:" + hash_key(API_KEY)[:8]
@@ -216,8 +217,7 @@ async def test_keys_stored_before_prefixes_are_named_by_their_hash(tmp_path: Pat
                    "VALUES ('acme', 'whsec_acme', 1)")
         db.execute("INSERT INTO api_keys (key_hash, tenant, created_at) VALUES (?, 'acme', 1)",
                    (hash_key(old_key),))
-    store = SQLiteStore(str(database))
-    await store.open()
+    store = await open_store(str(database))
     try:
         [key] = await store.list_api_keys("acme")
         assert (key.prefix, key.source) == ("sha256:" + hash_key(old_key)[:8], "unknown")

@@ -12,20 +12,17 @@ from typing import Any
 import pytest
 
 from bridge.core import new_signing_secret
-from bridge.models import DeliveryStatus, Endpoint, Event, new_id, utcnow
+from bridge.models import AttemptResult, DeliveryStatus, Endpoint, Event, Outgoing, new_id, utcnow
 from bridge.retry import next_attempt
-from bridge.store import open_store
-from bridge.store.base import AttemptResult, Outgoing
-from bridge.store.sql import SQLStore
-from bridge.store.sqlite import SQLiteStore
+from bridge.store import Store, open_store
 
 LEASE = 30.0
 
 
 @pytest.fixture
-async def store(database: str) -> AsyncIterator[SQLiteStore]:
+async def store(database: str) -> AsyncIterator[Store]:
     opened = await open_store(database)
-    assert isinstance(opened, SQLStore)
+    assert isinstance(opened, Store)
     await opened.ensure_tenant("acme", new_signing_secret)
     try:
         yield opened
@@ -33,7 +30,7 @@ async def store(database: str) -> AsyncIterator[SQLiteStore]:
         await opened.close()
 
 
-async def endpoint(store: SQLiteStore, **fields: Any) -> Endpoint:
+async def endpoint(store: Store, **fields: Any) -> Endpoint:
     made = Endpoint(id=new_id("ep"), tenant="acme", url="https://hooks.example.com/x",
                     events=None, description=None, headers={}, secret=new_signing_secret(),
                     created_at=utcnow() - timedelta(hours=1))
@@ -58,12 +55,12 @@ def succeeded(at: datetime) -> AttemptResult:
                          response_excerpt="ok", retry_at=None)
 
 
-async def claim(store: SQLiteStore, now: datetime | None = None,
+async def claim(store: Store, now: datetime | None = None,
                 limit: int = 10) -> list[Outgoing]:
     return await store.claim_due_deliveries(now or utcnow(), limit, LEASE)
 
 
-async def test_a_claim_is_leased_and_not_claimed_twice(store: SQLiteStore) -> None:
+async def test_a_claim_is_leased_and_not_claimed_twice(store: Store) -> None:
     target = await endpoint(store)
     await store.add_event(event("endpoint.test", 0, job_id=None), endpoint_id=target.id)  # type: ignore[arg-type]
     first = await claim(store)
@@ -73,7 +70,7 @@ async def test_a_claim_is_leased_and_not_claimed_twice(store: SQLiteStore) -> No
     assert [o.delivery.id for o in again] == [first[0].delivery.id]
 
 
-async def test_a_claim_takes_tenants_in_turns_within_each_ones_room(store: SQLiteStore) -> None:
+async def test_a_claim_takes_tenants_in_turns_within_each_ones_room(store: Store) -> None:
     await store.ensure_tenant("other", new_signing_secret)
     mine = await endpoint(store)
     theirs = await endpoint(store, tenant="other", max_concurrency=7)
@@ -99,19 +96,19 @@ async def test_a_claim_takes_tenants_in_turns_within_each_ones_room(store: SQLit
 
 
 async def test_an_outcome_is_recorded_only_under_the_claims_own_lease(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     target = await endpoint(store)
     await store.add_event(event("job.succeeded", 1), endpoint_id=target.id)
     stale = (await claim(store))[0]
     fresh = (await claim(store, utcnow() + timedelta(seconds=LEASE + 1)))[0]
-    assert not await store.finish_delivery(stale, succeeded(utcnow()))
-    assert await store.finish_delivery(fresh, succeeded(utcnow()))
+    assert not await store.record_attempt(stale, succeeded(utcnow()))
+    assert await store.record_attempt(fresh, succeeded(utcnow()))
     page = await store.endpoint_deliveries(target.id, limit=10, cursor=None)
     assert [d.status for d in page.data] == [DeliveryStatus.SUCCEEDED]
 
 
-async def test_a_later_event_of_a_job_waits_for_the_earlier_one(store: SQLiteStore) -> None:
+async def test_a_later_event_of_a_job_waits_for_the_earlier_one(store: Store) -> None:
     target = await endpoint(store)
     await store.add_event(event("job.submitted", 1), endpoint_id=target.id)
     await store.add_event(event("job.succeeded", 2), endpoint_id=target.id)
@@ -121,15 +118,15 @@ async def test_a_later_event_of_a_job_waits_for_the_earlier_one(store: SQLiteSto
         ("job_1", 1), ("job_2", 1)]
     now = utcnow()
     one = next(o for o in first if o.delivery.job_id == "job_1")
-    await store.finish_delivery(one, failed(now, retry_in=0.0))
+    await store.record_attempt(one, failed(now, retry_in=0.0))
     retry = await claim(store, now + timedelta(seconds=1))
     assert [(o.delivery.sequence, o.delivery.attempt) for o in retry] == [(1, 2)]
-    await store.finish_delivery(retry[0], succeeded(now))
+    await store.record_attempt(retry[0], succeeded(now))
     assert [o.delivery.sequence for o in await claim(store)] == [2]
 
 
 async def test_a_replay_of_a_pending_event_waits_for_the_pending_one(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     target = await endpoint(store)
     original = event("job.succeeded", 3)
@@ -138,24 +135,24 @@ async def test_a_replay_of_a_pending_event_waits_for_the_pending_one(
     assert replayed[0].attempt == 2
     first = await claim(store)
     assert len(first) == 1 and first[0].delivery.attempt == 1
-    await store.finish_delivery(first[0], succeeded(utcnow()))
+    await store.record_attempt(first[0], succeeded(utcnow()))
     assert [o.delivery.attempt for o in await claim(store)] == [2]
 
 
 async def test_progress_superseded_while_in_flight_is_not_tried_again(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     target = await endpoint(store, events=("job.progress", "job.succeeded"))
     await store.add_event(event("job.progress", 2), endpoint_id=target.id)
     in_flight = (await claim(store))[0]
     await store.add_event(event("job.succeeded", 3), endpoint_id=target.id)
     now = utcnow()
-    assert await store.finish_delivery(in_flight, failed(now, retry_in=0.0))
+    assert await store.record_attempt(in_flight, failed(now, retry_in=0.0))
     nxt = await claim(store, now + timedelta(seconds=1))
     assert [o.delivery.event_type for o in nxt] == ["job.succeeded"]
 
 
-async def test_a_replay_gets_a_whole_retry_schedule_of_its_own(store: SQLiteStore) -> None:
+async def test_a_replay_gets_a_whole_retry_schedule_of_its_own(store: Store) -> None:
     schedule = (1.0, 1.0)
     target = await endpoint(store)
     original = event("job.succeeded", 1)
@@ -170,7 +167,7 @@ async def test_a_replay_gets_a_whole_retry_schedule_of_its_own(store: SQLiteStor
         delivery = got[0].delivery
         retry_at = next_attempt(delivery.attempt - delivery.first_attempt + 1, schedule,
                                 None, now, jitter=lambda a, b: 1.0)
-        await store.finish_delivery(got[0], failed(now, None if retry_at is None
+        await store.record_attempt(got[0], failed(now, None if retry_at is None
                                                    else (retry_at - now).total_seconds()))
         now += timedelta(seconds=2)
     assert attempts == 3
@@ -182,7 +179,7 @@ async def test_a_replay_gets_a_whole_retry_schedule_of_its_own(store: SQLiteStor
 
 
 async def test_recover_skips_superseded_progress_other_types_and_older_events(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     old = event("job.succeeded", 1, job_id="job_old")
     await store.add_event(old)  # before the endpoint existed
@@ -196,7 +193,7 @@ async def test_recover_skips_superseded_progress_other_types_and_older_events(
 
 
 async def test_a_job_webhook_answering_410_gets_nothing_more_of_the_job(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     from bridge.models import Job, JobStatus, Tracking
 
@@ -212,14 +209,14 @@ async def test_a_job_webhook_answering_410_gets_nothing_more_of_the_job(
         j.evolve(status=JobStatus.SUBMITTED, updated_at=utcnow()), "job.submitted"))
     first = (await claim(store))[0]
     assert first.url == "https://hooks.example.com/job"
-    await store.finish_delivery(first, failed(utcnow(), gone=True))
+    await store.record_attempt(first, failed(utcnow(), gone=True))
     await store.update_job(job.id, lambda j: Change(
         j.evolve(status=JobStatus.SUCCEEDED, updated_at=utcnow()), "job.succeeded"))
     assert await claim(store, utcnow() + timedelta(seconds=5)) == []
 
 
 async def test_a_410_stores_endpoint_disabled_with_deliveries_to_the_others_only(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     gone = await endpoint(store, events=("endpoint.test",))
     watcher = await endpoint(store)  # the default filter includes endpoint.disabled
@@ -229,7 +226,7 @@ async def test_a_410_stores_endpoint_disabled_with_deliveries_to_the_others_only
     await store.add_event(event("endpoint.test", 0, job_id=None), endpoint_id=gone.id)  # type: ignore[arg-type]
     heard: list[int] = []
     store.outbox_listeners.append(lambda: heard.append(1))
-    await store.finish_delivery((await claim(store))[0], failed(utcnow(), gone=True))
+    await store.record_attempt((await claim(store))[0], failed(utcnow(), gone=True))
     assert heard == [1]  # the commit added a delivery to send now
     told = await store.list_events("acme", type="endpoint.disabled", job_id=None, limit=10,
                                    cursor=None)
@@ -238,7 +235,7 @@ async def test_a_410_stores_endpoint_disabled_with_deliveries_to_the_others_only
     assert shown is not None and told.data[0].data == shown.to_json()
     sent = await claim(store)
     assert [o.delivery.endpoint_id for o in sent] == [watcher.id]
-    await store.finish_delivery(sent[0], failed(utcnow(), gone=True))
+    await store.record_attempt(sent[0], failed(utcnow(), gone=True))
     again = await store.list_events("acme", type="endpoint.disabled", job_id=None, limit=10,
                                     cursor=None)
     assert len(again.data) == 2  # the watcher's own 410 is told to no one: none left
@@ -246,7 +243,7 @@ async def test_a_410_stores_endpoint_disabled_with_deliveries_to_the_others_only
 
 
 async def test_the_outbox_listeners_hear_of_commits_that_added_deliveries_only(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     heard: list[int] = []
     store.outbox_listeners.append(lambda: heard.append(1))
@@ -260,12 +257,12 @@ async def test_the_outbox_listeners_hear_of_commits_that_added_deliveries_only(
     await store.add_event(event("job.failed", 2), endpoint_id=made.id)
     assert heard == [1, 1]
     outgoing = (await claim(store))[0]
-    await store.finish_delivery(outgoing, succeeded(utcnow()))
+    await store.record_attempt(outgoing, succeeded(utcnow()))
     assert heard == [1, 1]  # a recorded attempt adds nothing to send now
 
 
 async def test_the_deliverer_stops_even_when_woken_as_it_is_stopped(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     from bridge.delivery import Deliverer
     from bridge.targets import Guard
@@ -290,7 +287,7 @@ async def test_the_deliverer_stops_even_when_woken_as_it_is_stopped(
     (16, 3, 9),  # the per-endpoint bound binds: 3 endpoints of 3
 ])
 async def test_the_deliverer_keeps_its_overall_and_per_endpoint_bounds(
-    store: SQLiteStore, concurrency: int, per_target: int, overall: int,
+    store: Store, concurrency: int, per_target: int, overall: int,
 ) -> None:
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -342,7 +339,7 @@ async def test_the_deliverer_keeps_its_overall_and_per_endpoint_bounds(
 
 
 async def test_a_deliverer_stopped_at_any_moment_keeps_no_claim_and_sends_the_rest(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -388,7 +385,7 @@ async def test_a_deliverer_stopped_at_any_moment_keeps_no_claim_and_sends_the_re
 
 
 async def test_one_attempt_that_cannot_be_recorded_leaves_the_others_recorded(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     target = await endpoint(store)
     for number in range(2):
@@ -397,7 +394,7 @@ async def test_one_attempt_that_cannot_be_recorded_leaves_the_others_recorded(
     first, second = await claim(store)
     broken = succeeded(utcnow())
     broken.at = None  # type: ignore[assignment]  # recording it raises
-    outcomes = await store.finish_deliveries([(first, broken), (second, succeeded(utcnow()))])
+    outcomes = await store.record_attempts([(first, broken), (second, succeeded(utcnow()))])
     assert isinstance(outcomes[0], Exception) and outcomes[1] is True
     page = await store.endpoint_deliveries(target.id, limit=10, cursor=None)
     assert sorted(d.status for d in page.data) == [DeliveryStatus.PENDING,
@@ -429,7 +426,7 @@ async def hooks_receiver(delay: float = 0.0) -> AsyncIterator[tuple[str, list[st
 
 
 async def test_an_attempt_that_raises_holds_back_nothing_behind_it(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     from bridge.delivery import Deliverer
     from bridge.targets import Guard
@@ -453,7 +450,7 @@ async def test_an_attempt_that_raises_holds_back_nothing_behind_it(
 
 
 async def test_a_listener_that_raises_does_not_stop_the_recording(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     from bridge.delivery import Deliverer
     from bridge.targets import Guard
@@ -474,7 +471,7 @@ async def test_a_listener_that_raises_does_not_stop_the_recording(
     assert len(answered) == 3
 
 
-async def test_a_tick_cut_short_leaves_no_attempt_running(store: SQLiteStore) -> None:
+async def test_a_tick_cut_short_leaves_no_attempt_running(store: Store) -> None:
     from bridge.delivery import Deliverer
     from bridge.targets import Guard
 
@@ -494,7 +491,7 @@ async def test_a_tick_cut_short_leaves_no_attempt_running(store: SQLiteStore) ->
 
 @pytest.mark.parametrize("outcomes", [("ok", "fail"), ("ok", "fail", "ok"), ("fail", "ok", "ok")])
 async def test_attempts_recorded_together_leave_the_endpoint_as_the_last_one_says(
-    store: SQLiteStore, outcomes: tuple[str, ...],
+    store: Store, outcomes: tuple[str, ...],
 ) -> None:
     target = await endpoint(store)
     for number in range(len(outcomes)):
@@ -503,7 +500,7 @@ async def test_attempts_recorded_together_leave_the_endpoint_as_the_last_one_say
     now = utcnow()
     attempts = [(outgoing, succeeded(now) if outcome == "ok" else failed(now))
                 for outgoing, outcome in zip(await claim(store), outcomes, strict=True)]
-    assert await store.finish_deliveries(attempts) == [True] * len(outcomes)
+    assert await store.record_attempts(attempts) == [True] * len(outcomes)
     stored = await store.get_endpoint(target.id, "acme")
     assert stored is not None
     assert (stored.failing_since is not None) == (outcomes[-1] == "fail")

@@ -20,7 +20,7 @@ from bridge.errors import RateLimited
 from bridge.models import Delivery, DeliveryStatus, Event, new_id, parse_rfc3339, utcnow
 from bridge.portal.sessions import COOKIE, SESSION_TTL, issue_link
 from bridge.signing import Signer
-from bridge.store.sqlite import SQLiteStore
+from bridge.store import open_store
 from tests.conftest import SQLITE_ONLY, Harness, Sims, running_bridge
 
 
@@ -214,8 +214,7 @@ async def test_an_expired_link_is_refused_and_opens_no_session(harness: Harness)
 
 # -- the store ----------------------------------------------------------------------------
 async def test_list_deliveries_filters_by_endpoint_event_and_status(tmp_path: Path) -> None:
-    store = SQLiteStore(str(tmp_path / "s.db"))
-    await store.open()
+    store = await open_store(str(tmp_path / "s.db"))
     try:
         await store.ensure_tenant("t", lambda: "whsec_x")
         await store.ensure_tenant("u", lambda: "whsec_y")

@@ -19,8 +19,7 @@ from prometheus_client import REGISTRY
 
 from bridge.jobs import end_job
 from bridge.models import Job, JobStatus, Tracking, new_id, utcnow
-from bridge.store import Change, open_store
-from bridge.store.postgres import PostgresStore
+from bridge.store import Change, Store, open_store
 from bridge.timings import Timings
 from tests.conftest import Harness, Receiver, Sims, running_bridge
 from tests.postgres import new_database
@@ -35,13 +34,13 @@ def url() -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def stores(url: str, count: int) -> AsyncIterator[list[PostgresStore]]:
+async def stores(url: str, count: int) -> AsyncIterator[list[Store]]:
     """``count`` stores on one database, each with its own pool: as many processes."""
-    opened: list[PostgresStore] = []
+    opened: list[Store] = []
     try:
         for _ in range(count):
             store = await open_store(url)
-            assert isinstance(store, PostgresStore)
+            assert isinstance(store, Store)
             opened.append(store)
         await opened[0].ensure_tenant("acme", lambda: "whsec_acme")
         yield opened
@@ -65,7 +64,7 @@ async def test_two_processes_claiming_the_same_due_jobs_never_share_one(url: str
             await first.create_job(job, idempotency_window=0)
         claimed: list[list[str]] = [[], []]
 
-        async def claim_all(store: PostgresStore, into: list[str]) -> None:
+        async def claim_all(store: Store, into: list[str]) -> None:
             while True:
                 got = await store.claim_due_jobs(utcnow(), 7, 60)
                 if not got:
@@ -241,19 +240,19 @@ def running_job(provider: str = "airforce", status: JobStatus = JobStatus.RUNNIN
                created_at=now, updated_at=now, next_check_at=due)
 
 
-async def notified_jobs(url: str, store: PostgresStore,
+async def notified_jobs(url: str, store: Store,
                         work: Callable[[], Awaitable[object]]) -> int:
     """How many "jobs" NOTIFYs other processes hear while ``work`` runs: a marker NOTIFY
     sent once the store has announced its commits arrives after every one they sent."""
     import psycopg
 
-    from bridge.store.postgres import CHANNEL
+    from bridge.store.postgres import NOTIFY_CHANNEL as CHANNEL
 
-    await store.connector.announced()  # what came before is not counted
+    await store.db.announced()  # what came before is not counted
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as listener:
         await listener.execute(f"LISTEN {CHANNEL}")
         await work()
-        await store.connector.announced()
+        await store.db.announced()
         await listener.execute("SELECT pg_notify(%s, 'marker')", (CHANNEL,))
         heard = 0
         async with asyncio.timeout(10):
@@ -307,4 +306,4 @@ async def test_batches_of_job_updates_in_two_processes_never_deadlock(url: str) 
         for job in jobs:
             events = await pair[1].job_events(job.id)
             assert [event.data["sequence"] for event in events] == [1, 2, 3, 4]
-        assert [store.connector.races for store in pair] == [0, 0]
+        assert [store.db.races for store in pair] == [0, 0]

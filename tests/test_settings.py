@@ -14,7 +14,7 @@ import pytest
 
 from bridge.core import hash_key
 from bridge.settings import Secret, Settings, SettingsError, parse_duration
-from bridge.store.sqlite import SQLiteStore
+from bridge.store import open_store
 
 SECRETS = {
     "BRIDGE_SECRET_KEY": "secret-key-0123456789abcdef",
@@ -303,8 +303,7 @@ def test_serve_with_an_invalid_log_level_exits_2_with_one_line(tmp_path: Path) -
 
 
 async def _tenant_for(database: Path, key: str) -> str | None:
-    store = SQLiteStore(str(database))
-    await store.open()
+    store = await open_store(str(database))
     try:
         tenant = await store.tenant_for_key(hash_key(key))
     finally:

@@ -10,19 +10,16 @@ from typing import Any
 import pytest
 
 from bridge.core import new_signing_secret
-from bridge.models import Endpoint, Event, Job, JobStatus, Tracking, new_id, utcnow
-from bridge.store import open_store
-from bridge.store.base import AttemptResult
-from bridge.store.sql import SQLStore
-from bridge.store.sqlite import SQLiteStore
+from bridge.models import AttemptResult, Endpoint, Event, Job, JobStatus, Tracking, new_id, utcnow
+from bridge.store import Store, open_store
 
 HOUR = 3600.0
 
 
 @pytest.fixture
-async def store(database: str) -> AsyncIterator[SQLiteStore]:
+async def store(database: str) -> AsyncIterator[Store]:
     opened = await open_store(database)
-    assert isinstance(opened, SQLStore)
+    assert isinstance(opened, Store)
     await opened.ensure_tenant("acme", new_signing_secret)
     await opened.ensure_tenant("other", new_signing_secret)
     try:
@@ -31,14 +28,14 @@ async def store(database: str) -> AsyncIterator[SQLiteStore]:
         await opened.close()
 
 
-async def endpoint(store: SQLiteStore, tenant: str = "acme") -> Endpoint:
+async def endpoint(store: Store, tenant: str = "acme") -> Endpoint:
     return await store.create_endpoint(Endpoint(
         id=new_id("ep"), tenant=tenant, url="https://hooks.example.com/x", events=None,
         description=None, headers={}, secret=new_signing_secret(),
         created_at=utcnow() - timedelta(days=40)))
 
 
-async def attempts(store: SQLiteStore, target: Endpoint, at: datetime, *outcomes: str) -> None:
+async def attempts(store: Store, target: Endpoint, at: datetime, *outcomes: str) -> None:
     """One attempt per outcome, queued at ``at``: "succeeded" and "failed" are made (and not
     tried again), "pending" waits."""
     made: dict[str, str] = {}
@@ -54,13 +51,13 @@ async def attempts(store: SQLiteStore, target: Endpoint, at: datetime, *outcomes
             await store.release_deliveries([outgoing])
             continue
         ok = outcome == "succeeded"
-        await store.finish_delivery(outgoing, AttemptResult(
+        await store.record_attempt(outgoing, AttemptResult(
             ok=ok, at=utcnow(), response_status=200 if ok else 500, duration_ms=1,
             error=None if ok else "HTTP 500", response_excerpt=None, retry_at=None))
 
 
 async def test_outcomes_are_counted_per_bucket_for_the_tenant_or_one_endpoint(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     mine, second, theirs = (await endpoint(store), await endpoint(store),
                             await endpoint(store, "other"))
@@ -92,7 +89,7 @@ async def test_outcomes_are_counted_per_bucket_for_the_tenant_or_one_endpoint(
 
 
 async def test_endpoint_health_counts_the_window_and_keeps_the_last_success(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     healthy, failing, idle = await endpoint(store), await endpoint(store), await endpoint(store)
     now = utcnow()
@@ -122,7 +119,7 @@ def job(tenant: str, prompt: str, **fields: Any) -> Job:
 
 
 async def test_search_finds_jobs_by_id_event_id_prompt_and_metadata_of_the_tenant_only(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     fox, _ = await store.create_job(job("acme", "A red fox in the snow"), idempotency_window=1)
     order, _ = await store.create_job(job("acme", "Caf\u00e9 at dawn, 50% off",

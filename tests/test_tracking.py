@@ -361,11 +361,10 @@ async def test_after_a_restart_every_unfinished_job_is_followed_again(
 
 
 async def test_the_tracker_stops_even_when_woken_as_it_is_stopped(tmp_path: Path) -> None:
-    from bridge.store.sqlite import SQLiteStore
+    from bridge.store import open_store
     from bridge.tracking import Tracker
 
-    store = SQLiteStore(str(tmp_path / "bridge.db"))
-    await store.open()
+    store = await open_store(str(tmp_path / "bridge.db"))
     try:
         for _ in range(100):
             tracker = Tracker(store, {}, Signer("k" * 32), public_url="http://127.0.0.1:1",

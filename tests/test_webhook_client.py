@@ -15,8 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from bridge.delivery import USER_AGENT, Deliverer
 from bridge.failures import reworded
-from bridge.models import Delivery, DeliveryStatus, utcnow
-from bridge.store.base import Outgoing
+from bridge.models import Delivery, DeliveryStatus, Outgoing, utcnow
 from bridge.targets import Guard
 
 SECRET = "whsec_" + "A" * 43 + "="

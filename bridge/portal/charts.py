@@ -12,8 +12,7 @@ from starlette.requests import Request
 
 from bridge.core import Bridge
 from bridge.errors import InvalidRequest
-from bridge.models import utcnow
-from bridge.store.base import OutcomeCounts
+from bridge.models import OutcomeCounts, utcnow
 
 SLOT = 10  # a bucket's width in the drawing's units (its height is 100)
 SERIES = ("succeeded", "failed", "pending")  # stacked from the bottom, in this order

@@ -1,29 +1,17 @@
-"""The store's operations on what is not a job: settings kept in the database, tenants,
-API keys, and the portal's links and sessions."""
+"""The store's operations on what is not a job: settings kept in the database, tenants, API
+keys, and the portal's links and sessions."""
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime
 
 from bridge.errors import Unavailable
-from bridge.models import (
-    ApiKey,
-    Tenant,
-    hashed_key_prefix,
-)
-from bridge.store.codec import (
-    KEY_COLUMNS,
-    api_key_of,
-)
-from bridge.store.works import (
-    Backend,
-    Conn,
-    one,
-)
+from bridge.models import ApiKey, Tenant, hashed_key_prefix
+from bridge.store.connector import StoreBase, Transaction
+from bridge.store.rows import KEYS
 
 log = logging.getLogger("bridge.store")
 
@@ -31,181 +19,153 @@ PORTAL_KEPT = 86400.0  # seconds an expired portal link or session is kept befor
 KEY_USE_RESOLUTION = 60.0  # seconds: a key's last use is written at most this often
 
 
-class Accounts(Backend):
-    """Settings, tenants, keys and portal sessions (a part of ``SQLStore``)."""
-
-    # -- meta ----------------------------------------------------------------------------
+class Accounts(StoreBase):
     async def get_or_set_meta(self, key: str, make: Callable[[], str]) -> str:
-        def work(conn: Conn) -> str:
-            row = one(conn, "SELECT value FROM meta WHERE key = ?", (key,))
+        """The value stored under ``key``, storing ``make()`` first if there is none."""
+        async def work(tx: Transaction) -> str:
+            row = await tx.fetch_one(tx.q.meta, {"key": key})
             if row is not None:
-                return str(row[0])
+                return str(row["value"])
             value = make()
-            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+            await tx.execute(tx.q.insert_meta, {"key": key, "value": value})
             return value
 
-        return await self._transaction(work)
+        result: str = await self._write(work)
+        return result
 
-    # -- tenants and keys ----------------------------------------------------------------
     async def ensure_tenant(self, name: str, make_secret: Callable[[], str]) -> Tenant:
-        def work(conn: Conn) -> Tenant:
-            conn.execute(
-                "INSERT INTO tenants (id, signing_secret, created_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (id) DO NOTHING",
-                (name, make_secret(), time.time()),
-            )
-            row = one(conn, "SELECT id, signing_secret FROM tenants WHERE id = ?", (name,))
+        async def work(tx: Transaction) -> Tenant:
+            await tx.execute(tx.q.insert_tenant, {"id": name, "secret": make_secret(),
+                                                  "now": time.time()})
+            row = await tx.fetch_one(tx.q.tenant, {"id": name})
             assert row is not None  # inserted just above, or already there
             return Tenant(id=row["id"], signing_secret=row["signing_secret"])
 
-        return await self._transaction(work)
+        result: Tenant = await self._write(work)
+        return result
 
     async def add_api_key(self, tenant: str, key_hash: str, *, prefix: str | None = None,
                           source: str = "cli") -> bool:
-        prefix = prefix or hashed_key_prefix(key_hash)
+        """Store a key by its hash, named by ``prefix`` (``None``: ``hashed_key_prefix``);
+        ``False``, storing nothing, when another active key already has that prefix."""
+        params = {"tenant": tenant, "key_hash": key_hash, "now": time.time(),
+                  "prefix": prefix or hashed_key_prefix(key_hash), "source": source}
 
-        def work(conn: Conn) -> bool:
-            if one(conn, "SELECT 1 FROM api_keys WHERE prefix = ? AND key_hash != ? "
-                          "AND revoked_at IS NULL", (prefix, key_hash)) is not None:
+        async def work(tx: Transaction) -> bool:
+            if await tx.fetch_one(tx.q.other_key_with_prefix, params) is not None:
                 return False
-            conn.execute(
-                "INSERT INTO api_keys (key_hash, tenant, created_at, prefix, source) "
-                "VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant",
-                (key_hash, tenant, time.time(), prefix, source),
-            )
+            await tx.execute(tx.q.insert_key, params)
             return True
 
-        return await self._transaction(work)
+        result: bool = await self._write(work)
+        return result
 
     async def set_env_api_key(self, tenant: str, key_hash: str) -> tuple[list[ApiKey], bool]:
-        def work(conn: Conn) -> tuple[list[ApiKey], bool]:
-            now = time.time()
-            conn.execute(
-                "INSERT INTO api_keys (key_hash, tenant, created_at, prefix, source) "
-                "VALUES (?, ?, ?, ?, 'env') "
-                "ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant, source = 'env'",
-                (key_hash, tenant, now, hashed_key_prefix(key_hash)),
-            )
-            earlier = conn.execute(
-                f"UPDATE api_keys SET revoked_at = ? WHERE tenant = ? AND source = 'env' "
-                f"AND key_hash != ? AND revoked_at IS NULL RETURNING {KEY_COLUMNS}",
-                (now, tenant, key_hash)).fetchall()
-            usable = one(conn, "SELECT revoked_at IS NULL FROM api_keys WHERE key_hash = ?",
-                          (key_hash,))
-            return [api_key_of(row) for row in earlier], bool(usable and usable[0])
+        """Store the key of ``BRIDGE_API_KEY`` for ``tenant`` and revoke the tenant's other
+        keys from there, in one transaction. Answers the keys revoked, and whether this one
+        may be used (``False``: it was revoked before, and stays revoked)."""
+        params = {"tenant": tenant, "key_hash": key_hash, "now": time.time(),
+                  "prefix": hashed_key_prefix(key_hash)}
 
-        return await self._transaction(work)
+        async def work(tx: Transaction) -> tuple[list[ApiKey], bool]:
+            await tx.execute(tx.q.insert_env_key, params)
+            earlier = await tx.fetch_all(tx.q.revoke_other_env_keys, params)
+            usable = await tx.fetch_one(tx.q.key_usable, params)
+            return [KEYS.of(row) for row in earlier], bool(usable and usable["usable"])
+
+        result: tuple[list[ApiKey], bool] = await self._write(work)
+        return result
 
     async def tenant_for_key(self, key_hash: str) -> Tenant | None:
-        # Read from the database at every request, never cached: a key revoked by any
-        # process is refused at once.
-        row = await self._fetchone(
-            "SELECT t.id, t.signing_secret, k.last_used_at FROM api_keys k "
-            "JOIN tenants t ON t.id = k.tenant WHERE k.key_hash = ? AND k.revoked_at IS NULL",
-            (key_hash,),
-        )
+        """The tenant of a key not revoked, read from the database every time (a key revoked
+        by any process is refused at once); its use is written at most once a minute."""
+        row = await self.db.fetch_one(self.q.tenant_of_key, {"key_hash": key_hash})
         if row is None:
             return None
         now = time.time()
         if row["last_used_at"] is None or now - row["last_used_at"] >= KEY_USE_RESOLUTION:
-            await self._touch_key(key_hash, now)
+            try:
+                await self._write(lambda tx: tx.execute(tx.q.key_used, {
+                    "now": now, "key_hash": key_hash, "before": now - KEY_USE_RESOLUTION}))
+            except Unavailable as exc:  # the database busy: the use is let go
+                log.warning("could not record an API key's last use: %s", exc)
         return Tenant(id=row["id"], signing_secret=row["signing_secret"])
 
-    async def _touch_key(self, key_hash: str, now: float) -> None:
-        """Record a key's use; one that cannot be recorded (the database busy) is let go."""
-        def work(conn: Conn) -> None:
-            conn.execute(
-                "UPDATE api_keys SET last_used_at = ? WHERE key_hash = ? "
-                "AND (last_used_at IS NULL OR last_used_at <= ?)",
-                (now, key_hash, now - KEY_USE_RESOLUTION))
-
-        try:
-            await self._transaction(work)
-        except (sqlite3.OperationalError, Unavailable) as exc:
-            log.warning("could not record an API key's last use: %s", exc)
-
     async def list_api_keys(self, tenant: str | None) -> list[ApiKey]:
-        where, params = ("AND tenant = ?", (tenant,)) if tenant is not None else ("", ())
-        rows = await self._fetchall(
-            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL {where} "
-            "ORDER BY created_at DESC, prefix", params)
-        return [api_key_of(row) for row in rows]
+        """The keys not revoked, newest first: the tenant's, or (``None``) every tenant's."""
+        if tenant is None:
+            rows = await self.db.fetch_all(self.q.keys)
+        else:
+            rows = await self.db.fetch_all(self.q.keys_of_tenant, {"tenant": tenant})
+        return [KEYS.of(row) for row in rows]
 
     async def revoke_api_key(self, prefix: str, tenant: str | None,
                              now: datetime) -> ApiKey | None:
-        def work(conn: Conn) -> ApiKey | None:
-            # A prefix names one active key (see add_api_key); should two keys stored before
-            # prefixes share one, both go.
-            where, params = ("AND tenant = ?", (tenant,)) if tenant is not None else ("", ())
-            rows = conn.execute(
-                f"UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL "
-                f"{where} RETURNING {KEY_COLUMNS}", (now.timestamp(), prefix, *params),
-            ).fetchall()
-            return api_key_of(rows[0]) if rows else None
-
-        return await self._transaction(work)
+        """Revoke the active key named ``prefix`` (only if it is ``tenant``'s, unless
+        ``None``); the key as revoked, or ``None`` when there is none. Should two keys stored
+        before prefixes share one, both go."""
+        params = {"now": now.timestamp(), "prefix": prefix, "tenant": tenant}
+        rows = await self._write(lambda tx: tx.fetch_all(
+            tx.q.revoke_key if tenant is None else tx.q.revoke_key_of_tenant, params))
+        return KEYS.of(rows[0]) if rows else None
 
     async def rotate_signing_secret(self, tenant: str, secret: str,
                                     previous_until: datetime) -> Tenant | None:
-        def work(conn: Conn) -> Tenant | None:
-            row = one(conn, "UPDATE tenants SET previous_signing_secret = signing_secret, "
-                             "previous_signing_secret_until = ?, signing_secret = ? "
-                             "WHERE id = ? RETURNING id, signing_secret",
-                       (previous_until.timestamp(), secret, tenant))
-            return Tenant(id=row["id"], signing_secret=row["signing_secret"]) if row else None
+        """Make ``secret`` the tenant's signing secret; the one before keeps signing beside
+        it until ``previous_until``. ``None`` when there is no such tenant."""
+        row = await self._write(lambda tx: tx.fetch_one(tx.q.rotate_signing_secret, {
+            "until": previous_until.timestamp(), "secret": secret, "id": tenant}))
+        return Tenant(id=row["id"], signing_secret=row["signing_secret"]) if row else None
 
-        return await self._transaction(work)
-
-    # -- portal --------------------------------------------------------------------------
+    # -- the portal ------------------------------------------------------------------------
     async def create_portal_link(self, link_hash: str, tenant: str, now: datetime,
                                  expires_at: datetime) -> bool:
+        """Record a single-use portal link by the SHA-256 of its id, valid until
+        ``expires_at``; ``False``, storing nothing, when there is no such tenant."""
         stamp = now.timestamp()
 
-        def work(conn: Conn) -> bool:
-            if one(conn, "SELECT 1 FROM tenants WHERE id = ?", (tenant,)) is None:
+        async def work(tx: Transaction) -> bool:
+            if await tx.fetch_one(tx.q.tenant, {"id": tenant}) is None:
                 return False
             # What can no longer be used is kept a day (for a clear answer), then let go.
-            conn.execute("DELETE FROM portal_links WHERE expires_at < ?",
-                         (stamp - PORTAL_KEPT,))
-            conn.execute("DELETE FROM portal_sessions WHERE expires_at < ?",
-                         (stamp - PORTAL_KEPT,))
-            conn.execute(
-                "INSERT INTO portal_links (id_hash, tenant, created_at, expires_at) "
-                "VALUES (?, ?, ?, ?)", (link_hash, tenant, stamp, expires_at.timestamp()))
+            await tx.execute(tx.q.forget_portal_links, {"before": stamp - PORTAL_KEPT})
+            await tx.execute(tx.q.forget_portal_sessions, {"before": stamp - PORTAL_KEPT})
+            await tx.execute(tx.q.insert_portal_link, {
+                "id_hash": link_hash, "tenant": tenant, "now": stamp,
+                "expires_at": expires_at.timestamp()})
             return True
 
-        return await self._transaction(work)
+        result: bool = await self._write(work)
+        return result
 
     async def redeem_portal_link(self, link_hash: str, now: datetime, session_hash: str,
                                  session_expires_at: datetime) -> str | None:
+        """Use the link and open a session for its tenant, in one transaction; the tenant,
+        or ``None`` (storing nothing) when the link is unknown, used or expired. Of two
+        redemptions of one link, one alone succeeds."""
         stamp = now.timestamp()
 
-        def work(conn: Conn) -> str | None:
-            row = one(conn, "UPDATE portal_links SET used_at = ? WHERE id_hash = ? "
-                             "AND used_at IS NULL AND expires_at > ? RETURNING tenant",
-                       (stamp, link_hash, stamp))
+        async def work(tx: Transaction) -> str | None:
+            row = await tx.fetch_one(tx.q.use_portal_link, {"id_hash": link_hash, "now": stamp})
             if row is None:
                 return None
-            conn.execute(
-                "INSERT INTO portal_sessions (id_hash, tenant, created_at, expires_at) "
-                "VALUES (?, ?, ?, ?)",
-                (session_hash, row["tenant"], stamp, session_expires_at.timestamp()))
+            await tx.execute(tx.q.insert_portal_session, {
+                "id_hash": session_hash, "tenant": row["tenant"], "now": stamp,
+                "expires_at": session_expires_at.timestamp()})
             return str(row["tenant"])
 
-        return await self._transaction(work)
+        result: str | None = await self._write(work)
+        return result
 
     async def portal_session(self, session_hash: str, now: datetime) -> Tenant | None:
-        row = await self._fetchone(
-            "SELECT t.id, t.signing_secret FROM portal_sessions s JOIN tenants t "
-            "ON t.id = s.tenant WHERE s.id_hash = ? AND s.ended_at IS NULL "
-            "AND s.expires_at > ?", (session_hash, now.timestamp()))
+        """The tenant of a session neither ended nor expired, read from the database every
+        time (a session ended by any process is refused at once)."""
+        row = await self.db.fetch_one(self.q.portal_session, {"id_hash": session_hash,
+                                                              "now": now.timestamp()})
         return Tenant(id=row["id"], signing_secret=row["signing_secret"]) if row else None
 
     async def end_portal_session(self, session_hash: str, now: datetime) -> bool:
-        def work(conn: Conn) -> bool:
-            return bool(conn.execute(
-                "UPDATE portal_sessions SET ended_at = ? WHERE id_hash = ? "
-                "AND ended_at IS NULL", (now.timestamp(), session_hash)).rowcount)
-
-        return await self._transaction(work)
+        """End a session (logging out); ``False`` when it was not open."""
+        ended: int = await self._write(lambda tx: tx.execute(tx.q.end_portal_session, {
+            "now": now.timestamp(), "id_hash": session_hash}))
+        return bool(ended)

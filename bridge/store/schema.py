@@ -1,10 +1,20 @@
-"""The schema, as versioned migrations in SQLite's words. PostgreSQL applies the same ones
-in its own types (``bridge.store.postgres``), so the two never drift apart. Append new
-migrations; never edit one that has shipped."""
+"""The schema, as versioned migrations, written once with the two types the dialects name
+differently: ``{serial}`` (a row's number, the key) and ``{real}`` (a Unix time).
+Append new migrations; never edit one that has shipped."""
 
 from collections.abc import Sequence
 
-MIGRATIONS: Sequence[str] = (
+SQLITE_TYPES = {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL"}
+POSTGRES_TYPES = {"serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+                  "real": "DOUBLE PRECISION"}
+
+
+def migrations(types: dict[str, str]) -> Sequence[str]:
+    """The migrations in one dialect's types, oldest first."""
+    return tuple(script.format_map(types) for script in _MIGRATIONS)
+
+
+_MIGRATIONS = (
     # 1: tenants, keys, jobs, events
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -12,17 +22,17 @@ MIGRATIONS: Sequence[str] = (
     CREATE TABLE tenants (
         id TEXT PRIMARY KEY,
         signing_secret TEXT NOT NULL,
-        created_at REAL NOT NULL
+        created_at {real} NOT NULL
     );
 
     CREATE TABLE api_keys (
         key_hash TEXT PRIMARY KEY,
         tenant TEXT NOT NULL REFERENCES tenants(id),
-        created_at REAL NOT NULL
+        created_at {real} NOT NULL
     );
 
     CREATE TABLE jobs (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq {serial},
         id TEXT NOT NULL UNIQUE,
         tenant TEXT NOT NULL REFERENCES tenants(id),
         provider TEXT NOT NULL,
@@ -36,21 +46,21 @@ MIGRATIONS: Sequence[str] = (
         error TEXT,
         cost TEXT,
         metadata TEXT,
-        provider_data TEXT NOT NULL DEFAULT '{}',
+        provider_data TEXT NOT NULL DEFAULT '{{}}',
         webhook_url TEXT,
         webhook_events TEXT,
         idempotency_key TEXT,
         sequence INTEGER NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        completed_at REAL,
-        submit_started_at REAL,
-        submitted_at REAL,
-        next_check_at REAL,
-        lease_until REAL,
+        created_at {real} NOT NULL,
+        updated_at {real} NOT NULL,
+        completed_at {real},
+        submit_started_at {real},
+        submitted_at {real},
+        next_check_at {real},
+        lease_until {real},
         check_count INTEGER NOT NULL DEFAULT 0,
         error_streak INTEGER NOT NULL DEFAULT 0,
-        progress_event_at REAL
+        progress_event_at {real}
     );
     CREATE INDEX jobs_due ON jobs(next_check_at) WHERE next_check_at IS NOT NULL;
     CREATE INDEX jobs_tenant ON jobs(tenant, seq);
@@ -61,12 +71,12 @@ MIGRATIONS: Sequence[str] = (
         WHERE provider_job_id IS NOT NULL;
 
     CREATE TABLE events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq {serial},
         id TEXT NOT NULL UNIQUE,
         tenant TEXT NOT NULL,
         job_id TEXT,
         type TEXT NOT NULL,
-        created_at REAL NOT NULL,
+        created_at {real} NOT NULL,
         data TEXT NOT NULL
     );
     CREATE INDEX events_tenant ON events(tenant, seq);
@@ -76,27 +86,27 @@ MIGRATIONS: Sequence[str] = (
     # 2: webhook endpoints and the delivery outbox
     """
     CREATE TABLE endpoints (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq {serial},
         id TEXT NOT NULL UNIQUE,
         tenant TEXT NOT NULL REFERENCES tenants(id),
         kind TEXT NOT NULL DEFAULT 'endpoint',
         url TEXT NOT NULL,
         events TEXT,
         description TEXT,
-        headers TEXT NOT NULL DEFAULT '{}',
+        headers TEXT NOT NULL DEFAULT '{{}}',
         secret TEXT,
         previous_secret TEXT,
-        previous_secret_until REAL,
+        previous_secret_until {real},
         disabled INTEGER NOT NULL DEFAULT 0,
         disabled_reason TEXT,
-        failing_since REAL,
+        failing_since {real},
         source TEXT NOT NULL DEFAULT 'api',
-        created_at REAL NOT NULL
+        created_at {real} NOT NULL
     );
     CREATE INDEX endpoints_tenant ON endpoints(tenant, seq);
 
     CREATE TABLE deliveries (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq {serial},
         id TEXT NOT NULL UNIQUE,
         tenant TEXT NOT NULL,
         event_id TEXT NOT NULL,
@@ -109,13 +119,13 @@ MIGRATIONS: Sequence[str] = (
         attempt INTEGER NOT NULL,
         first_attempt INTEGER NOT NULL DEFAULT 1,
         status TEXT NOT NULL,
-        next_attempt_at REAL,
-        lease_until REAL,
+        next_attempt_at {real},
+        lease_until {real},
         response_status INTEGER,
         duration_ms INTEGER,
         error TEXT,
         response_excerpt TEXT,
-        created_at REAL NOT NULL
+        created_at {real} NOT NULL
     );
     CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
     CREATE INDEX deliveries_order ON deliveries(channel, job_id, sequence)
@@ -130,13 +140,13 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE api_keys ADD COLUMN prefix TEXT NOT NULL DEFAULT '';
     UPDATE api_keys SET prefix = 'sha256:' || substr(key_hash, 1, 8);
     ALTER TABLE api_keys ADD COLUMN source TEXT NOT NULL DEFAULT 'unknown';
-    ALTER TABLE api_keys ADD COLUMN last_used_at REAL;
-    ALTER TABLE api_keys ADD COLUMN revoked_at REAL;
+    ALTER TABLE api_keys ADD COLUMN last_used_at {real};
+    ALTER TABLE api_keys ADD COLUMN revoked_at {real};
     CREATE INDEX api_keys_prefix ON api_keys(prefix);
     CREATE INDEX api_keys_tenant ON api_keys(tenant, created_at);
 
     ALTER TABLE tenants ADD COLUMN previous_signing_secret TEXT;
-    ALTER TABLE tenants ADD COLUMN previous_signing_secret_until REAL;
+    ALTER TABLE tenants ADD COLUMN previous_signing_secret_until {real};
     """,
     # 4: each endpoint's cap on attempts in flight at once
     """
@@ -158,18 +168,18 @@ MIGRATIONS: Sequence[str] = (
     CREATE TABLE portal_links (
         id_hash TEXT PRIMARY KEY,
         tenant TEXT NOT NULL REFERENCES tenants(id),
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        used_at REAL
+        created_at {real} NOT NULL,
+        expires_at {real} NOT NULL,
+        used_at {real}
     );
     CREATE INDEX portal_links_expiry ON portal_links(expires_at);
 
     CREATE TABLE portal_sessions (
         id_hash TEXT PRIMARY KEY,
         tenant TEXT NOT NULL REFERENCES tenants(id),
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        ended_at REAL
+        created_at {real} NOT NULL,
+        expires_at {real} NOT NULL,
+        ended_at {real}
     );
     CREATE INDEX portal_sessions_expiry ON portal_sessions(expires_at);
 
@@ -185,4 +195,10 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX jobs_submitting ON jobs(provider)
         WHERE status = 'queued' AND submit_started_at IS NOT NULL;
     """,
+    # 9: a delivery's target (an endpoint's id, or "job": its job's own webhook_url) named so
+    """
+    ALTER TABLE deliveries RENAME COLUMN channel TO target;
+    """,
 )
+
+VERSION = len(_MIGRATIONS)  # the schema a store of this code works on
