@@ -251,7 +251,7 @@ async def test_list_deliveries_filters_by_endpoint_event_and_status(tmp_path: Pa
                                             limit=10, cursor=None)
         assert other.data == []  # another tenant's endpoint id finds nothing
         plan = await _rows(
-            store.path, "EXPLAIN QUERY PLAN SELECT * FROM deliveries WHERE tenant = ? "
+            store.name, "EXPLAIN QUERY PLAN SELECT * FROM deliveries WHERE tenant = ? "
                         "ORDER BY seq DESC LIMIT 5", ("t",))
         assert "deliveries_tenant" in " ".join(str(tuple(row)) for row in plan)
     finally:
