@@ -29,11 +29,6 @@ class Wake(enum.StrEnum):
     DELIVERIES = "deliveries"
 
 
-class Race(Exception):
-    """The transaction lost a race with another (a deadlock, a key taken meanwhile): nothing
-    of it was kept, and running it again may succeed."""
-
-
 class Transaction(Protocol):
     """An open transaction: statements run in order, all kept at the commit or none."""
 

@@ -10,21 +10,18 @@ one statement, their events and deliveries inserted with one each.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from bridge import events, slots
 from bridge.models import TERMINAL, Decide, Event, Job, JobStatus, Media, Page
-from bridge.store.connector import Connector, StoreBase, Transaction, Wake
+from bridge.store.connector import StoreBase, Transaction, Wake
 from bridge.store.outbox import Fanout
 from bridge.store.queries import JOB_COLUMNS
 from bridge.store.rows import JOBS, column, decode_cursor, dumps, loads, page_of, stamp_of
 
-SLOTS_AT_ONCE = 64  # requests for a provider's slots granted in one transaction, at most
 PARK_AT_ONCE = 1000  # due jobs a refused submission sends to wait with it, at most
 
 
@@ -40,16 +37,13 @@ class SlotRequest:
     """A job asking for one of its provider's slots (``begin_submit``)."""
 
     job_id: str
+    provider: str
+    limit: int
     now: float
     wait_until: float | None
 
 
 class Jobs(StoreBase):
-    def __init__(self, db: Connector) -> None:
-        super().__init__(db)
-        self._slot_requests: dict[tuple[str, int], list[tuple[SlotRequest, Any]]] = {}
-        self._granting: set[asyncio.Task[None]] = set()
-
     async def create_job(self, job: Job, *, idempotency_window: float,
                          media: Media = ()) -> tuple[Job, bool]:
         """Insert ``job``; with ``job.idempotency_key`` set, a job of the same tenant and
@@ -228,49 +222,26 @@ class Jobs(StoreBase):
             await self._write(lambda tx: tx.execute(tx.q.begin_submit, {
                 "id": job_id, "now": now.timestamp()}))
             return True
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        waiting = self._slot_requests.setdefault((provider, limit), [])
-        waiting.append((SlotRequest(job_id, now.timestamp(), stamp_of(wait_until)), future))
-        if len(waiting) == 1:
-            task = asyncio.create_task(self._grant(provider, limit), name="store.slots")
-            self._granting.add(task)
-            task.add_done_callback(self._granting.discard)
-        return await future
-
-    async def _grant(self, provider: str, limit: int) -> None:
-        await asyncio.sleep(0)  # the requests made in this turn of the loop join these
-        requests = [(r, f) for r, f in self._slot_requests.pop((provider, limit), [])
-                    if not f.done()]  # a caller gone away: never begun
-        for start in range(0, len(requests), SLOTS_AT_ONCE):
-            batch = requests[start:start + SLOTS_AT_ONCE]
-            try:
-                granted = await self._write(_granting(provider, limit, [r for r, _ in batch]))
-            except BaseException as exc:
-                for _, future in requests[start:]:
-                    if not future.done():
-                        future.set_exception(exc) if isinstance(exc, Exception) \
-                            else future.cancel()
-                if not isinstance(exc, Exception):
-                    raise
-                return
-            for request, future in batch:
-                if not future.done():
-                    future.set_result(request.job_id in granted)
+        request = SlotRequest(job_id, provider, limit, now.timestamp(), stamp_of(wait_until))
+        granted: bool = await self.db.queue.write(_grant_slots, request)
+        return granted
 
 
-def _granting(provider: str, limit: int,
-              requests: list[SlotRequest]) -> Callable[[Transaction], Any]:
-    async def work(tx: Transaction) -> set[str]:
+async def _grant_slots(tx: Transaction, requests: list[SlotRequest]) -> list[bool]:
+    """Requests that arrived together, a provider's free slots given first come first
+    served (``slots.grant``); the rest wait for a slot (see ``begin_submit``)."""
+    granted: set[str] = set()
+    for provider, limit in dict.fromkeys((r.provider, r.limit) for r in requests):
+        asking = [r for r in requests if (r.provider, r.limit) == (provider, limit)]
         await tx.lock(f"submit:{provider}")  # the provider's slots, across processes
-        asking = [request.job_id for request in requests]
-        row = await tx.fetch_one(tx.q.busy_slots, {"provider": provider, "asking": asking})
+        row = await tx.fetch_one(tx.q.busy_slots, {"provider": provider,
+                                                   "asking": [r.job_id for r in asking]})
         assert row is not None
-        chosen, refused = slots.grant(requests, limit, int(row["busy"]))
-        begun: set[str] = set()
+        chosen, refused = slots.grant(asking, limit, int(row["busy"]))
         if chosen:
             # Only jobs still queued begin: one canceled meanwhile is not sent. Marked as
             # begun at the earliest request's time, a lower bound.
-            begun = {r["id"] for r in await tx.fetch_all(tx.q.begin_submits, {
+            granted |= {r["id"] for r in await tx.fetch_all(tx.q.begin_submits, {
                 "now": min(r.now for r in chosen), "ids": [r.job_id for r in chosen]})}
         if refused:
             # Waiting from now on, in this transaction: a slot freed after this count wakes
@@ -283,6 +254,4 @@ def _granting(provider: str, limit: int,
                 await tx.execute(tx.q.postpone_waiting, {
                     "until": until, "provider": provider, "limit": PARK_AT_ONCE,
                     "now": max(r.now for r in refused)})
-        return begun
-
-    return work
+    return [r.job_id in granted for r in requests]

@@ -11,27 +11,19 @@ IMMEDIATE`` serializes every writer).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
-JOB_COLUMNS = (
-    "id", "tenant", "provider", "model", "status", "tracking", "provider_job_id", "progress",
-    "request", "result", "error", "cost", "metadata", "provider_data", "webhook_url",
-    "webhook_events", "idempotency_key", "sequence", "created_at", "updated_at", "completed_at",
-    "submit_started_at", "submitted_at", "next_check_at", "check_count", "error_streak",
-    "progress_event_at", "request_hash",
-)
-ENDPOINT_COLUMNS = (
-    "id", "tenant", "kind", "url", "events", "description", "headers", "secret",
-    "previous_secret", "previous_secret_until", "disabled", "disabled_reason", "failing_since",
-    "source", "created_at", "max_concurrency",
-)
-DELIVERY_COLUMNS = (
-    "id", "tenant", "event_id", "event_type", "endpoint_id", "url", "target", "job_id",
-    "sequence", "attempt", "first_attempt", "status", "next_attempt_at", "response_status",
-    "duration_ms", "error", "response_excerpt", "created_at",
-)
-EVENT_COLUMNS = ("id", "tenant", "job_id", "type", "created_at", "data")
+from bridge.models import Delivery, Endpoint, Event, Job
+
+
+def _columns(kind: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(kind))
+
+
+JOB_COLUMNS, EVENT_COLUMNS, ENDPOINT_COLUMNS = _columns(Job), _columns(Event), _columns(Endpoint)
+DELIVERY_COLUMNS = (*_columns(Delivery), "target")  # the endpoint's id, or "job": its webhook
 KEY_COLUMNS = "prefix, tenant, source, created_at, last_used_at, revoked_at"
 
 JOB = f"{', '.join(JOB_COLUMNS)}, lease_until, seq"
