@@ -65,10 +65,10 @@ class Accounts(StoreBase):
         keys from there, in one transaction. Answers the keys revoked, and whether this one
         may be used (``False``: it was revoked before, and stays revoked)."""
         params = {"tenant": tenant, "key_hash": key_hash, "now": time.time(),
-                  "prefix": hashed_key_prefix(key_hash)}
+                  "prefix": hashed_key_prefix(key_hash), "source": "env"}
 
         async def work(tx: Transaction) -> tuple[list[ApiKey], bool]:
-            await tx.execute(tx.q.insert_env_key, params)
+            await tx.execute(tx.q.insert_key, params)
             earlier = await tx.fetch_all(tx.q.revoke_other_env_keys, params)
             usable = await tx.fetch_one(tx.q.key_usable, params)
             return [KEYS.of(row) for row in earlier], bool(usable and usable["usable"])
@@ -93,10 +93,7 @@ class Accounts(StoreBase):
 
     async def list_api_keys(self, tenant: str | None) -> list[ApiKey]:
         """The keys not revoked, newest first: the tenant's, or (``None``) every tenant's."""
-        if tenant is None:
-            rows = await self.db.fetch_all(self.q.keys)
-        else:
-            rows = await self.db.fetch_all(self.q.keys_of_tenant, {"tenant": tenant})
+        rows = await self.db.fetch_all(self.q.keys, {"tenant": tenant})
         return [KEYS.of(row) for row in rows]
 
     async def revoke_api_key(self, prefix: str, tenant: str | None,
@@ -105,8 +102,7 @@ class Accounts(StoreBase):
         ``None``); the key as revoked, or ``None`` when there is none. Should two keys stored
         before prefixes share one, both go."""
         params = {"now": now.timestamp(), "prefix": prefix, "tenant": tenant}
-        rows = await self._write(lambda tx: tx.fetch_all(
-            tx.q.revoke_key if tenant is None else tx.q.revoke_key_of_tenant, params))
+        rows = await self._write(lambda tx: tx.fetch_all(tx.q.revoke_key, params))
         return KEYS.of(rows[0]) if rows else None
 
     async def rotate_signing_secret(self, tenant: str, secret: str,

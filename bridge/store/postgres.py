@@ -1,18 +1,14 @@
 """The PostgreSQL connector: any number of bridge processes on one database, through
 ``psycopg_pool.AsyncConnectionPool`` and psycopg's async connections.
 
-Each write runs in a transaction of its own on a pooled connection; job updates and
-recorded attempts that arrive together share one (``WriteQueue``). Rows read to be changed
-are locked (``FOR UPDATE``; claims pass over rows others hold, ``SKIP LOCKED``), a
-provider's slots and an idempotency key are serialized by transaction-level advisory locks,
-and a transaction that loses a race (a serialization failure, a deadlock, a unique key taken
-meanwhile) is run again. Schema changes are applied at start-up under a session advisory
-lock, so that processes starting together migrate once.
-
-Commits that add deliveries or make jobs due ``NOTIFY`` the other processes, which wake
-their workers at once instead of at their next look: one NOTIFY after the commit for all
-the commits made while the one before was being sent (inside the transaction every commit
-would queue behind the server's one notification lock).
+Each write is a transaction of its own on a pooled connection; job updates and recorded
+attempts that arrive together share one (``WriteQueue``). Rows read to be changed are locked
+(claims pass over rows others hold), a provider's slots and an idempotency key are held by
+advisory locks, and a transaction that loses a race (a deadlock, a key taken meanwhile) is
+run again. Migrations run under a session advisory lock: processes starting together
+migrate once. Commits that add deliveries or make jobs due ``NOTIFY`` the other processes,
+once after the commit for all made meanwhile (inside it, every commit would queue behind the
+server's one notification lock).
 """
 
 from __future__ import annotations
@@ -77,16 +73,13 @@ class PostgresTransaction:
         self.woken: set[Wake] = set()
 
     async def fetch_all(self, sql: str, params: Params = {}) -> list[Row]:  # noqa: B006
-        cursor = await self.conn.execute(sql, params or None)
-        return await cursor.fetchall()
+        return await (await self.conn.execute(sql, params or None)).fetchall()
 
     async def fetch_one(self, sql: str, params: Params = {}) -> Row | None:  # noqa: B006
-        cursor = await self.conn.execute(sql, params or None)
-        return await cursor.fetchone()
+        return await (await self.conn.execute(sql, params or None)).fetchone()
 
     async def execute(self, sql: str, params: Params = {}) -> int:  # noqa: B006
-        cursor = await self.conn.execute(sql, params or None)
-        return cursor.rowcount
+        return (await self.conn.execute(sql, params or None)).rowcount
 
     async def execute_many(self, sql: str, params: Sequence[Params]) -> None:
         async with self.conn.cursor() as cursor:
@@ -211,8 +204,7 @@ class PostgresConnector:
             raise RuntimeError("store is not open")
         try:
             async with self._pool.connection() as conn:
-                cursor = await conn.execute(sql, params or None)
-                return await cursor.fetchall()
+                return await (await conn.execute(sql, params or None)).fetchall()
         except psycopg.DataError as exc:
             # A value no row can hold (a NUL character in an id): nothing matches it, as on
             # SQLite, whose answer (404, an empty page) the caller gives.
@@ -227,9 +219,7 @@ class PostgresConnector:
 
     # -- wake-ups across processes ---------------------------------------------------------
     def _woke(self, woken: set[Wake]) -> None:
-        for wake in woken:
-            for listener in self.listeners[wake]:
-                listener()
+        self._wake(woken)
         if woken:
             self._unannounced |= woken
             if self._announcer is None or self._announcer.done():
@@ -274,8 +264,8 @@ class PostgresConnector:
                 async with conn:
                     async for notify in conn.notifies():
                         kind, _, sender = notify.payload.partition(" ")
-                        if sender != self.token and kind in set(Wake):
-                            self._wake({Wake(kind)})  # this process woke its own at commit
+                        if sender != self.token and kind in set(Wake):  # ours: woken at commit
+                            self._wake({Wake(kind)})
             except psycopg.Error as exc:
                 log.warning("listening for other processes' work failed (%s); again in "
                             "%.1fs", exc, backoff)

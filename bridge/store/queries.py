@@ -182,14 +182,12 @@ class Queries:
         "WHERE id = {id} RETURNING id, signing_secret")
     other_key_with_prefix = ("SELECT 1 AS taken FROM api_keys WHERE prefix = {prefix} "
                              "AND key_hash != {key_hash} AND revoked_at IS NULL")
+    # A key stored again keeps its source, unless it comes from BRIDGE_API_KEY now.
     insert_key = (
         "INSERT INTO api_keys (key_hash, tenant, created_at, prefix, source) "
-        "VALUES ({key_hash}, {tenant}, {now}, {prefix}, {source}) "
-        "ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant")
-    insert_env_key = (
-        "INSERT INTO api_keys (key_hash, tenant, created_at, prefix, source) "
-        "VALUES ({key_hash}, {tenant}, {now}, {prefix}, 'env') "
-        "ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant, source = 'env'")
+        "VALUES ({key_hash}, {tenant}, {now}, {prefix}, {source}) ON CONFLICT (key_hash) "
+        "DO UPDATE SET tenant = excluded.tenant, source = CASE WHEN excluded.source = 'env' "
+        "THEN 'env' ELSE api_keys.source END")
     revoke_other_env_keys = (
         "UPDATE api_keys SET revoked_at = {now} WHERE tenant = {tenant} AND source = 'env' "
         f"AND key_hash != {{key_hash}} AND revoked_at IS NULL RETURNING {KEY_COLUMNS}")
@@ -200,15 +198,12 @@ class Queries:
         "AND k.revoked_at IS NULL")
     key_used = ("UPDATE api_keys SET last_used_at = {now} WHERE key_hash = {key_hash} "
                 "AND (last_used_at IS NULL OR last_used_at <= {before})")
+    # ``{tenant}`` NULL: every tenant's.
     keys = (f"SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL "
-            "ORDER BY created_at DESC, prefix")
-    keys_of_tenant = (f"SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL "
-                      "AND tenant = {tenant} ORDER BY created_at DESC, prefix")
-    revoke_key = (f"UPDATE api_keys SET revoked_at = {{now}} WHERE prefix = {{prefix}} "
-                  f"AND revoked_at IS NULL RETURNING {KEY_COLUMNS}")
-    revoke_key_of_tenant = (
-        "UPDATE api_keys SET revoked_at = {now} WHERE prefix = {prefix} "
-        f"AND revoked_at IS NULL AND tenant = {{tenant}} RETURNING {KEY_COLUMNS}")
+            "AND tenant = COALESCE({tenant}, tenant) ORDER BY created_at DESC, prefix")
+    revoke_key = ("UPDATE api_keys SET revoked_at = {now} WHERE prefix = {prefix} AND "
+                  "revoked_at IS NULL AND tenant = COALESCE({tenant}, tenant) "
+                  f"RETURNING {KEY_COLUMNS}")
 
     # -- the portal ------------------------------------------------------------------------
     forget_portal_links = "DELETE FROM portal_links WHERE expires_at < {before}"

@@ -20,46 +20,23 @@ _MIGRATIONS = (
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
     CREATE TABLE tenants (
-        id TEXT PRIMARY KEY,
-        signing_secret TEXT NOT NULL,
-        created_at {real} NOT NULL
+        id TEXT PRIMARY KEY, signing_secret TEXT NOT NULL, created_at {real} NOT NULL
     );
 
     CREATE TABLE api_keys (
-        key_hash TEXT PRIMARY KEY,
-        tenant TEXT NOT NULL REFERENCES tenants(id),
+        key_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(id),
         created_at {real} NOT NULL
     );
 
     CREATE TABLE jobs (
-        seq {serial},
-        id TEXT NOT NULL UNIQUE,
-        tenant TEXT NOT NULL REFERENCES tenants(id),
-        provider TEXT NOT NULL,
-        model TEXT,
-        status TEXT NOT NULL,
-        tracking TEXT NOT NULL,
-        provider_job_id TEXT,
-        progress INTEGER,
-        request TEXT NOT NULL,
-        result TEXT,
-        error TEXT,
-        cost TEXT,
-        metadata TEXT,
-        provider_data TEXT NOT NULL DEFAULT '{{}}',
-        webhook_url TEXT,
-        webhook_events TEXT,
-        idempotency_key TEXT,
-        sequence INTEGER NOT NULL DEFAULT 0,
-        created_at {real} NOT NULL,
-        updated_at {real} NOT NULL,
-        completed_at {real},
-        submit_started_at {real},
-        submitted_at {real},
-        next_check_at {real},
-        lease_until {real},
-        check_count INTEGER NOT NULL DEFAULT 0,
-        error_streak INTEGER NOT NULL DEFAULT 0,
+        seq {serial}, id TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL REFERENCES tenants(id),
+        provider TEXT NOT NULL, model TEXT, status TEXT NOT NULL, tracking TEXT NOT NULL,
+        provider_job_id TEXT, progress INTEGER, request TEXT NOT NULL, result TEXT, error TEXT,
+        cost TEXT, metadata TEXT, provider_data TEXT NOT NULL DEFAULT '{{}}', webhook_url TEXT,
+        webhook_events TEXT, idempotency_key TEXT, sequence INTEGER NOT NULL DEFAULT 0,
+        created_at {real} NOT NULL, updated_at {real} NOT NULL, completed_at {real},
+        submit_started_at {real}, submitted_at {real}, next_check_at {real}, lease_until {real},
+        check_count INTEGER NOT NULL DEFAULT 0, error_streak INTEGER NOT NULL DEFAULT 0,
         progress_event_at {real}
     );
     CREATE INDEX jobs_due ON jobs(next_check_at) WHERE next_check_at IS NOT NULL;
@@ -71,13 +48,8 @@ _MIGRATIONS = (
         WHERE provider_job_id IS NOT NULL;
 
     CREATE TABLE events (
-        seq {serial},
-        id TEXT NOT NULL UNIQUE,
-        tenant TEXT NOT NULL,
-        job_id TEXT,
-        type TEXT NOT NULL,
-        created_at {real} NOT NULL,
-        data TEXT NOT NULL
+        seq {serial}, id TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL, job_id TEXT,
+        type TEXT NOT NULL, created_at {real} NOT NULL, data TEXT NOT NULL
     );
     CREATE INDEX events_tenant ON events(tenant, seq);
     CREATE INDEX events_tenant_type ON events(tenant, type, seq);
@@ -86,46 +58,21 @@ _MIGRATIONS = (
     # 2: webhook endpoints and the delivery outbox
     """
     CREATE TABLE endpoints (
-        seq {serial},
-        id TEXT NOT NULL UNIQUE,
-        tenant TEXT NOT NULL REFERENCES tenants(id),
-        kind TEXT NOT NULL DEFAULT 'endpoint',
-        url TEXT NOT NULL,
-        events TEXT,
-        description TEXT,
-        headers TEXT NOT NULL DEFAULT '{{}}',
-        secret TEXT,
-        previous_secret TEXT,
-        previous_secret_until {real},
-        disabled INTEGER NOT NULL DEFAULT 0,
-        disabled_reason TEXT,
-        failing_since {real},
-        source TEXT NOT NULL DEFAULT 'api',
-        created_at {real} NOT NULL
+        seq {serial}, id TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL REFERENCES tenants(id),
+        kind TEXT NOT NULL DEFAULT 'endpoint', url TEXT NOT NULL, events TEXT, description TEXT,
+        headers TEXT NOT NULL DEFAULT '{{}}', secret TEXT, previous_secret TEXT,
+        previous_secret_until {real}, disabled INTEGER NOT NULL DEFAULT 0, disabled_reason TEXT,
+        failing_since {real}, source TEXT NOT NULL DEFAULT 'api', created_at {real} NOT NULL
     );
     CREATE INDEX endpoints_tenant ON endpoints(tenant, seq);
 
     CREATE TABLE deliveries (
-        seq {serial},
-        id TEXT NOT NULL UNIQUE,
-        tenant TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        event_type TEXT NOT NULL,
-        endpoint_id TEXT,
-        url TEXT,
-        channel TEXT NOT NULL,
-        job_id TEXT,
-        sequence INTEGER NOT NULL DEFAULT 0,
-        attempt INTEGER NOT NULL,
-        first_attempt INTEGER NOT NULL DEFAULT 1,
-        status TEXT NOT NULL,
-        next_attempt_at {real},
-        lease_until {real},
-        response_status INTEGER,
-        duration_ms INTEGER,
-        error TEXT,
-        response_excerpt TEXT,
-        created_at {real} NOT NULL
+        seq {serial}, id TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL, event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL, endpoint_id TEXT, url TEXT, channel TEXT NOT NULL,
+        job_id TEXT, sequence INTEGER NOT NULL DEFAULT 0, attempt INTEGER NOT NULL,
+        first_attempt INTEGER NOT NULL DEFAULT 1, status TEXT NOT NULL, next_attempt_at {real},
+        lease_until {real}, response_status INTEGER, duration_ms INTEGER, error TEXT,
+        response_excerpt TEXT, created_at {real} NOT NULL
     );
     CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
     CREATE INDEX deliveries_order ON deliveries(channel, job_id, sequence)
@@ -158,28 +105,21 @@ _MIGRATIONS = (
     ALTER TABLE jobs ADD COLUMN request_hash TEXT;
 
     CREATE TABLE job_media (
-        job_id TEXT PRIMARY KEY,
-        media TEXT NOT NULL
+        job_id TEXT PRIMARY KEY, media TEXT NOT NULL
     );
     """,
     # 6: the portal's single-use links and its sessions (both kept by the SHA-256 of their
     # id), and a tenant's deliveries listed newest first
     """
     CREATE TABLE portal_links (
-        id_hash TEXT PRIMARY KEY,
-        tenant TEXT NOT NULL REFERENCES tenants(id),
-        created_at {real} NOT NULL,
-        expires_at {real} NOT NULL,
-        used_at {real}
+        id_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(id),
+        created_at {real} NOT NULL, expires_at {real} NOT NULL, used_at {real}
     );
     CREATE INDEX portal_links_expiry ON portal_links(expires_at);
 
     CREATE TABLE portal_sessions (
-        id_hash TEXT PRIMARY KEY,
-        tenant TEXT NOT NULL REFERENCES tenants(id),
-        created_at {real} NOT NULL,
-        expires_at {real} NOT NULL,
-        ended_at {real}
+        id_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(id),
+        created_at {real} NOT NULL, expires_at {real} NOT NULL, ended_at {real}
     );
     CREATE INDEX portal_sessions_expiry ON portal_sessions(expires_at);
 
