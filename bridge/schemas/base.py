@@ -104,7 +104,8 @@ def _message(kind: type[Body], error: ErrorDetails, field: str) -> str:
     bounds = _bounds(kind).get(top) if len(error["loc"]) == 1 else None
     if bounds is not None:  # one message for a wrong type and a value out of range
         schema_kind, low, high = bounds
-        return f"{field} must be {_SCHEMA_KINDS[schema_kind]} from {low} to {high}"
+        return (f"{field} must be {_SCHEMA_KINDS[schema_kind]} from {_number(low)} to "
+                f"{_number(high)}")
     if kind_of_error in ("enum", "literal_error"):
         return f"{field} must be one of {ctx['expected']}"
     if kind_of_error == "string_too_long":
@@ -116,6 +117,11 @@ def _message(kind: type[Body], error: ErrorDetails, field: str) -> str:
     if kind_of_error in _KINDS:
         return f"{field} must be {_KINDS[kind_of_error]}"
     return f"{field} is not valid"
+
+
+def _number(value: Any) -> Any:
+    """60, not 60.0."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 @cache
