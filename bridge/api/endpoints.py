@@ -89,8 +89,10 @@ async def recover(request: Request) -> JSONResponse:
     bridge = get_bridge(request)
     endpoint_id = request.path_params["endpoint_id"]
     await actions.endpoint(bridge, tenant, endpoint_id)  # 404 before the body is read
-    body = parse(Recover, await read_json(request))
-    count, more = await actions.recover(bridge, tenant, endpoint_id, body.since)
+    body = await read_json(request)
+    # A body that is no object has no since: 422 naming it, as ever.
+    since = parse(Recover, body if isinstance(body, dict) else {}).since
+    count, more = await actions.recover(bridge, tenant, endpoint_id, since)
     # ``more``: the cap was reached; the same call again queues the next ones.
     return JSONResponse({"recovering": count, "more": more}, status_code=202)
 

@@ -3,8 +3,8 @@
 Every route written out with its parameters and answers (``paths``), both ways to present an
 API key, and a ``webhooks`` section with a schema and an example for every event type
 (``webhooks``); the request and response schemas they refer to are generated from the body
-models of ``bridge.schemas`` (``schemas``), which the API validates with. The portal's HTML pages are not
-in it: they are a browser's, not an API client's.
+models of ``bridge.schemas`` (``schemas``), which the API validates with. The portal's HTML
+pages are not in it: they are a browser's, not an API client's.
 """
 
 from __future__ import annotations
