@@ -5,30 +5,21 @@ object (404 for anyone else's) and changes it through the store."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from bridge.core import TEST_BURST, TEST_PER_SECOND, Bridge, new_signing_secret
-from bridge.endpoints import (
-    check_description,
-    check_events,
-    check_fields,
-    check_headers,
-    check_max_concurrency,
-    check_url,
-)
+from bridge.endpoints import check_url
 from bridge.errors import Conflict, InvalidRequest, NotFound, RateLimited
 from bridge.models import (
-    DEFAULT_MAX_CONCURRENCY,
     Delivery,
     Endpoint,
     Event,
     Job,
     Tenant,
     new_id,
-    parse_rfc3339,
     utcnow,
 )
+from bridge.schemas import EndpointCreate, EndpointUpdate
 
 ROTATION_OVERLAP = timedelta(hours=24)  # the old secret keeps signing beside the new one
 
@@ -47,46 +38,48 @@ async def endpoint(bridge: Bridge, tenant: Tenant, endpoint_id: str) -> Endpoint
     return found
 
 
-async def create_endpoint(bridge: Bridge, tenant: Tenant, body: Any) -> Endpoint:
-    """A new endpoint from a create body (``url``, ``events``, ``description``,
-    ``headers``, ``max_concurrency``), with a new secret."""
-    fields = check_fields(body, required_url=True)
+def _events(events: list[str] | None) -> tuple[str, ...] | None:
+    return None if events is None else tuple(dict.fromkeys(events))
+
+
+async def create_endpoint(bridge: Bridge, tenant: Tenant, body: EndpointCreate) -> Endpoint:
+    """A new endpoint from a create body, with a new secret; its URL must be one the
+    guard allows."""
     made = Endpoint(
         id=new_id("ep"),
         tenant=tenant.id,
-        url=await check_url(bridge.guard, fields["url"]),
-        events=check_events(fields.get("events")),
-        description=check_description(fields.get("description")),
-        headers=check_headers(fields.get("headers")),
+        url=await check_url(bridge.guard, body.url),
+        events=_events(body.events),
+        description=body.description,
+        headers=dict(body.headers or {}),
         secret=new_signing_secret(),
         created_at=utcnow(),
-        max_concurrency=check_max_concurrency(fields["max_concurrency"])
-        if "max_concurrency" in fields else DEFAULT_MAX_CONCURRENCY,
+        max_concurrency=body.max_concurrency,
     )
     return await bridge.store.create_endpoint(made)
 
 
 async def update_endpoint(bridge: Bridge, tenant: Tenant, endpoint_id: str,
-                          body: Any) -> Endpoint:
-    """Change the fields an update body names; ``disabled`` disables or enables."""
+                          body: EndpointUpdate) -> Endpoint:
+    """Change the fields the update body gives; ``disabled`` disables or enables."""
     current = await endpoint(bridge, tenant, endpoint_id)
-    fields = check_fields(body, required_url=False)
-    url = await check_url(bridge.guard, fields["url"]) if "url" in fields else current.url
-    events = check_events(fields["events"]) if "events" in fields else current.events
+    given = body.model_fields_set
+    url = await check_url(bridge.guard, body.url) if "url" in given else current.url
+    events = _events(body.events) if "events" in given else current.events
     if current.kind == "hook" and (events is None or len(events) != 1):
         raise InvalidRequest("a REST hook has exactly one event type", field="events")
-    description = (check_description(fields["description"]) if "description" in fields
-                   else current.description)
-    headers = check_headers(fields["headers"]) if "headers" in fields else current.headers
-    max_concurrency = (check_max_concurrency(fields["max_concurrency"])
-                       if "max_concurrency" in fields else current.max_concurrency)
+    description = body.description if "description" in given else current.description
+    headers = dict(body.headers or {}) if "headers" in given else current.headers
+    max_concurrency = (body.max_concurrency if "max_concurrency" in given
+                       else current.max_concurrency)
+    disabled = body.disabled if "disabled" in given else None
 
     def change(stored: Endpoint) -> Endpoint:
         updated = replace(stored, url=url, events=events, description=description,
                           headers=headers, max_concurrency=max_concurrency)
-        if fields.get("disabled") is True and not stored.disabled:
+        if disabled is True and not stored.disabled:
             updated = replace(updated, disabled=True, disabled_reason="disabled by the user")
-        elif fields.get("disabled") is False:
+        elif disabled is False:
             updated = replace(updated, disabled=False)
         return updated
 
@@ -141,17 +134,10 @@ async def send_test(bridge: Bridge, tenant: Tenant, endpoint_id: str) -> Deliver
 
 
 async def recover(bridge: Bridge, tenant: Tenant, endpoint_id: str,
-                  since_text: Any) -> tuple[int, bool]:
-    """Queue again what the endpoint missed since an RFC 3339 time: how many, and whether
-    more remain (the same call again queues the next ones)."""
+                  since: datetime) -> tuple[int, bool]:
+    """Queue again what the endpoint missed since a time: how many, and whether more
+    remain (the same call again queues the next ones)."""
     current = await endpoint(bridge, tenant, endpoint_id)
-    if not isinstance(since_text, str):
-        raise InvalidRequest("since is required: an RFC 3339 time", field="since")
-    try:
-        since = parse_rfc3339(since_text)
-    except ValueError:
-        raise InvalidRequest("since must be an RFC 3339 time, e.g. 2026-11-22T10:00:00Z",
-                             field="since") from None
     now = utcnow()
     if since > now:
         raise InvalidRequest("since is in the future", field="since")
@@ -162,11 +148,9 @@ async def recover(bridge: Bridge, tenant: Tenant, endpoint_id: str,
 
 
 async def replay(bridge: Bridge, tenant: Tenant, event_id: str,
-                 endpoint_id: Any) -> list[Delivery]:
+                 endpoint_id: str | None) -> list[Delivery]:
     """Send one event again: to ``endpoint_id``, or (``None``) to every enabled endpoint
     that wants its type and its job's own webhook."""
-    if endpoint_id is not None and not isinstance(endpoint_id, str):
-        raise InvalidRequest("endpoint_id must be a string", field="endpoint_id")
     event = await bridge.store.get_event(event_id, tenant.id)
     if event is None:
         raise NotFound("no such event")

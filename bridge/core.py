@@ -10,6 +10,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -18,20 +19,23 @@ from bridge.catalog import Catalog
 from bridge.delivery import Deliverer
 from bridge.endpoints import check_url
 from bridge.errors import IdempotencyConflict, InvalidRequest
-from bridge.jobs import MediaLink, check_capabilities, fingerprint, parse_request
+from bridge.jobs import MediaLink, check_capabilities
 from bridge.media import MediaStore
 from bridge.models import Job, JobStatus, Tenant, Tracking, new_id, utcnow
 from bridge.providers import build_providers
-from bridge.providers.base import JobRequest, Provider
+from bridge.providers.base import Provider
 from bridge.providers.client import ProviderClient
 from bridge.ratelimit import TokenBuckets
-from bridge.settings import PROVIDERS, Settings
+from bridge.settings import Settings
 from bridge.signing import Signer
 from bridge.store import Store, open_store
 from bridge.supervisor import Supervisor
 from bridge.targets import Guard
 from bridge.timings import Timings
 from bridge.tracking import Tracker
+
+if TYPE_CHECKING:  # bridge.schemas reads limits of modules that import this one
+    from bridge.schemas import JobRequest
 
 log = logging.getLogger("bridge")
 
@@ -217,20 +221,18 @@ class Bridge:
 
     # -- jobs ----------------------------------------------------------------------------
     async def create_job(
-        self, tenant: Tenant, body: object, idempotency_key: str | None
+        self, tenant: Tenant, body: JobRequest, idempotency_key: str | None,
+        request_hash: str | None = None,
     ) -> tuple[Job, bool]:
-        """Check and store a new job (``queued``); the tracker submits it.
+        """Check a new job against its model and store it (``queued``); the tracker
+        submits it. ``request_hash`` is the fingerprint of the body that came with
+        ``idempotency_key`` (``bridge.jobs.fingerprint``).
 
         Returns the job and whether it is new (``False``: an earlier job with the same
         ``Idempotency-Key``, which is never submitted a second time). The same key with
         another body is a conflict (409) and submits nothing.
         """
-        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
-            raise InvalidRequest("Idempotency-Key must be 1 to 255 characters",
-                                 field="Idempotency-Key", status_code=400)
-        inline.check_size(body)
-        fields = parse_request(body, set(PROVIDERS), set(self.providers))
-        request = JobRequest.from_json(fields)
+        request = body.for_provider()
         provider = self.providers[request.provider]
         models = await self.catalog.models(request.provider)
         model = None
@@ -247,15 +249,10 @@ class Bridge:
         provider.check(request, model)
 
         now = utcnow()
-        webhook_url = fields.pop("webhook_url")
-        if webhook_url is not None:
-            await check_url(self.guard, webhook_url, "webhook_url")
-        webhook_events = fields.pop("events")
-        metadata = fields.pop("metadata")
+        if body.webhook_url is not None:
+            await check_url(self.guard, body.webhook_url, "webhook_url")
         # The job shows its data: URLs as summaries; only its submission reads them whole.
-        shown, media = inline.split(
-            {k: v for k, v in fields.items() if v not in (None, [], {})}
-            | {"provider": request.provider, "prompt": request.prompt, "mode": request.mode})
+        shown, media = inline.split(body.accepted())
         job = Job(
             id=new_id("job"),
             tenant=tenant.id,
@@ -266,12 +263,12 @@ class Bridge:
             request=shown,
             created_at=now,
             updated_at=now,
-            metadata=metadata,
-            webhook_url=webhook_url,
-            webhook_events=webhook_events,
+            metadata=body.metadata,
+            webhook_url=body.webhook_url,
+            webhook_events=body.events,
             idempotency_key=idempotency_key,
             next_check_at=now,
-            request_hash=fingerprint(body) if idempotency_key is not None else None,
+            request_hash=request_hash if idempotency_key is not None else None,
         )
         stored, created = await self.store.create_job(
             job, idempotency_window=IDEMPOTENCY_WINDOW, media=media)

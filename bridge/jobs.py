@@ -1,5 +1,6 @@
-"""Jobs: parsing the unified request, checking it against a model, and the pure rules by
-which provider snapshots move a job from state to state (and which events that makes)."""
+"""Jobs: the limits of the unified request (``bridge.schemas.JobRequest`` declares it),
+checking it against a model, and the pure rules by which provider snapshots move a job from
+state to state (and which events that makes)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from urllib.parse import urlsplit
 
 from bridge.errors import InvalidRequest
 from bridge.models import (
-    EVENT_TYPES,
     PROGRESS_EVENT_INTERVAL,
     STATUS_RANK,
     TERMINAL,
@@ -22,96 +22,24 @@ from bridge.models import (
     JobStatus,
     rfc3339,
 )
-from bridge.providers.base import MODES, JobRequest, ModelInfo, Snapshot, Submission
+from bridge.providers.base import JobRequest, ModelInfo, Snapshot, Submission
 from bridge.store import Change
 
 MAX_PROMPT = 20_000
 MAX_IMAGES = 16
 MAX_METADATA_BYTES = 16 * 1024
-
-_FIELDS = {
-    "provider", "model", "prompt", "mode", "duration_seconds", "aspect_ratio", "resolution",
-    "images", "negative_prompt", "seed", "audio", "options", "webhook_url", "events", "metadata",
-}
+MAX_DURATION = 600  # seconds
+MAX_IDEMPOTENCY_KEY = 255  # characters
 
 # Builds a public link for a file in the media store: (url, expires_at).
 MediaLink = Callable[[str], tuple[str, datetime]]
 
 
-def parse_request(body: Any, known_providers: set[str], enabled: set[str]) -> dict[str, Any]:
-    """Check the shape of a ``POST /v1/jobs`` body; return it normalized (every field present).
-
-    Raises ``InvalidRequest`` naming the first offending field.
-    """
-    if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a JSON object", status_code=400)
-    unknown = sorted(set(body) - _FIELDS)
-    if unknown:
-        raise InvalidRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
-
-    provider = body.get("provider")
-    if provider is None:
-        raise InvalidRequest("provider is required", field="provider")
-    if not isinstance(provider, str) or provider not in known_providers:
-        raise InvalidRequest(
-            f"provider must be one of {', '.join(sorted(known_providers))}", field="provider"
-        )
-    if provider not in enabled:
-        raise InvalidRequest(
-            f"provider {provider!r} is not enabled on this bridge (no API key configured)",
-            field="provider",
-        )
-    prompt = body.get("prompt")
-    if prompt is None:
-        raise InvalidRequest("prompt is required", field="prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidRequest("prompt must be a non-empty string", field="prompt")
-    if len(prompt) > MAX_PROMPT:
-        raise InvalidRequest(f"prompt is longer than {MAX_PROMPT} characters", field="prompt")
-
-    out: dict[str, Any] = {"provider": provider, "prompt": prompt}
-    out["model"] = _optional(body, "model", str)
-    mode = _optional(body, "mode", str)
-    if mode is None:
-        mode = "text"
-    if mode not in MODES:
-        raise InvalidRequest(f"mode must be one of {', '.join(MODES)}", field="mode")
-    out["mode"] = mode
-    duration = _optional(body, "duration_seconds", int)
-    if duration is not None and not 1 <= duration <= 600:
-        raise InvalidRequest("duration_seconds must be between 1 and 600",
-                             field="duration_seconds")
-    out["duration_seconds"] = duration
-    out["aspect_ratio"] = _optional(body, "aspect_ratio", str)
-    out["resolution"] = _optional(body, "resolution", str)
-    images = _optional(body, "images", list) or []
-    if len(images) > MAX_IMAGES:
-        raise InvalidRequest(f"at most {MAX_IMAGES} images", field="images")
-    for index, image in enumerate(images):
-        if not isinstance(image, str) or not _is_image_ref(image):
-            raise InvalidRequest("each image must be an http(s) URL or a data: URL",
-                                 field=f"images[{index}]")
-    out["images"] = images
-    out["negative_prompt"] = _optional(body, "negative_prompt", str)
-    out["seed"] = _optional(body, "seed", int)
-    out["audio"] = _optional(body, "audio", bool)
-    out["options"] = _optional(body, "options", dict) or {}
-    webhook_url = _optional(body, "webhook_url", str)
-    if webhook_url is not None and not _is_http_url(webhook_url):
-        raise InvalidRequest("webhook_url must be an http(s) URL", field="webhook_url")
-    out["webhook_url"] = webhook_url
-    events = _optional(body, "events", list)
-    if events is not None:
-        for index, event_type in enumerate(events):
-            if event_type not in EVENT_TYPES:
-                raise InvalidRequest(f"unknown event type {event_type!r}",
-                                     field=f"events[{index}]")
-    out["events"] = events
-    metadata = _optional(body, "metadata", dict)
-    if metadata is not None and len(repr(metadata)) > MAX_METADATA_BYTES:
-        raise InvalidRequest("metadata is larger than 16 KiB", field="metadata")
-    out["metadata"] = metadata
-    return out
+def check_idempotency_key(key: str | None) -> None:
+    """An ``Idempotency-Key`` header, when there is one, is 1 to 255 characters (400)."""
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+                             field="Idempotency-Key", status_code=400)
 
 
 def fingerprint(body: Any) -> str:
@@ -121,29 +49,16 @@ def fingerprint(body: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _optional(body: dict[str, Any], name: str, kind: type) -> Any:
-    value = body.get(name)
-    if value is None:
-        return None
-    # bool is an int in Python; a JSON true is not a duration or a seed.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InvalidRequest(f"{name} must be {_KIND_NAMES[kind]}", field=name)
-    return value
-
-
-_KIND_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "an array",
-               dict: "an object"}
-
-
-def _is_http_url(value: str) -> bool:
+def is_http_url(value: str) -> bool:
     parts = urlsplit(value)
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
-def _is_image_ref(value: str) -> bool:
+def is_image_ref(value: str) -> bool:
+    """An http(s) URL, or a data: URL (whose base64 is checked where it is split off)."""
     if value.startswith("data:"):
         return "," in value
-    return _is_http_url(value)
+    return is_http_url(value)
 
 
 def is_link(value: str) -> bool:
@@ -152,7 +67,7 @@ def is_link(value: str) -> bool:
     if any(ch <= " " or ch == "\x7f" for ch in value):
         return False
     try:
-        return _is_http_url(value)
+        return is_http_url(value)
     except ValueError:  # a malformed [IPv6] host
         return False
 

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 from bridge.errors import InvalidRequest
-from bridge.jobs import apply_snapshot, apply_submission, check_capabilities, end_job, parse_request
+from bridge.jobs import apply_snapshot, apply_submission, check_capabilities, end_job
 from bridge.models import Job, JobError, JobStatus, Tracking, new_id, rfc3339
 from bridge.providers.base import JobRequest, ModelInfo, Snapshot, Submission
+from bridge.schemas import JobRequest as JobBody
+from bridge.schemas import parse
 
-KNOWN = {"airforce", "infrai", "apixo", "venice"}
-ENABLED = {"airforce", "infrai", "venice"}
+ENABLED = {"airforce", "infrai", "venice"}  # of the four; apixo is known, not enabled
 
 SPEC_EXAMPLE: dict[str, Any] = {
     "provider": "airforce", "model": "wan-2.6", "prompt": "A red fox darting across snowy hills",
@@ -62,21 +63,42 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
+def parse_request(body: Any) -> dict[str, Any]:
+    """A ``POST /v1/jobs`` body read as the API reads it, every field present."""
+    return parse(JobBody, body, enabled=ENABLED).model_dump()
+
+
 # -- parse_request ---------------------------------------------------------------------------
 
 
 def test_parse_request_accepts_the_spec_example() -> None:
-    assert parse_request(SPEC_EXAMPLE, KNOWN, ENABLED) == SPEC_EXAMPLE
+    assert parse_request(SPEC_EXAMPLE) == SPEC_EXAMPLE
 
 
 def test_parse_request_fills_every_field_of_a_minimal_body() -> None:
-    parsed = parse_request({"provider": "venice", "prompt": "a fox"}, KNOWN, ENABLED)
-    assert parsed == {
+    parsed = parse(JobBody, {"provider": "venice", "prompt": "a fox"})
+    assert parsed.model_dump() == {
         "provider": "venice", "prompt": "a fox", "model": None, "mode": "text",
-        "duration_seconds": None, "aspect_ratio": None, "resolution": None, "images": [],
-        "negative_prompt": None, "seed": None, "audio": None, "options": {},
+        "duration_seconds": None, "aspect_ratio": None, "resolution": None, "images": None,
+        "negative_prompt": None, "seed": None, "audio": None, "options": None,
         "webhook_url": None, "events": None, "metadata": None,
     }
+    # The job keeps what was given, the mode always; the provider gets every field.
+    assert parsed.accepted() == {"provider": "venice", "prompt": "a fox", "mode": "text"}
+    assert parsed.for_provider() == JobRequest(provider="venice", prompt="a fox")
+
+
+def test_a_null_mode_is_text_and_what_the_job_keeps_leaves_out_empty_fields() -> None:
+    parsed = parse(JobBody, body(mode=None, images=[], options={}, seed=0, audio=False,
+                                 webhook_url="https://hooks.example.com/in",
+                                 events=["job.failed"]))
+    assert parsed.mode == "text"
+    assert parsed.accepted() == {
+        "provider": "airforce", "prompt": SPEC_EXAMPLE["prompt"], "model": "wan-2.6",
+        "mode": "text", "duration_seconds": 8, "aspect_ratio": "16:9", "resolution": "720p",
+        "seed": 0, "audio": False}
+    assert (parsed.webhook_url, parsed.events) == ("https://hooks.example.com/in",
+                                                   ["job.failed"])
 
 
 @pytest.mark.parametrize("accepted", [
@@ -88,7 +110,7 @@ def test_parse_request_fills_every_field_of_a_minimal_body() -> None:
     body(seed=0, audio=False),
 ])
 def test_parse_request_accepts_valid_variations(accepted: dict[str, Any]) -> None:
-    parsed = parse_request(accepted, KNOWN, ENABLED)
+    parsed = parse_request(accepted)
     assert {key: parsed[key] for key in accepted} == accepted
 
 
@@ -97,7 +119,7 @@ def test_parse_request_refuses_a_body_that_is_not_an_object_with_400(
     not_an_object: Any,
 ) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        parse_request(not_an_object, KNOWN, ENABLED)
+        parse_request(not_an_object)
     assert caught.value.status_code == 400
 
 
@@ -150,7 +172,7 @@ REFUSALS = [
                          ids=[case[0] for case in REFUSALS])
 def test_parse_request_refuses_naming_the_field(request_body: Any, field: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        parse_request(request_body, KNOWN, ENABLED)
+        parse_request(request_body)
     assert caught.value.field == field
     assert caught.value.status_code == 422
 
@@ -158,13 +180,13 @@ def test_parse_request_refuses_naming_the_field(request_body: Any, field: str) -
 @pytest.mark.parametrize("webhook_url", ["https://", "https:hooks", "http:///in"])
 def test_parse_request_refuses_a_webhook_url_without_a_host(webhook_url: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        parse_request(body(webhook_url=webhook_url), KNOWN, ENABLED)
+        parse_request(body(webhook_url=webhook_url))
     assert caught.value.field == "webhook_url"
 
 
 def test_parse_request_refuses_an_empty_mode() -> None:
     with pytest.raises(InvalidRequest) as caught:
-        parse_request(body(mode=""), KNOWN, ENABLED)
+        parse_request(body(mode=""))
     assert caught.value.field == "mode"
 
 

@@ -15,11 +15,10 @@ from bridge import jsoninput
 from bridge.core import Bridge
 from bridge.errors import InvalidRequest, PayloadTooLarge, Unauthorized
 from bridge.models import Tenant
+from bridge.schemas.responses import DEFAULT_LIMIT, MAX_LIMIT
 from bridge.settings import Secret
 
 MAX_BODY = 1024 * 1024  # bytes; job bodies may carry data: URLs and get more (see jobs.py)
-DEFAULT_LIMIT = 20
-MAX_LIMIT = 100
 
 
 def get_bridge(request: Request) -> Bridge:

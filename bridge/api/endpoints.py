@@ -16,14 +16,16 @@ from bridge.api.common import (
     read_json,
 )
 from bridge.endpoints import check_url
-from bridge.errors import InvalidRequest, NotFound
-from bridge.models import EVENT_TYPES, Endpoint, new_id, utcnow
+from bridge.errors import NotFound
+from bridge.models import Endpoint, new_id, utcnow
+from bridge.schemas import EndpointCreate, EndpointUpdate, HookCreate, Recover, parse
 
 
 async def create_endpoint(request: Request) -> JSONResponse:
     tenant = await authenticate(request)
     bridge = get_bridge(request)
-    endpoint = await actions.create_endpoint(bridge, tenant, await read_json(request))
+    body = parse(EndpointCreate, await read_json(request))
+    endpoint = await actions.create_endpoint(bridge, tenant, body)
     return JSONResponse({**endpoint.to_json(), "secret": endpoint.secret}, status_code=201)
 
 
@@ -47,8 +49,8 @@ async def update_endpoint(request: Request) -> JSONResponse:
     bridge = get_bridge(request)
     endpoint_id = request.path_params["endpoint_id"]
     await actions.endpoint(bridge, tenant, endpoint_id)  # 404 before the body is read
-    updated = await actions.update_endpoint(bridge, tenant, endpoint_id,
-                                            await read_json(request))
+    body = parse(EndpointUpdate, await read_json(request))
+    updated = await actions.update_endpoint(bridge, tenant, endpoint_id, body)
     return JSONResponse(updated.to_json())
 
 
@@ -88,7 +90,8 @@ async def recover(request: Request) -> JSONResponse:
     endpoint_id = request.path_params["endpoint_id"]
     await actions.endpoint(bridge, tenant, endpoint_id)  # 404 before the body is read
     body = await read_json(request)
-    since = body.get("since") if isinstance(body, dict) else None
+    # A body that is no object has no since: 422 naming it, as ever.
+    since = parse(Recover, body if isinstance(body, dict) else {}).since
     count, more = await actions.recover(bridge, tenant, endpoint_id, since)
     # ``more``: the cap was reached; the same call again queues the next ones.
     return JSONResponse({"recovering": count, "more": more}, status_code=202)
@@ -98,17 +101,11 @@ async def recover(request: Request) -> JSONResponse:
 async def subscribe_hook(request: Request) -> JSONResponse:
     tenant = await authenticate(request)
     bridge = get_bridge(request)
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a JSON object", status_code=400)
-    if "target_url" not in body:
-        raise InvalidRequest("target_url is required", field="target_url")
-    event_type = body.get("event")
-    if event_type not in EVENT_TYPES:
-        raise InvalidRequest(f"event must be one of {', '.join(EVENT_TYPES)}", field="event")
+    body = parse(HookCreate, await read_json(request))
+    event_type = body.event
     endpoint = Endpoint(
         id=new_id("ep"), tenant=tenant.id,
-        url=await check_url(bridge.guard, body["target_url"], "target_url"),
+        url=await check_url(bridge.guard, body.target_url, "target_url"),
         events=(event_type,), description="REST hook", headers={}, secret=None,
         created_at=utcnow(), kind="hook",
     )

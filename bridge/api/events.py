@@ -16,6 +16,7 @@ from bridge.api.common import (
 )
 from bridge.errors import InvalidRequest, NotFound
 from bridge.models import EVENT_TYPES
+from bridge.schemas import Replay, parse
 
 
 async def list_events(request: Request) -> JSONResponse:
@@ -44,11 +45,10 @@ async def replay_event(request: Request) -> JSONResponse:
     """Send one event again: to ``endpoint_id``, or to every enabled endpoint that wants
     its type and its job's own webhook."""
     tenant = await authenticate(request)
-    body = await read_json(request, required=False) or {}
-    if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a JSON object", status_code=400)
+    body = await read_json(request, required=False)
+    replay = parse(Replay, body or {})  # no body, or an empty one: to all
     deliveries = await actions.replay(get_bridge(request), tenant,
-                                      request.path_params["event_id"], body.get("endpoint_id"))
+                                      request.path_params["event_id"], replay.endpoint_id)
     return JSONResponse({"data": [d.to_json() for d in deliveries]}, status_code=202)
 
 

@@ -15,16 +15,25 @@ from bridge.api.common import (
     read_json,
 )
 from bridge.errors import InvalidRequest
-from bridge.inline import MAX_JOB_BODY
+from bridge.inline import MAX_JOB_BODY, check_size
+from bridge.jobs import check_idempotency_key, fingerprint
 from bridge.models import JobStatus
+from bridge.schemas import JobRequest, parse
 from bridge.settings import PROVIDERS
 
 
 async def create_job(request: Request) -> JSONResponse:
+    """The body is read strictly, then checked: the key (400), the sizes (413), the model
+    (422), in that order."""
     tenant = await authenticate(request)
+    bridge = get_bridge(request)
     body = await read_json(request, MAX_JOB_BODY)
     key = request.headers.get("idempotency-key")
-    job, created = await get_bridge(request).create_job(tenant, body, key)
+    check_idempotency_key(key)
+    check_size(body)
+    parsed = parse(JobRequest, body, enabled=bridge.providers)
+    job, created = await bridge.create_job(tenant, parsed, key,
+                                           fingerprint(body) if key is not None else None)
     return JSONResponse(job.to_json(), status_code=202 if created else 200)
 
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bridge.api.common import authenticate, get_bridge, read_json
-from bridge.errors import InvalidRequest, NotFound
+from bridge.errors import NotFound
 from bridge.models import rfc3339
-from bridge.portal.sessions import LINK_TTL, MAX_LINK_TTL, MIN_LINK_TTL, issue_link
+from bridge.portal.sessions import issue_link
+from bridge.schemas import PortalSessionCreate, parse
 
 
 async def create_portal_session(request: Request) -> JSONResponse:
@@ -19,19 +18,8 @@ async def create_portal_session(request: Request) -> JSONResponse:
     900)."""
     tenant = await authenticate(request)
     body = await read_json(request, required=False)
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a JSON object", status_code=400)
-    for name in body:
-        if name != "ttl_seconds":
-            raise InvalidRequest(f"unknown field {name!r}", field=name)
-    ttl = body.get("ttl_seconds", LINK_TTL.total_seconds())
-    low, high = int(MIN_LINK_TTL.total_seconds()), int(MAX_LINK_TTL.total_seconds())
-    if type(ttl) not in (int, float) or not low <= ttl <= high:
-        raise InvalidRequest(f"ttl_seconds must be a number from {low} to {high}",
-                             field="ttl_seconds")
-    link = await issue_link(get_bridge(request), tenant.id, timedelta(seconds=ttl))
+    asked = parse(PortalSessionCreate, {} if body is None else body)
+    link = await issue_link(get_bridge(request), tenant.id, asked.ttl)
     if link is None:  # the tenant went away since the key was checked
         raise NotFound("no such tenant")
     url, expires_at = link

@@ -1,9 +1,10 @@
 """The OpenAPI 3.1 description of the API, served at ``GET /openapi.json``.
 
-Written out rather than inferred: every route with its request and response schemas
-(``paths``, ``schemas``), both ways to present an API key, and a ``webhooks`` section with a
-schema and an example for every event type (``webhooks``). The portal's HTML pages are not
-in it: they are a browser's, not an API client's.
+Every route written out with its parameters and answers (``paths``), both ways to present an
+API key, and a ``webhooks`` section with a schema and an example for every event type
+(``webhooks``); the request and response schemas they refer to are generated from the body
+models of ``bridge.schemas`` (``schemas``), which the API validates with. The portal's HTML
+pages are not in it: they are a browser's, not an API client's.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bridge.inline import MAX_INLINE_MEDIA, MAX_JOB_BODY, MAX_JOB_JSON
+from bridge.jobs import MAX_IDEMPOTENCY_KEY
 from bridge.jsoninput import MAX_DEPTH
 from bridge.openapi.schemas import (
     EVENT_TYPE,
@@ -12,6 +13,7 @@ from bridge.openapi.schemas import (
     Schema,
     ref,
 )
+from bridge.schemas.responses import DEFAULT_LIMIT, MAX_LIMIT
 
 _ERRORS = {
     "400": "The request is malformed: a query parameter or cursor, or the body is not strict "
@@ -79,8 +81,8 @@ def _query(name: str, schema: Schema, description: str) -> Schema:
             "schema": schema}
 
 
-PAGING = [_query("limit", {"type": "integer", "minimum": 1, "maximum": 100},
-                 "at most this many, newest first (default 20)"),
+PAGING = [_query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                 f"at most this many, newest first (default {DEFAULT_LIMIT})"),
           _query("cursor", STR, "next_cursor of the page before, for the page after it")]
 JOB_ID = _path("job_id", "the job's id (job_...)")
 EVENT_ID = _path("event_id", "the event's id (evt_...)")
@@ -89,7 +91,7 @@ IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": False,
     "description": "any string of yours: the same key and body within 24 hours answers the "
                    "first job and submits nothing again",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY}}
 
 
 JOB_LIMITS = (

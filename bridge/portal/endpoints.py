@@ -28,6 +28,7 @@ from bridge.portal.forms import Form, endpoint_body, headers_text, read_form
 from bridge.portal.health import health
 from bridge.portal.pages import back, page, render
 from bridge.portal.sessions import Session
+from bridge.schemas import EndpointCreate, EndpointUpdate, Recover, parse
 
 PAGE_SIZE = 25
 RECENT = 10  # deliveries shown on an endpoint's page
@@ -93,7 +94,8 @@ async def new(request: Request, bridge: Bridge, session: Session) -> Response:
 async def create(request: Request, bridge: Bridge, session: Session) -> Response:
     form = await read_form(request, session)
     try:
-        made = await actions.create_endpoint(bridge, session.tenant, endpoint_body(form))
+        made = await actions.create_endpoint(bridge, session.tenant,
+                                             parse(EndpointCreate, endpoint_body(form)))
     except InvalidRequest as exc:
         return _form(request, session, values=_values(form), error=exc)
     return await _show(request, bridge, session, made, secret=made.secret, status_code=201)
@@ -116,7 +118,8 @@ async def update(request: Request, bridge: Bridge, session: Session) -> Response
     form = await read_form(request, session)
     found = await actions.endpoint(bridge, session.tenant, request.path_params["endpoint_id"])
     try:
-        await actions.update_endpoint(bridge, session.tenant, found.id, endpoint_body(form))
+        await actions.update_endpoint(bridge, session.tenant, found.id,
+                                      parse(EndpointUpdate, endpoint_body(form)))
     except InvalidRequest as exc:
         return _form(request, session, values=_values(form), endpoint=found, error=exc)
     return back(f"/portal/endpoints/{found.id}", "updated")
@@ -128,7 +131,7 @@ def _switch(disabled: bool) -> Any:
         await read_form(request, session)
         endpoint_id = request.path_params["endpoint_id"]
         await actions.update_endpoint(bridge, session.tenant, endpoint_id,
-                                      {"disabled": disabled})
+                                      EndpointUpdate(disabled=disabled))
         return back(f"/portal/endpoints/{endpoint_id}", "disabled" if disabled else "enabled")
 
     return switch
@@ -154,7 +157,9 @@ async def test(request: Request, bridge: Bridge, session: Session) -> Response:
 async def recover(request: Request, bridge: Bridge, session: Session) -> Response:
     form = await read_form(request, session)
     endpoint_id = request.path_params["endpoint_id"]
-    await actions.recover(bridge, session.tenant, endpoint_id, form.text("since"))
+    await actions.endpoint(bridge, session.tenant, endpoint_id)  # 404 before the form's since
+    since = parse(Recover, {"since": form.text("since")}).since
+    await actions.recover(bridge, session.tenant, endpoint_id, since)
     return back("/portal/deliveries", "recovering", endpoint=endpoint_id)
 
 
