@@ -101,6 +101,9 @@ class PostgresConnector:
         self.token = secrets.token_hex(8)  # names this process's NOTIFYs
         self.races = 0  # transactions run again after losing a race
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] | None = None
+        # Work waits here for a connection, however long; the pool's own timeout is left to
+        # tell a database that does not answer (one connection is kept for the NOTIFYs).
+        self._turns = asyncio.Semaphore(max(1, pool_size - 1))
         self._listener: asyncio.Task[None] | None = None
         self._unannounced: set[Wake] = set()
         self._announcer: asyncio.Task[None] | None = None
@@ -179,7 +182,7 @@ class PostgresConnector:
             raise RuntimeError("store is not open")
         for attempt in range(1, RETRIES + 1):
             try:
-                async with self._pool.connection() as conn, conn.transaction():
+                async with self._turns, self._pool.connection() as conn, conn.transaction():
                     tx = PostgresTransaction(conn)
                     result = await work(tx)
                 break
@@ -203,7 +206,7 @@ class PostgresConnector:
         if self._pool is None:
             raise RuntimeError("store is not open")
         try:
-            async with self._pool.connection() as conn:
+            async with self._turns, self._pool.connection() as conn:
                 return await (await conn.execute(sql, params or None)).fetchall()
         except psycopg.DataError as exc:
             # A value no row can hold (a NUL character in an id): nothing matches it, as on
