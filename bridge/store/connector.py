@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from bridge.errors import Unavailable
+from bridge.models import Page
 from bridge.store.queries import Queries
+from bridge.store.rows import Codec, decode_cursor, page_of
 
 T = TypeVar("T")
 Row = dict[str, Any]
@@ -234,6 +236,17 @@ class StoreBase:
         # jobs due (the tracker's): this process's commits, and on PostgreSQL others' too.
         self.outbox_listeners = db.listeners[Wake.DELIVERIES]
         self.job_listeners = db.listeners[Wake.JOBS]
+
+    async def _page(self, table: str, codec: Codec[T], tenant: str, cursor: str | None,
+                    limit: int, filters: dict[str, Any], columns: str = "*",
+                    condition: str = "", **also: Any) -> Page[T]:
+        """A page of the tenant's rows, newest first; ``filters`` left ``None`` filter
+        nothing; ``condition`` one more (a statement of ``Queries``, parameters ``also``)."""
+        named = {column: value for column, value in filters.items() if value is not None}
+        sql = self.q.newest_first(table, columns, tuple(named), condition)
+        rows = await self.db.fetch_all(sql, {"tenant": tenant, "before": decode_cursor(cursor),
+                                             "limit": limit + 1, **named, **also})
+        return page_of(rows, limit, codec.of)
 
     async def _write(self, work: Work[Any]) -> Any:
         """Run ``work`` in a transaction; answer once it is committed."""

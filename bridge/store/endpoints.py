@@ -31,9 +31,7 @@ class Endpoints(StoreBase):
 
     async def list_endpoints(self, tenant: str, *, limit: int,
                              cursor: str | None) -> Page[Endpoint]:
-        rows = await self.db.fetch_all(self.q.newest_first("endpoints", "*", ()), {
-            "tenant": tenant, "before": decode_cursor(cursor), "limit": limit + 1})
-        return page_of(rows, limit, ENDPOINTS.of)
+        return await self._page("endpoints", ENDPOINTS, tenant, cursor, limit, {})
 
     async def update_endpoint(self, endpoint_id: str, tenant: str,
                               change: Callable[[Endpoint], Endpoint]) -> Endpoint | None:
@@ -77,12 +75,8 @@ class Endpoints(StoreBase):
                               cursor: str | None) -> Page[Delivery]:
         """Every delivery attempt of the tenant, newest first; each filter (``None``: none)
         narrows to one endpoint, one event or one status."""
-        filters = {"endpoint_id": endpoint_id, "event_id": event_id, "status": status}
-        named = tuple(c for c, value in filters.items() if value is not None)
-        rows = await self.db.fetch_all(self.q.newest_first("deliveries", DELIVERY, named), {
-            "tenant": tenant, "before": decode_cursor(cursor), "limit": limit + 1,
-            **{c: filters[c] for c in named}})
-        return page_of(rows, limit, DELIVERIES.of)
+        return await self._page("deliveries", DELIVERIES, tenant, cursor, limit, {
+            "endpoint_id": endpoint_id, "event_id": event_id, "status": status}, DELIVERY)
 
     async def recover_endpoint(self, endpoint: Endpoint, since: datetime,
                                now: datetime) -> tuple[int, bool]:

@@ -20,7 +20,7 @@ from bridge.models import TERMINAL, Decide, Event, Job, JobStatus, Media, Page
 from bridge.store.connector import StoreBase, Transaction, Wake
 from bridge.store.outbox import Fanout
 from bridge.store.queries import JOB_COLUMNS
-from bridge.store.rows import JOBS, column, decode_cursor, dumps, loads, page_of, stamp_of
+from bridge.store.rows import JOBS, column, dumps, loads, stamp_of
 
 PARK_AT_ONCE = 1000  # due jobs a refused submission sends to wait with it, at most
 
@@ -84,18 +84,8 @@ class Jobs(StoreBase):
 
     async def list_jobs(self, tenant: str, *, status: str | None, provider: str | None,
                         limit: int, cursor: str | None) -> Page[Job]:
-        return await self._jobs_page(tenant, status, provider, limit, cursor)
-
-    async def _jobs_page(self, tenant: str, status: str | None, provider: str | None,
-                         limit: int, cursor: str | None, condition: str = "",
-                         **also: Any) -> Page[Job]:
-        filters = {"status": status, "provider": provider}
-        named = tuple(c for c, value in filters.items() if value is not None)
-        sql = self.q.newest_first("jobs", "*", named, condition)
-        rows = await self.db.fetch_all(sql, {
-            "tenant": tenant, "before": decode_cursor(cursor), "limit": limit + 1,
-            **{c: filters[c] for c in named}, **also})
-        return page_of(rows, limit, JOBS.of)
+        return await self._page("jobs", JOBS, tenant, cursor, limit,
+                                {"status": status, "provider": provider})
 
     async def update_job(self, job_id: str, decide: Decide, *, release_lease: bool = False,
                          ) -> tuple[Job, Event | None] | None:

@@ -30,10 +30,8 @@ from bridge.store.rows import (
     ENDPOINTS,
     EVENTS,
     JOBS,
-    decode_cursor,
     delivery_params,
     loads,
-    page_of,
     stamp_of,
 )
 
@@ -113,12 +111,8 @@ class Fanout:
 class Outbox(StoreBase):
     async def list_events(self, tenant: str, *, type: str | None, job_id: str | None,
                           limit: int, cursor: str | None) -> Page[Event]:
-        filters = {"type": type, "job_id": job_id}
-        named = tuple(c for c, value in filters.items() if value is not None)
-        rows = await self.db.fetch_all(self.q.newest_first("events", "*", named), {
-            "tenant": tenant, "before": decode_cursor(cursor), "limit": limit + 1,
-            **{c: filters[c] for c in named}})
-        return page_of(rows, limit, EVENTS.of)
+        return await self._page("events", EVENTS, tenant, cursor, limit,
+                                {"type": type, "job_id": job_id})
 
     async def get_event(self, event_id: str, tenant: str) -> Event | None:
         row = await self.db.fetch_one(self.q.event_of_tenant, {"id": event_id, "tenant": tenant})

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from bridge.models import EndpointHealth, Job, OutcomeCounts, Page
 from bridge.store.jobs import Jobs
-from bridge.store.rows import time_of
+from bridge.store.rows import JOBS, time_of
 
 COUNTED = ("succeeded", "failed", "pending")  # outcomes a chart shows
 
@@ -53,5 +53,6 @@ class Overview(Jobs):
                           provider: str | None, limit: int, cursor: str | None) -> Page[Job]:
         """The tenant's jobs, newest first, that ``text`` names: a job id or an event id (of
         its job) exactly, or a part of the prompt or of the metadata's JSON (case ignored)."""
-        return await self._jobs_page(tenant, status, provider, limit, cursor, "job_named",
-                                     text=text, words=like(text))
+        return await self._page("jobs", JOBS, tenant, cursor, limit,
+                                {"status": status, "provider": provider}, condition="job_named",
+                                text=text, words=like(text))
