@@ -16,6 +16,7 @@ import httpx
 
 from bridge import inline
 from bridge.catalog import Catalog
+from bridge.connections import OUTBOUND_CONNECTIONS
 from bridge.delivery import Deliverer
 from bridge.endpoints import check_url
 from bridge.errors import IdempotencyConflict, InvalidRequest
@@ -24,7 +25,6 @@ from bridge.media import MediaStore
 from bridge.models import Job, JobStatus, Tenant, Tracking, new_id, utcnow
 from bridge.providers import build_providers
 from bridge.providers.base import Provider
-from bridge.providers.client import ProviderClient
 from bridge.ratelimit import TokenBuckets
 from bridge.settings import Settings
 from bridge.signing import Signer
@@ -68,13 +68,19 @@ def new_signing_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def provider_client() -> httpx.AsyncClient:
-    """The HTTP client adapters share: bounded waits, no redirects followed silently.
+USER_AGENT = "bridge/0.1"
 
-    Adapters speak httpx; every request travels by aiohttp (``bridge.providers.client``).
-    """
-    return ProviderClient(limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
-                          timeout=httpx.Timeout(30.0, connect=10.0))
+
+def provider_client(max_connections: int = OUTBOUND_CONNECTIONS) -> httpx.AsyncClient:
+    """The HTTP client adapters share, on httpx's own transport: bounded waits, no redirects
+    followed silently. Its errors say whether a request could have left: only a
+    ``ConnectError``, ``ConnectTimeout`` or ``PoolTimeout`` means nothing was sent, and a
+    request is never sent twice (``retries=0``), which ``providers.http.send`` relies on."""
+    return httpx.AsyncClient(
+        transport=httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections // 2)),
+        timeout=httpx.Timeout(30.0, connect=10.0), headers={"User-Agent": USER_AGENT})
 
 
 def media_linker(signer: Signer, public_url: str) -> MediaLink:
