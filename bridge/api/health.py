@@ -12,7 +12,6 @@ from bridge import __version__, metrics
 from bridge.api.common import JSONResponse, bearer_is, get_bridge
 from bridge.errors import Unauthorized
 from bridge.models import utcnow
-from bridge.openapi import document
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -30,6 +29,8 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 async def openapi(request: Request) -> JSONResponse:
+    from bridge.openapi import document  # built on the first request for it, not at start-up
+
     return JSONResponse(document(__version__, get_bridge(request).settings.public_url))
 
 
