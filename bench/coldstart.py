@@ -6,16 +6,17 @@ Each run spawns one process, then polls ``GET /healthz`` on 127.0.0.1 in a tight
 connection each try, 1 ms apart) until it answers 200. Wall: from just before the spawn to
 that answer. CPU: the child's user + system time at that moment (from /proc, in clock
 ticks). The two kinds are spawned alternately, ``--runs`` times each, after one warm-up run
-of each (not counted: it fills the file cache, writes the bytecode that an installed
-package comes with, and makes the bridge's SQLite file, whose schema is then current as on
-any later start; ``--fresh`` gives every bridge run a new file instead). Prints each kind's medians and their ratio (bridge / bare). Only loopback;
-every child is stopped after its run, and a child that does not answer within
-``--deadline`` seconds ends the benchmark.
+of each (not counted: it fills the file cache, writes the bytecode that an installed package
+comes with, and makes the bridge's SQLite file, whose schema is then current as on any later
+start; ``--fresh`` gives every bridge run a new file instead). Prints each kind's medians
+and their ratio (bridge / bare). Only loopback; every child is stopped after its run, and a
+child that does not answer within ``--deadline`` seconds ends the benchmark.
 
 The bridge runs as ``python -m bridge.cli serve`` with a SQLite file in a temporary
-directory, BRIDGE_BACKGROUND at its default and no provider keys (the simulators are not
-started); the bare app is ``bench/coldstart_bare.py``, one ``/healthz`` route under
-``uvicorn.run``.
+directory, BRIDGE_BACKGROUND at its default, and an API key for each of the four providers
+(base URLs on 127.0.0.1, where nothing listens: a start contacts no provider, and the
+simulators are not started). The bare app is ``bench/coldstart_bare.py``, one ``/healthz``
+route under ``uvicorn.run``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ from pathlib import Path
 
 BARE = Path(__file__).with_name("coldstart_bare.py")
 TICKS = os.sysconf("SC_CLK_TCK")
+PROVIDER_KEYS = {
+    f"BRIDGE_{name}_{part}": value
+    for name in ("AIRFORCE", "INFRAI", "APIXO", "VENICE")
+    for part, value in (("API_KEY", "bench-key-not-used"), ("BASE_URL", "http://127.0.0.1:9"))
+}
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
 
@@ -109,7 +115,8 @@ def main() -> int:
                                args.deadline)
             database = Path(tmp, f"bridge-{number}.db" if args.fresh else "bridge.db")
             env = {**base_env, "BRIDGE_DATABASE": str(database),
-                   "BRIDGE_MEDIA_DIR": str(Path(tmp, "media")), "BRIDGE_LOG_LEVEL": "WARNING"}
+                   "BRIDGE_MEDIA_DIR": str(Path(tmp, "media")), "BRIDGE_LOG_LEVEL": "WARNING",
+                   **PROVIDER_KEYS}
             return one_run([sys.executable, "-m", "bridge.cli", "serve", "--port", str(port)],
                            env, port, args.deadline)
 

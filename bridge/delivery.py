@@ -32,8 +32,7 @@ from typing import TYPE_CHECKING
 from bridge.failures import describe
 from bridge.metrics import DELIVERY_SECONDS, count_delivery
 from bridge.models import MAX_CONCURRENCY, AttemptResult, Outgoing, utcnow
-from bridge.providers.http import parse_retry_after
-from bridge.retry import DISABLE_AFTER, next_attempt
+from bridge.retry import DISABLE_AFTER, next_attempt, parse_retry_after
 from bridge.signing import sign_webhook
 from bridge.store import Store
 from bridge.supervisor import Beat, Supervisor
