@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bridge.failures import describe
-from bridge.metrics import DELIVERY_SECONDS, count_delivery
+from bridge.metrics import count_delivery
 from bridge.models import MAX_CONCURRENCY, AttemptResult, Outgoing, utcnow
 from bridge.retry import DISABLE_AFTER, next_attempt, parse_retry_after
 from bridge.signing import sign_webhook
@@ -503,8 +503,7 @@ class Deliverer:
             if 300 <= status < 400:
                 error += " (redirects are not followed)"
         at = self.clock()
-        count_delivery(ok)
-        DELIVERY_SECONDS.observe(duration_ms / 1000)
+        count_delivery(ok, duration_ms / 1000)
         # Ids and outcome only: the URL may carry a credential, the body is the user's.
         if log.isEnabledFor(logging.INFO):
             log.info("delivery attempt", extra={
