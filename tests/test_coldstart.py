@@ -1,6 +1,7 @@
 """A start loads only what answering needs: the libraries a request may need later (provider
-client, webhook client, templates, metrics, PostgreSQL, the OpenAPI document, the simulators)
-are imported when first used. Checked in a fresh interpreter, serving on loopback."""
+client, webhook client, templates, metrics, PostgreSQL, the request models, the OpenAPI
+document, the simulators) are imported when first used. Checked in a fresh interpreter,
+serving on loopback."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-LATER = ["aiohttp", "bridge.openapi", "bridge.providers.airforce", "bridge.simulators",
-         "httpx", "jinja2", "prometheus_client", "psycopg", "standardwebhooks"]
+LATER = ["aiohttp", "bridge.openapi", "bridge.providers.airforce", "bridge.schemas",
+         "bridge.simulators", "httpx", "jinja2", "prometheus_client", "psycopg", "pydantic",
+         "standardwebhooks"]
 
 SCRIPT = """
 import asyncio, json, sys
