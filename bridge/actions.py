@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from bridge.core import TEST_BURST, TEST_PER_SECOND, Bridge, new_signing_secret
 from bridge.endpoints import check_url
@@ -19,7 +20,9 @@ from bridge.models import (
     new_id,
     utcnow,
 )
-from bridge.schemas import EndpointCreate, EndpointUpdate
+
+if TYPE_CHECKING:  # pydantic's models, loaded at the first body read
+    from bridge.schemas import EndpointCreate, EndpointUpdate
 
 ROTATION_OVERLAP = timedelta(hours=24)  # the old secret keeps signing beside the new one
 

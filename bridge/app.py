@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -24,6 +24,9 @@ from bridge.logs import RequestLog, log_unhandled
 from bridge.portal.routes import routes as portal_routes
 from bridge.settings import Settings
 from bridge.timings import Timings
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("bridge")
 

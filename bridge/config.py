@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,8 @@ class ConfiguredEndpoint:
 
 
 def load(path: str, *, allow_private: bool) -> list[ConfiguredEndpoint]:
+    import tomllib  # only when BRIDGE_CONFIG names a file
+
     try:
         with Path(path).open("rb") as file:
             data = tomllib.load(file)

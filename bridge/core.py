@@ -12,19 +12,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import httpx
-
 from bridge import inline
 from bridge.catalog import Catalog
+from bridge.connections import OUTBOUND_CONNECTIONS
 from bridge.delivery import Deliverer
 from bridge.endpoints import check_url
 from bridge.errors import IdempotencyConflict, InvalidRequest
 from bridge.jobs import MediaLink, check_capabilities
 from bridge.media import MediaStore
 from bridge.models import Job, JobStatus, Tenant, Tracking, new_id, utcnow
-from bridge.providers import build_providers
-from bridge.providers.base import Provider
-from bridge.providers.client import ProviderClient
+from bridge.providers import Adapters
 from bridge.ratelimit import TokenBuckets
 from bridge.settings import Settings
 from bridge.signing import Signer
@@ -35,6 +32,8 @@ from bridge.timings import Timings
 from bridge.tracking import Tracker
 
 if TYPE_CHECKING:  # bridge.schemas reads limits of modules that import this one
+    import httpx
+
     from bridge.schemas import JobRequest
 
 log = logging.getLogger("bridge")
@@ -68,13 +67,21 @@ def new_signing_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def provider_client() -> httpx.AsyncClient:
-    """The HTTP client adapters share: bounded waits, no redirects followed silently.
+USER_AGENT = "bridge/0.1"
 
-    Adapters speak httpx; every request travels by aiohttp (``bridge.providers.client``).
-    """
-    return ProviderClient(limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
-                          timeout=httpx.Timeout(30.0, connect=10.0))
+
+def provider_client(max_connections: int = OUTBOUND_CONNECTIONS) -> httpx.AsyncClient:
+    """The HTTP client adapters share, on httpx's own transport: bounded waits, no redirects
+    followed silently. Its errors say whether a request could have left: only a
+    ``ConnectError``, ``ConnectTimeout`` or ``PoolTimeout`` means nothing was sent, and a
+    request is never sent twice (``retries=0``), which ``providers.http.send`` relies on."""
+    import httpx  # when the first adapter is made (``providers.Adapters``), not at start-up
+
+    return httpx.AsyncClient(
+        transport=httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections // 2)),
+        timeout=httpx.Timeout(30.0, connect=10.0), headers={"User-Agent": USER_AGENT})
 
 
 def media_linker(signer: Signer, public_url: str) -> MediaLink:
@@ -92,12 +99,11 @@ def media_linker(signer: Signer, public_url: str) -> MediaLink:
 class Bridge:
     settings: Settings
     store: Store
-    providers: dict[str, Provider]
+    providers: Adapters
     catalog: Catalog
     tracker: Tracker
     signer: Signer
     media: MediaStore
-    http: httpx.AsyncClient
     _owns_http: bool
     guard: Guard
     deliverer: Deliverer
@@ -137,9 +143,8 @@ class Bridge:
             if not usable:
                 log.warning("BRIDGE_API_KEY was revoked and stays revoked: set a new key")
         owns_http = http is None
-        client = http or provider_client()
         media = MediaStore(settings.media_dir)
-        providers = build_providers(settings, client, media)
+        providers = Adapters(settings, provider_client if http is None else lambda: http, media)
         signer = Signer(secret)
         tracker = Tracker(
             store,
@@ -157,7 +162,12 @@ class Bridge:
         store.outbox_listeners.append(deliverer.wake)
         store.job_listeners.append(tracker.wake)
         return cls(settings, store, providers, Catalog(providers), tracker, signer, media,
-                   client, owns_http, guard, deliverer, Supervisor(*timings.restart_backoff))
+                   owns_http, guard, deliverer, Supervisor(*timings.restart_backoff))
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The HTTP client the provider adapters share."""
+        return self.providers.client()
 
     async def start(self) -> None:
         """Start the background workers (only with ``BRIDGE_BACKGROUND=on``)."""
@@ -202,7 +212,7 @@ class Bridge:
         grace = self.settings.shutdown_grace
         await asyncio.gather(self.tracker.stop(grace), self.deliverer.stop(grace))
         await self.supervisor.stop()
-        if self._owns_http:
+        if self._owns_http and self.providers.client_made:
             await self.http.aclose()
         await self.store.close()
 

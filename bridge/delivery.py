@@ -11,8 +11,9 @@ disabled. Each target gets a job's events in order (the store hands out the next
 when the one before is settled).
 
 Attempts go out over one ``aiohttp`` session whose resolver is the SSRF guard
-(``bridge.targets``): a connection goes to the very address that was checked. Kept-alive
-connections are reused; a POST is never sent again by the client.
+(``bridge.webhook_session``), made at the first attempt: a connection goes to the very
+address that was checked. Kept-alive connections are reused; a POST is never sent again by
+the client.
 """
 
 from __future__ import annotations
@@ -26,27 +27,24 @@ import ssl
 import time
 from collections.abc import Callable
 from datetime import datetime
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from bridge.failures import describe
-from bridge.metrics import DELIVERY_SECONDS, count_delivery
+from bridge.metrics import count_delivery
 from bridge.models import MAX_CONCURRENCY, AttemptResult, Outgoing, utcnow
-from bridge.providers.http import parse_retry_after
-from bridge.retry import DISABLE_AFTER, next_attempt
+from bridge.retry import DISABLE_AFTER, next_attempt, parse_retry_after
 from bridge.signing import sign_webhook
 from bridge.store import Store
 from bridge.supervisor import Beat, Supervisor
-from bridge.targets import Guard, GuardResolver, TargetRefused
+from bridge.targets import Guard
 from bridge.timings import Timings
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("bridge.delivery")
 
 EXCERPT_BYTES = 1024
-# Seconds a connection may wait idle for its next attempt: under the 5 s that Node's server,
-# among others, keeps one, so that a POST seldom meets a connection closing under it.
-KEEPALIVE = 4.0
-ADDRESSES_TTL = 10  # seconds the guard's addresses for a host serve new connections
 CONCURRENCY = 64  # attempts in flight, all targets
 # Attempts in flight to one target at most, whatever it asks: an endpoint's own
 # max_concurrency (DEFAULT_MAX_CONCURRENCY for a job's webhook_url) applies below it.
@@ -190,15 +188,9 @@ class Deliverer:
     def session(self) -> aiohttp.ClientSession:
         """The HTTP session attempts go out by, made on first use (inside the loop)."""
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                resolver=GuardResolver(self.guard), limit=self.concurrency,
-                keepalive_timeout=KEEPALIVE, ttl_dns_cache=ADDRESSES_TTL,
-                ssl=self.ssl_context if self.ssl_context is not None else True)
-            # Only an excerpt of an answer is kept: no decoding; no cookies either.
-            self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None),
-                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"))
+            from bridge.webhook_session import open_session
+
+            self._session = open_session(self.guard, self.concurrency, self.ssl_context)
         return self._session
 
     @property
@@ -500,9 +492,6 @@ class Deliverer:
                     excerpt = first.decode("utf-8", "replace") or None
                     if status in (429, 503):
                         retry_after = parse_retry_after(answer.headers.get("retry-after"), now)
-        except aiohttp.ClientConnectorDNSError as exc:  # the guard refused the connection
-            cause = exc.os_error
-            error = describe(cause if isinstance(cause, TargetRefused) else exc, within)
         except Exception as exc:  # anything else fails this attempt, never the delivery
             error = describe(exc, within)  # in words: "connection refused", "timed out ..."
         duration_ms = round((time.perf_counter() - started) * 1000)
@@ -514,8 +503,7 @@ class Deliverer:
             if 300 <= status < 400:
                 error += " (redirects are not followed)"
         at = self.clock()
-        count_delivery(ok)
-        DELIVERY_SECONDS.observe(duration_ms / 1000)
+        count_delivery(ok, duration_ms / 1000)
         # Ids and outcome only: the URL may carry a credential, the body is the user's.
         if log.isEnabledFor(logging.INFO):
             log.info("delivery attempt", extra={

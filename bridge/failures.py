@@ -7,8 +7,7 @@ from __future__ import annotations
 import errno
 import re
 import ssl
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from bridge.targets import NotResolved, TargetRefused
 
@@ -21,6 +20,9 @@ _CONNECT_ERRORS = {
     errno.ETIMEDOUT: "connection timed out",
 }
 HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 def _certificate(exc: aiohttp.ClientConnectorCertificateError) -> str:
@@ -35,6 +37,11 @@ def _certificate(exc: aiohttp.ClientConnectorCertificateError) -> str:
 
 def describe(exc: BaseException, within: float) -> str:
     """``exc``, raised by an attempt given ``within`` seconds, in words."""
+    import aiohttp  # loaded already: the attempt that failed went by it
+
+    if isinstance(exc, aiohttp.ClientConnectorDNSError) and isinstance(exc.os_error,
+                                                                       TargetRefused):
+        exc = exc.os_error  # the guard refused the connection
     if isinstance(exc, NotResolved):
         return "name not resolved"
     if isinstance(exc, TargetRefused):  # the guard's refusal says why, never the URL itself

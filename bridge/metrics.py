@@ -14,8 +14,11 @@ Counted in-process (since this process started):
   state, observed by the process that recorded that state.
 - ``bridge_deliveries_total{outcome}``: every webhook attempt, ``succeeded`` or ``failed``.
 - ``bridge_delivery_duration_seconds``: how long each attempt took, a histogram.
+- ``bridge_worker_restarts_total{worker}``: background workers restarted after they raised.
 
 No ``_created`` series: they double the output and say only when this process started.
+The counters are made (and prometheus-client loaded) at their first use, which is after the
+first answer is sent: a start-up loads none of it.
 
 Read at scrape time (true across processes sharing the database):
 
@@ -24,61 +27,67 @@ Read at scrape time (true across processes sharing the database):
 - ``bridge_outbox_oldest_pending_seconds``: age of the oldest event with a pending delivery.
 - ``bridge_database_connections{state}`` (PostgreSQL): this process's pool, ``in_use`` and
   ``idle``.
+
+Both are written out by ``bridge.exposition`` when ``/metrics`` is asked for.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import (
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
-from bridge.models import Stats
+class _Families:
+    """The process's counters and histograms."""
 
-disable_created_metrics()  # type: ignore[no-untyped-call]
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Histogram, disable_created_metrics
 
-HTTP_REQUESTS = Counter(
-    "bridge_http_requests", "HTTP requests answered, by route template and status.",
-    ["method", "route", "status"],
-)
-HTTP_SECONDS = Histogram(
-    "bridge_http_request_duration_seconds", "Duration of HTTP requests, by route template.",
-    ["method", "route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
-)
-PROVIDER_REQUESTS = Counter(
-    "bridge_provider_requests", "Requests sent to video providers, by outcome.",
-    ["provider", "outcome"],
-)
-PROVIDER_SECONDS = Histogram(
-    "bridge_provider_request_duration_seconds",
-    "Duration of requests to video providers (a stream: until its answer began), by outcome.",
-    ["provider", "outcome"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
-)
-JOB_SECONDS = Histogram(
-    "bridge_job_duration_seconds", "Time from a job's creation to its terminal state.",
-    ["provider", "status"],
-    buckets=(1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
-             21600.0, 86400.0),
-)
-DELIVERIES = Counter(
-    "bridge_deliveries", "Webhook delivery attempts, by outcome.", ["outcome"],
-)
-DELIVERY_SECONDS = Histogram(
-    "bridge_delivery_duration_seconds", "Duration of webhook delivery attempts.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0),
-)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.http_requests = Counter(
+            "bridge_http_requests", "HTTP requests answered, by route template and status.",
+            ["method", "route", "status"],
+        )
+        self.http_seconds = Histogram(
+            "bridge_http_request_duration_seconds",
+            "Duration of HTTP requests, by route template.", ["method", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+        )
+        self.provider_requests = Counter(
+            "bridge_provider_requests", "Requests sent to video providers, by outcome.",
+            ["provider", "outcome"],
+        )
+        self.provider_seconds = Histogram(
+            "bridge_provider_request_duration_seconds",
+            "Duration of requests to video providers (a stream: until its answer began), "
+            "by outcome.",
+            ["provider", "outcome"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+        )
+        self.job_seconds = Histogram(
+            "bridge_job_duration_seconds", "Time from a job's creation to its terminal state.",
+            ["provider", "status"],
+            buckets=(1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+                     7200.0, 21600.0, 86400.0),
+        )
+        self.deliveries = Counter(
+            "bridge_deliveries", "Webhook delivery attempts, by outcome.", ["outcome"],
+        )
+        self.delivery_seconds = Histogram(
+            "bridge_delivery_duration_seconds", "Duration of webhook delivery attempts.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0),
+        )
+        self.worker_restarts = Counter(
+            "bridge_worker_restarts", "Background workers restarted after they raised.",
+            ["worker"],
+        )
+
+
+@functools.cache
+def families() -> _Families:
+    """The families, registered in prometheus-client's default registry the first time any
+    of them is used (or ``/metrics`` is asked for)."""
+    return _Families()
 
 
 def count_request(method: str, route: str, status: int, seconds: float) -> None:
@@ -106,31 +115,40 @@ def count_job_finished(provider: str, status: str, seconds: float) -> None:
     _jobs_finished(provider, status).observe(seconds)
 
 
-def count_delivery(ok: bool) -> None:
-    """Count one delivery attempt by its outcome."""
+def count_delivery(ok: bool, seconds: float) -> None:
+    """Count one delivery attempt by its outcome, and how long it took."""
     _deliveries("succeeded" if ok else "failed").inc()
+    families().delivery_seconds.observe(seconds)
+
+
+def count_worker_restart(worker: str) -> None:
+    """A background worker raised (and is restarted, or its work taken up another way)."""
+    families().worker_restarts.labels(worker).inc()
 
 
 # A label lookup is a lock and a hash; these run for every request and every attempt.
 @functools.lru_cache(maxsize=1024)
 def _http(method: str, route: str, status: int) -> tuple[Any, Any]:
-    return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_SECONDS.labels(method, route)
+    made = families()
+    return (made.http_requests.labels(method, route, str(status)),
+            made.http_seconds.labels(method, route))
 
 
 @functools.lru_cache(maxsize=256)
 def _provider_requests(provider: str, outcome: str) -> tuple[Any, Any]:
-    return (PROVIDER_REQUESTS.labels(provider, outcome),
-            PROVIDER_SECONDS.labels(provider, outcome))
+    made = families()
+    return (made.provider_requests.labels(provider, outcome),
+            made.provider_seconds.labels(provider, outcome))
 
 
 @functools.lru_cache(maxsize=64)
 def _jobs_finished(provider: str, status: str) -> Any:
-    return JOB_SECONDS.labels(provider, status)
+    return families().job_seconds.labels(provider, status)
 
 
 @functools.lru_cache(maxsize=4)
 def _deliveries(outcome: str) -> Any:
-    return DELIVERIES.labels(outcome)
+    return families().deliveries.labels(outcome)
 
 
 def provider_outcome(status: int | None) -> str:
@@ -141,36 +159,3 @@ def provider_outcome(status: int | None) -> str:
     if status == 429:
         return "rate_limited"
     return "server_error" if status >= 500 else "client_error"
-
-
-class _Gauges(Collector):
-    def __init__(self, snapshot: Stats) -> None:
-        self._snapshot = snapshot
-
-    def collect(self) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily("bridge_jobs", "Jobs by provider and status.",
-                                 labels=["provider", "status"])
-        for (provider, status), count in sorted(self._snapshot.jobs.items()):
-            jobs.add_metric([provider, status], count)
-        yield jobs
-        yield GaugeMetricFamily("bridge_outbox_depth", "Webhook deliveries pending.",
-                                value=self._snapshot.outbox_depth)
-        yield GaugeMetricFamily(
-            "bridge_outbox_oldest_pending_seconds",
-            "Age of the oldest event with a webhook delivery still pending (0: none).",
-            value=self._snapshot.oldest_pending_seconds,
-        )
-        if self._snapshot.connections is not None:
-            pool = GaugeMetricFamily("bridge_database_connections",
-                                     "This process's PostgreSQL connections, by state.",
-                                     labels=["state"])
-            for state, count in sorted(self._snapshot.connections.items()):
-                pool.add_metric([state], count)
-            yield pool
-
-
-def render(snapshot: Stats) -> bytes:
-    """The Prometheus text exposition: the process's counters, then the gauges."""
-    gauges = CollectorRegistry(auto_describe=False)
-    gauges.register(_Gauges(snapshot))
-    return generate_latest(REGISTRY) + generate_latest(gauges)

@@ -4,7 +4,9 @@ days of nothing but failures)."""
 
 from __future__ import annotations
 
+import email.utils
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,3 +53,19 @@ def standing_after(failing_since: float | None, at: float, *, ok: bool, gone: bo
     if at - since >= disable_after:
         return Standing(since, f"every delivery failed for {disable_after / 86400:g} days")
     return Standing(since)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` value asks to wait (delta-seconds or an HTTP date), if any."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -13,16 +13,12 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from prometheus_client import Counter
+from bridge.metrics import count_worker_restart
 
 log = logging.getLogger("bridge.supervisor")
 
 FIRST_BACKOFF = 0.5  # seconds before the first restart
 MAX_BACKOFF = 5.0  # the longest wait between restarts: work resumes soon after a fault ends
-
-WORKER_RESTARTS = Counter(
-    "bridge_worker_restarts", "Background workers restarted after they raised.", ["worker"],
-)
 
 Beat = Callable[[], None]
 Worker = Callable[[Beat], Awaitable[None]]
@@ -48,7 +44,7 @@ class Supervisor:
         """Count and log a failure of ``name`` (also of per-job tasks, which are not
         restarted here but taken up again another way): with its traceback, unless it is
         the same failure as the last one logged for ``name``."""
-        WORKER_RESTARTS.labels(name).inc()
+        count_worker_restart(name)
         described = _describe(exc)
         if self._last.get(name) != described:
             self._last[name] = described

@@ -12,9 +12,10 @@ endpoint. The rules:
   that embed an IPv4 address (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo), since they
   can reach an internal IPv4 host through a translator.
 - The check runs when a URL is registered and again for the delivery client's connections:
-  its resolver (:class:`GuardResolver`) asks :meth:`Guard.addresses` (an answer is kept a few
-  seconds), so the addresses that passed are the only ones it may connect to, and a DNS
-  answer that changes between check and connect (DNS rebinding) has no window.
+  its resolver (``bridge.webhook_session.GuardResolver``) asks :meth:`Guard.addresses` (an
+  answer is kept a few seconds), so the addresses that passed are the only ones it may
+  connect to, and a DNS answer that changes between check and connect (DNS rebinding) has
+  no window.
 
 ``BRIDGE_ALLOW_PRIVATE_TARGETS=1`` lifts the address rules (local development, tests).
 """
@@ -29,7 +30,6 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import idna
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # host -> every address it resolves to (A and AAAA)
@@ -218,21 +218,3 @@ class Guard:
         host = self.check_form(url)
         if not self.allow_private:
             await self.addresses(host)
-
-
-class GuardResolver(AbstractResolver):
-    """aiohttp's resolver for webhook connections: a host's addresses are those the guard
-    answers (``TargetRefused`` otherwise), each taken as a number, never looked up again."""
-
-    def __init__(self, guard: Guard) -> None:
-        self._guard = guard
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        return [ResolveResult(hostname=host, host=address, port=port,
-                              family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                              proto=0, flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
-                for address in await self._guard.addresses(host)]
-
-    async def close(self) -> None:
-        pass

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -78,12 +79,6 @@ class Tracker:
         self.streams_enabled = streams
         self.allow_http_results = allow_http_results  # else only https result links
         self.listeners: list[EventListener] = []
-        # Looked up once: a runtime Protocol check costs more than the rest of a callback's
-        # parsing.
-        self._callback_parsers = {
-            name: provider.parse_callback for name, provider in providers.items()
-            if isinstance(provider, CallbackProvider)
-        }
         self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._wake = asyncio.Event()
@@ -93,6 +88,13 @@ class Tracker:
         self._work: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self.supervisor = Supervisor(*self.timings.restart_backoff)
+
+    @functools.cached_property
+    def _callback_parsers(self) -> dict[str, Callable[[bytes], tuple[str, Snapshot]]]:
+        """Looked up once (at the first callback: the adapters are made when first used): a
+        runtime Protocol check costs more than the rest of a callback's parsing."""
+        return {name: provider.parse_callback for name, provider in self.providers.items()
+                if isinstance(provider, CallbackProvider)}
 
     # -- running -------------------------------------------------------------------------
     async def start(self, supervisor: Supervisor | None = None) -> None:

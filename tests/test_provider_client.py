@@ -1,15 +1,20 @@
-"""The service's provider client (httpx's API over aiohttp), over real loopback sockets: what it
-sends, what it answers, and how a failure is classed, sent or not sent, since that decides
+"""The service's provider client (httpx on its own transport), over real loopback sockets: what
+it sends, what it answers, and how a failure is classed, sent or not sent, since that decides
 whether a submit may be retried (never pay twice)."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gzip
 import json
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,10 +25,8 @@ from starlette.routing import Route
 
 from bridge.core import provider_client
 from bridge.errors import ProviderError, SubmitOutcomeUnknown
-from bridge.providers.client import ProviderClient
 from bridge.providers.http import send
 from bridge.serving import bind, serve_in_background
-from bridge.targets import Guard, GuardResolver, Resolve
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -88,17 +91,23 @@ APP = Starlette(routes=[
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[ProviderClient]:
-    made = provider_client()
-    assert isinstance(made, ProviderClient)
-    async with made:
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with provider_client() as made:
         yield made
 
 
-def resolving(resolve: Resolve, timeout: httpx.Timeout) -> ProviderClient:
-    """A provider client whose host names resolve by ``resolve``."""
-    return ProviderClient(limits=httpx.Limits(max_connections=100), timeout=timeout,
-                          resolver=GuardResolver(Guard(allow_private=True, resolve=resolve)))
+@contextlib.contextmanager
+def lookups_held() -> Iterator[threading.Event]:
+    """Host name lookups (the loop's executor runs them) wait until the event is set: the
+    one thread there is busy until then, as with a DNS server that does not answer."""
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+    asyncio.get_running_loop().set_default_executor(executor)
+    gate = threading.Event()
+    executor.submit(gate.wait)
+    try:
+        yield gate
+    finally:
+        gate.set()
 
 
 @contextlib.asynccontextmanager
@@ -123,7 +132,7 @@ async def read_request(reader: asyncio.StreamReader) -> str:
 
 
 async def test_send_sends_json_headers_and_params_and_reads_the_answer(
-    client: ProviderClient,
+    client: httpx.AsyncClient,
 ) -> None:
     async with serve_in_background(APP) as url:
         response = await send(client, "POST", f"{url}/echo", provider="p", operation="/x",
@@ -140,7 +149,7 @@ async def test_send_sends_json_headers_and_params_and_reads_the_answer(
     assert seen["headers"]["user-agent"].startswith("bridge/")
 
 
-async def test_send_decodes_gzip_and_does_not_follow_redirects(client: ProviderClient) -> None:
+async def test_send_decodes_gzip_and_does_not_follow_redirects(client: httpx.AsyncClient) -> None:
     async with serve_in_background(APP) as url:
         zipped = await send(client, "GET", f"{url}/gzip", provider="p", operation="/x")
         redirect = await send(client, "POST", f"{url}/moved", provider="p",
@@ -150,7 +159,7 @@ async def test_send_decodes_gzip_and_does_not_follow_redirects(client: ProviderC
 
 
 async def test_an_answer_over_16_mib_once_decoded_is_refused_not_read_on(
-    client: ProviderClient,
+    client: httpx.AsyncClient,
 ) -> None:
     async with serve_in_background(APP) as url:
         with pytest.raises(ProviderError) as caught:
@@ -161,7 +170,7 @@ async def test_an_answer_over_16_mib_once_decoded_is_refused_not_read_on(
 
 
 async def test_send_decodes_text_by_its_charset_and_never_raises_for_bad_bytes(
-    client: ProviderClient,
+    client: httpx.AsyncClient,
 ) -> None:
     async with serve_in_background(APP) as url:
         latin_answer = await send(client, "GET", f"{url}/latin", provider="p", operation="/x")
@@ -173,7 +182,7 @@ async def test_send_decodes_text_by_its_charset_and_never_raises_for_bad_bytes(
         garbled_answer.json()
 
 
-async def test_a_body_of_megabytes_goes_whole_with_its_length(client: ProviderClient) -> None:
+async def test_a_body_of_megabytes_goes_whole_with_its_length(client: httpx.AsyncClient) -> None:
     body = b"x" * (3 * 1024 * 1024)  # as a submission with an inline image may be
     async with serve_in_background(APP) as url:
         response = await send(client, "POST", f"{url}/size", provider="p",
@@ -181,7 +190,7 @@ async def test_a_body_of_megabytes_goes_whole_with_its_length(client: ProviderCl
     assert response.json() == {"length": str(len(body)), "read": len(body), "whole": True}
 
 
-async def test_streams_go_through_the_same_session(client: ProviderClient) -> None:
+async def test_streams_go_through_the_same_session(client: httpx.AsyncClient) -> None:
     async with serve_in_background(APP) as url:
         async with client.stream("GET", f"{url}/chunks") as response:
             lines = [line async for line in response.aiter_lines() if line]
@@ -191,7 +200,7 @@ async def test_streams_go_through_the_same_session(client: ProviderClient) -> No
 
 
 async def test_refused_connection_was_not_sent_so_a_submit_may_be_retried(
-    client: ProviderClient,
+    client: httpx.AsyncClient,
 ) -> None:
     sock = bind()  # bound, never listening: connections are refused
     port = sock.getsockname()[1]
@@ -206,7 +215,7 @@ async def test_refused_connection_was_not_sent_so_a_submit_may_be_retried(
     assert caught.value.retryable
 
 
-async def test_only_a_failure_before_sending_is_a_connect_error(client: ProviderClient) -> None:
+async def test_only_a_failure_before_sending_is_a_connect_error(client: httpx.AsyncClient) -> None:
     sock = bind()  # bound, never listening: refused
     try:
         with pytest.raises(httpx.ConnectError):
@@ -226,11 +235,12 @@ async def test_only_a_failure_before_sending_is_a_connect_error(client: Provider
         async with raw_server(handler) as url:
             with pytest.raises(httpx.TransportError) as caught:
                 await client.post(f"{url}/generate", json={})
-        assert isinstance(caught.value, httpx.ReadError | httpx.RemoteProtocolError)
+        assert isinstance(caught.value,
+                          httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError)
 
 
 async def test_a_post_is_not_sent_again_on_a_kept_connection_closed_under_it(
-    client: ProviderClient,
+    client: httpx.AsyncClient,
 ) -> None:
     seen: list[tuple[int, str]] = []
     connections = 0
@@ -257,7 +267,7 @@ async def test_a_post_is_not_sent_again_on_a_kept_connection_closed_under_it(
 
 
 async def test_connection_dropped_after_the_request_means_outcome_unknown(
-    client: ProviderClient,
+    client: httpx.AsyncClient,
 ) -> None:
     seen: list[str] = []
 
@@ -277,7 +287,7 @@ async def test_connection_dropped_after_the_request_means_outcome_unknown(
 
 
 async def test_silence_after_the_request_is_a_timeout_and_outcome_unknown(
-    client: ProviderClient,
+    client: httpx.AsyncClient,
 ) -> None:
     release = asyncio.Event()
 
@@ -300,7 +310,7 @@ async def test_silence_after_the_request_is_a_timeout_and_outcome_unknown(
     assert status.value.code == "timeout"
 
 
-async def test_a_garbled_answer_is_outcome_unknown(client: ProviderClient) -> None:
+async def test_a_garbled_answer_is_outcome_unknown(client: httpx.AsyncClient) -> None:
     async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"NOT HTTP AT ALL\r\n\r\n")
@@ -317,96 +327,108 @@ async def test_a_garbled_answer_is_outcome_unknown(client: ProviderClient) -> No
     "ftp://x/y", "http://[::1/x", "http://h:99999/x", "http:///x",
     "https://a\u200db.example/x", "https://.example.com/x",
 ])
-async def test_a_url_that_cannot_be_sent_was_not_sent(client: ProviderClient, url: str) -> None:
+async def test_a_url_that_cannot_be_sent_was_not_sent(client: httpx.AsyncClient, url: str) -> None:
     with pytest.raises(ProviderError) as caught:
         await send(client, "POST", url, provider="p", operation="/x", submit=True, json={})
     assert not isinstance(caught.value, SubmitOutcomeUnknown)
 
 
-async def test_a_hung_lookup_is_bounded_by_the_connect_timeouts() -> None:
-    async def hung(host: str) -> list[str]:
-        await asyncio.sleep(30)
-        return ["127.0.0.1"]
-
-    # aiohttp bounds the wait for a pooled connection, the lookup and the connection
-    # together: httpx's pool and connect timeouts added up.
-    async with resolving(hung, httpx.Timeout(5.0, connect=0.3, pool=0.2)) as client:
+async def test_a_hung_lookup_is_bounded_by_the_connect_timeout(
+    client: httpx.AsyncClient,
+) -> None:
+    # httpx's connect timeout covers the lookup, the connection and the TLS handshake.
+    client.timeout = httpx.Timeout(5.0, connect=0.3)
+    with lookups_held():
         async with asyncio.timeout(3):
             with pytest.raises(httpx.ConnectTimeout):
-                await client.post("http://provider.test/x", json={})
+                await client.post("http://localhost:9/x", json={})
             with pytest.raises(ProviderError) as caught:
-                await send(client, "POST", "http://provider.test/x", provider="p", operation="/x",
+                await send(client, "POST", "http://localhost:9/x", provider="p", operation="/x",
                            submit=True, json={})
     assert not isinstance(caught.value, SubmitOutcomeUnknown)
+    assert caught.value.retryable
 
 
-async def test_a_silent_first_address_leaves_time_for_the_next() -> None:
-    # 127.0.0.2 listens with a full accept queue: it drops the SYNs it is sent.
-    silent = bind("127.0.0.2")
+# Run in a mount namespace of its own, where /etc/hosts gives provider.test two addresses:
+# ::1 first (tried first), which drops the SYNs it is sent, then 127.0.0.1, which answers.
+SILENT_FIRST = """
+import asyncio, contextlib, socket, httpx
+from bridge.core import provider_client
+
+async def main():
+    silent = socket.socket(socket.AF_INET6)
+    silent.bind(("::1", 0))
     silent.listen(0)
     port = silent.getsockname()[1]
     fillers = []
-    for _ in range(4):
-        filler = socket.socket()
+    for _ in range(4):  # a full accept queue: later SYNs get no answer
+        filler = socket.socket(socket.AF_INET6)
         filler.setblocking(False)
         with contextlib.suppress(BlockingIOError):
-            filler.connect(("127.0.0.2", port))
+            filler.connect(("::1", port))
         fillers.append(filler)
+    assert socket.getaddrinfo("provider.test", port, type=socket.SOCK_STREAM)[0][4][0] == "::1"
 
-    async def two(host: str) -> list[str]:
-        return ["127.0.0.2", "127.0.0.1"]
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    async def answer(reader, writer):
+        await reader.readuntil(b"\\r\\n\\r\\n")
+        writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(answer, sock=bind("127.0.0.1", port))
-    try:
-        async with resolving(two, httpx.Timeout(5.0, connect=1.0)) as client:
-            response = await client.get(f"http://provider.test:{port}/x")
-    finally:
-        server.close()
-        await server.wait_closed()
-        silent.close()
-        for filler in fillers:
-            filler.close()
-    assert response.status_code == 200
+    server = await asyncio.start_server(answer, "127.0.0.1", port)
+    async with server, provider_client() as client:
+        client.timeout = httpx.Timeout(5.0, connect=1.0)
+        print((await client.get(f"http://provider.test:{port}/x")).status_code)
+
+asyncio.run(main())
+"""
 
 
-async def test_a_closed_client_sends_nothing_and_says_so() -> None:
+def test_a_silent_first_address_leaves_time_for_the_next(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("::1 provider.test\n127.0.0.1 provider.test\n")
+    script = tmp_path / "silent_first.py"
+    script.write_text(SILENT_FIRST)
+    done = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", 'mount --bind "$1" /etc/hosts && exec "$2" "$3"',
+         "sh", str(hosts), sys.executable, str(script)],
+        capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONWARNINGS": "error"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["200"]
+
+
+async def test_a_closed_client_sends_nothing_and_says_so(client: httpx.AsyncClient) -> None:
     seen: list[str] = []
-    gate = asyncio.Event()
 
     async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         seen.append(await read_request(reader))
         writer.close()
 
-    async def slow(host: str) -> list[str]:
-        await gate.wait()
-        return ["127.0.0.1"]
-
-    made = resolving(slow, httpx.Timeout(5.0))
     async with raw_server(record) as url:
         port = url.rsplit(":", 1)[1]
-        waiting = asyncio.create_task(send(made, "POST", f"http://provider.test:{port}/x",
-                                           provider="p", operation="/x", submit=True, json={}))
-        await asyncio.sleep(0.05)  # looking its host up
-        await made.aclose()
-        gate.set()
-        with pytest.raises(ProviderError) as caught:
-            await waiting
-        assert not isinstance(caught.value, SubmitOutcomeUnknown)
-        with pytest.raises(ProviderError) as after:  # and any later one
-            await send(made, "POST", f"{url}/x", provider="p", operation="/x", submit=True, json={})
+        with lookups_held() as gate:
+            # The service stops its workers before it closes the client: a request cut off
+            # while it waits for its connection has sent nothing.
+            waiting = asyncio.create_task(send(client, "POST", f"http://localhost:{port}/x",
+                                               provider="p", operation="/x", submit=True,
+                                               json={}))
+            await asyncio.sleep(0.05)  # looking its host up
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await client.aclose()
+            gate.set()
+            await asyncio.sleep(0.05)
+        with pytest.raises(ProviderError) as after:  # and a closed client sends nothing more
+            await send(client, "POST", f"{url}/x", provider="p", operation="/x", submit=True,
+                       json={})
         assert not isinstance(after.value, SubmitOutcomeUnknown)
+        assert after.value.retryable
     assert seen == []
 
 
-async def test_requests_keep_to_max_connections() -> None:
-    limited = ProviderClient(limits=httpx.Limits(max_connections=10),
-                             timeout=httpx.Timeout(10.0))
+async def test_requests_keep_to_max_connections_and_a_pool_timeout_was_not_sent() -> None:
+    limited = provider_client(max_connections=10)
     waiting = peak = 0
     release = asyncio.Event()
 
@@ -425,12 +447,20 @@ async def test_requests_keep_to_max_connections() -> None:
         calls = [asyncio.create_task(limited.get(f"{url}/{n}")) for n in range(30)]
         await asyncio.sleep(0.5)
         assert peak == 10
+        # No connection comes free in time: the submission never left.
+        limited.timeout = httpx.Timeout(10.0, pool=0.2)
+        with pytest.raises(ProviderError) as caught:
+            await send(limited, "POST", f"{url}/submit", provider="p", operation="/x",
+                       submit=True, json={})
         release.set()
         answers = await asyncio.gather(*calls)
+    assert not isinstance(caught.value, SubmitOutcomeUnknown)
+    assert "PoolTimeout" in caught.value.message
     assert all(answer.status_code == 200 for answer in answers)
+    assert peak == 10
 
 
-async def test_a_gzip_body_cut_short_is_not_taken_whole(client: ProviderClient) -> None:
+async def test_a_gzip_body_cut_short_is_not_taken_whole(client: httpx.AsyncClient) -> None:
     whole = gzip.compress(b'{"id": "' + b"t" * 2000 + b'"}', mtime=0)
     cut = whole[:len(whole) // 2]
 

@@ -15,7 +15,6 @@ from bridge import jsoninput
 from bridge.core import Bridge
 from bridge.errors import InvalidRequest, PayloadTooLarge, Unauthorized
 from bridge.models import Tenant
-from bridge.schemas.responses import DEFAULT_LIMIT, MAX_LIMIT
 from bridge.settings import Secret
 
 MAX_BODY = 1024 * 1024  # bytes; job bodies may carry data: URLs and get more (see jobs.py)
@@ -116,6 +115,8 @@ def _showable(value: Any) -> Any:
 
 
 def page_params(request: Request) -> tuple[int, str | None]:
+    from bridge.schemas.responses import DEFAULT_LIMIT, MAX_LIMIT  # with pydantic's models
+
     raw = request.query_params.get("limit")
     limit = DEFAULT_LIMIT
     if raw is not None:

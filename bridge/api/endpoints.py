@@ -18,10 +18,11 @@ from bridge.api.common import (
 from bridge.endpoints import check_url
 from bridge.errors import NotFound
 from bridge.models import Endpoint, new_id, utcnow
-from bridge.schemas import EndpointCreate, EndpointUpdate, HookCreate, Recover, parse
 
 
 async def create_endpoint(request: Request) -> JSONResponse:
+    from bridge.schemas import EndpointCreate, parse  # pydantic: at the first body read
+
     tenant = await authenticate(request)
     bridge = get_bridge(request)
     body = parse(EndpointCreate, await read_json(request))
@@ -45,6 +46,8 @@ async def get_endpoint(request: Request) -> JSONResponse:
 
 
 async def update_endpoint(request: Request) -> JSONResponse:
+    from bridge.schemas import EndpointUpdate, parse  # pydantic: at the first body read
+
     tenant = await authenticate(request)
     bridge = get_bridge(request)
     endpoint_id = request.path_params["endpoint_id"]
@@ -85,6 +88,8 @@ async def endpoint_deliveries(request: Request) -> JSONResponse:
 
 
 async def recover(request: Request) -> JSONResponse:
+    from bridge.schemas import Recover, parse  # pydantic: at the first body read
+
     tenant = await authenticate(request)
     bridge = get_bridge(request)
     endpoint_id = request.path_params["endpoint_id"]
@@ -99,6 +104,8 @@ async def recover(request: Request) -> JSONResponse:
 
 # -- REST Hooks (Zapier) ---------------------------------------------------------------
 async def subscribe_hook(request: Request) -> JSONResponse:
+    from bridge.schemas import HookCreate, parse  # pydantic: at the first body read
+
     tenant = await authenticate(request)
     bridge = get_bridge(request)
     body = parse(HookCreate, await read_json(request))

@@ -16,7 +16,6 @@ from bridge.api.common import (
 )
 from bridge.errors import InvalidRequest, NotFound
 from bridge.models import EVENT_TYPES
-from bridge.schemas import Replay, parse
 
 
 async def list_events(request: Request) -> JSONResponse:
@@ -44,6 +43,8 @@ async def get_event(request: Request) -> JSONResponse:
 async def replay_event(request: Request) -> JSONResponse:
     """Send one event again: to ``endpoint_id``, or to every enabled endpoint that wants
     its type and its job's own webhook."""
+    from bridge.schemas import Replay, parse  # pydantic: at the first body read
+
     tenant = await authenticate(request)
     body = await read_json(request, required=False)
     replay = parse(Replay, body or {})  # no body, or an empty one: to all

@@ -3,16 +3,14 @@ current and every background worker runs) and ``/metrics`` (Prometheus text)."""
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bridge import __version__, metrics
+from bridge import __version__
 from bridge.api.common import JSONResponse, bearer_is, get_bridge
 from bridge.errors import Unauthorized
 from bridge.models import utcnow
-from bridge.openapi import document
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -30,6 +28,8 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 async def openapi(request: Request) -> JSONResponse:
+    from bridge.openapi import document  # built on the first request for it, not at start-up
+
     return JSONResponse(document(__version__, get_bridge(request).settings.public_url))
 
 
@@ -39,8 +39,10 @@ async def prometheus(request: Request) -> Response:
     token = bridge.settings.metrics_token
     if token is not None and not bearer_is(request, token):
         raise Unauthorized("metrics require Authorization: Bearer <BRIDGE_METRICS_TOKEN>")
+    from bridge import exposition  # with prometheus-client, on the first scrape
+
     stats = await bridge.store.stats(utcnow())
-    return Response(metrics.render(stats), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition.render(stats), media_type=exposition.CONTENT_TYPE_LATEST)
 
 
 routes = [

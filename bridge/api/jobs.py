@@ -18,13 +18,14 @@ from bridge.errors import InvalidRequest
 from bridge.inline import MAX_JOB_BODY, check_size
 from bridge.jobs import check_idempotency_key, fingerprint
 from bridge.models import JobStatus
-from bridge.schemas import JobRequest, parse
 from bridge.settings import PROVIDERS
 
 
 async def create_job(request: Request) -> JSONResponse:
     """The body is read strictly, then checked: the key (400), the sizes (413), the model
     (422), in that order."""
+    from bridge.schemas import JobRequest, parse  # pydantic: at the first body read
+
     tenant = await authenticate(request)
     bridge = get_bridge(request)
     body = await read_json(request, MAX_JOB_BODY)

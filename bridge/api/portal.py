@@ -10,12 +10,13 @@ from bridge.api.common import authenticate, get_bridge, read_json
 from bridge.errors import NotFound
 from bridge.models import rfc3339
 from bridge.portal.sessions import issue_link
-from bridge.schemas import PortalSessionCreate, parse
 
 
 async def create_portal_session(request: Request) -> JSONResponse:
     """``{"url", "expires_at"}``; the body may set ``ttl_seconds`` (60 to 86400, default
     900)."""
+    from bridge.schemas import PortalSessionCreate, parse  # pydantic: at the first body read
+
     tenant = await authenticate(request)
     body = await read_json(request, required=False)
     asked = parse(PortalSessionCreate, {} if body is None else body)

@@ -13,7 +13,6 @@ from starlette.routing import Route
 
 from bridge import __version__
 from bridge.core import Bridge
-from bridge.openapi import document
 from bridge.portal.pages import page, render
 from bridge.portal.sessions import Session
 
@@ -55,6 +54,8 @@ def _inline(value: Any, schemas: dict[str, Any]) -> Any:
 
 @functools.cache
 def event_types() -> tuple[EventType, ...]:
+    from bridge.openapi import document  # on the catalog page's first showing
+
     described = document(__version__)
     schemas = described["components"]["schemas"]
     found = []

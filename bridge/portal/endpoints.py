@@ -28,7 +28,6 @@ from bridge.portal.forms import Form, endpoint_body, headers_text, read_form
 from bridge.portal.health import health
 from bridge.portal.pages import back, page, render
 from bridge.portal.sessions import Session
-from bridge.schemas import EndpointCreate, EndpointUpdate, Recover, parse
 
 PAGE_SIZE = 25
 RECENT = 10  # deliveries shown on an endpoint's page
@@ -92,6 +91,8 @@ async def new(request: Request, bridge: Bridge, session: Session) -> Response:
 
 @page
 async def create(request: Request, bridge: Bridge, session: Session) -> Response:
+    from bridge.schemas import EndpointCreate, parse  # pydantic: at the first body read
+
     form = await read_form(request, session)
     try:
         made = await actions.create_endpoint(bridge, session.tenant,
@@ -115,6 +116,8 @@ async def edit(request: Request, bridge: Bridge, session: Session) -> Response:
 
 @page
 async def update(request: Request, bridge: Bridge, session: Session) -> Response:
+    from bridge.schemas import EndpointUpdate, parse  # pydantic: at the first body read
+
     form = await read_form(request, session)
     found = await actions.endpoint(bridge, session.tenant, request.path_params["endpoint_id"])
     try:
@@ -128,6 +131,8 @@ async def update(request: Request, bridge: Bridge, session: Session) -> Response
 def _switch(disabled: bool) -> Any:
     @page
     async def switch(request: Request, bridge: Bridge, session: Session) -> Response:
+        from bridge.schemas import EndpointUpdate  # pydantic: at the first body read
+
         await read_form(request, session)
         endpoint_id = request.path_params["endpoint_id"]
         await actions.update_endpoint(bridge, session.tenant, endpoint_id,
@@ -155,6 +160,8 @@ async def test(request: Request, bridge: Bridge, session: Session) -> Response:
 
 @page
 async def recover(request: Request, bridge: Bridge, session: Session) -> Response:
+    from bridge.schemas import Recover, parse  # pydantic: at the first body read
+
     form = await read_form(request, session)
     endpoint_id = request.path_params["endpoint_id"]
     await actions.endpoint(bridge, session.tenant, endpoint_id)  # 404 before the form's since

@@ -10,13 +10,12 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.templating import Jinja2Templates
 
 from bridge.api.common import get_bridge
 from bridge.core import Bridge
@@ -25,6 +24,9 @@ from bridge.failures import reworded
 from bridge.models import parse_rfc3339, rfc3339
 from bridge.portal import sessions
 from bridge.portal.sessions import Session, SignedOut
+
+if TYPE_CHECKING:
+    from starlette.templating import Jinja2Templates
 
 log = logging.getLogger("bridge")
 
@@ -88,18 +90,24 @@ def _at(value: datetime | str | None, *, seconds: bool = False) -> Markup:
     return Markup(f'<time datetime="{stamp}" title="{full}">{escape(text)}</time>')
 
 
-templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
-templates.env.finalize = _showable
-templates.env.filters["json"] = _json
-templates.env.filters["at"] = _at
-templates.env.filters["reworded"] = reworded  # attempts recorded before errors were words
-templates.env.globals["refresh_seconds"] = REFRESH_SECONDS
+@functools.cache
+def templates() -> Jinja2Templates:
+    """The portal's templates, loaded with Jinja2 when the first page is drawn."""
+    from starlette.templating import Jinja2Templates
+
+    made = Jinja2Templates(directory=Path(__file__).with_name("templates"))
+    made.env.finalize = _showable
+    made.env.filters["json"] = _json
+    made.env.filters["at"] = _at
+    made.env.filters["reworded"] = reworded  # attempts recorded before errors were words
+    made.env.globals["refresh_seconds"] = REFRESH_SECONDS
+    return made
 
 
 def render(request: Request, name: str, session: Session | None, *, status_code: int = 200,
            headers: dict[str, str] | None = None, **context: Any) -> Response:
     notice = NOTICES.get(request.query_params.get("notice", ""))
-    return templates.TemplateResponse(
+    return templates().TemplateResponse(
         request, name, {"session": session, "notice": notice, **context},
         status_code=status_code, headers={**HEADERS, **(headers or {})})
 

@@ -4,7 +4,6 @@ the count and log line of every request, and provider JSON read strictly
 
 from __future__ import annotations
 
-import email.utils
 import time
 from typing import Any
 
@@ -14,6 +13,7 @@ from bridge import jsoninput
 from bridge.errors import ProviderError, SubmitOutcomeUnknown
 from bridge.logs import log_provider_request
 from bridge.metrics import count_provider_request
+from bridge.retry import parse_retry_after
 
 MAX_ANSWER = 16 * 1024 * 1024  # bytes of a provider's answer, decoded, read at most
 # Errors raised before a single byte of the request could have reached the provider.
@@ -118,22 +118,6 @@ async def _read_at_most(client: httpx.AsyncClient, request: httpx.Request,
                if name.lower() not in ("content-encoding", "content-length")]
     return httpx.Response(response.status_code, headers=headers, content=bytes(body),
                           request=request)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds a ``Retry-After`` value asks to wait (delta-seconds or an HTTP date), if any."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def retry_after(response: httpx.Response) -> float | None:
