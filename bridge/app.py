@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge.api import routes
-from bridge.api.callbacks import CallbackIngress
 from bridge.api.common import JSONResponse
 from bridge.connections import RequestDeadline
 from bridge.core import Bridge
@@ -49,6 +48,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = _HTTP_CODES.get(exc.status_code, "error")
     return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
                         status_code=exc.status_code, headers=exc.headers)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client hung up before its body arrived (a provider will call again): logged as
+    499, nginx's word for it, not as an unhandled error; the answer goes nowhere."""
+    return Response(status_code=499)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -101,11 +106,11 @@ def create_app(settings: Settings, *, http: httpx.AsyncClient | None = None,
         routes=[*routes, *portal_routes],
         lifespan=lifespan,
         middleware=[Middleware(RequestDeadline, timeout=settings.request_timeout),
-                    Middleware(CallbackIngress), Middleware(RequestLog),
-                    Middleware(NulPaths)],
+                    Middleware(RequestLog), Middleware(NulPaths)],
         exception_handlers={
             BridgeError: _bridge_error,
             HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
             Exception: _server_error,
         },
     )

@@ -30,6 +30,8 @@ class Timings:
     # A callback-mode job's safety-net checks: a fraction of its age, at least this far apart.
     safety_net_ratio: float = polling.SAFETY_NET_RATIO
     safety_net_min_gap: float = polling.SAFETY_NET_MIN_GAP
+    # A job's callback token is refused this long after the job reached its final state.
+    callback_token_ttl: float = 86400.0
 
     # The deliverer (bridge.delivery)
     delivery_lease: float = 30.0  # a claimed delivery is ours; more than delivery_timeout

@@ -28,7 +28,15 @@ from datetime import datetime
 from typing import Any
 
 from bridge import inline, metrics, polling
-from bridge.errors import Conflict, InvalidRequest, NotFound, ProviderError, SubmitOutcomeUnknown
+from bridge.coalesce import Coalescer
+from bridge.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    ProviderError,
+    SubmitOutcomeUnknown,
+    Unauthorized,
+)
 from bridge.jobs import MediaLink, apply_snapshot, apply_submission, due_in, end_job
 from bridge.logs import log_status_change
 from bridge.models import TERMINAL, Event, Job, JobError, JobStatus, Tracking, utcnow
@@ -85,6 +93,7 @@ class Tracker:
         self._streams: dict[str, asyncio.Task[None]] = {}
         self._stream_breaks: dict[str, int] = {}
         self._poll_first: set[str] = set()
+        self._confirming = Coalescer[None]()  # by job id: one confirmation at a time
         self._work: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self.supervisor = Supervisor(*self.timings.restart_backoff)
@@ -124,7 +133,7 @@ class Tracker:
             self._loop_task = None
         if self._work and grace > 0:
             await asyncio.wait(list(self._work), timeout=grace)
-        tasks = [*self._streams.values(), *self._work]
+        tasks = [*self._streams.values(), *self._work, *self._confirming.tasks()]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -489,6 +498,11 @@ class Tracker:
             # The provider answered our submission and called back before we recorded it;
             # a 409 makes it call again shortly.
             raise Conflict("the job's submission is still being recorded; call again")
+        # One status call per job at a time: a callback that comes while one is in flight
+        # (a burst, a provider's retries) waits for its answer instead of asking again.
+        await self._confirming.run(job.id, lambda: self._confirm(job, provider))
+
+    async def _confirm(self, job: Job, provider: Provider) -> None:
         try:
             snapshot = await provider.status(tracked(job))
         except ProviderError as exc:
@@ -500,9 +514,15 @@ class Tracker:
         await self._apply(job.id, snapshot, schedule=True)
 
     async def _known_job(self, job_id: str, provider_name: str) -> Job:
+        """The job a callback token names; 401 once the token has expired (the job reached
+        its final state more than ``callback_token_ttl`` ago)."""
         job = await self.store.get_job(job_id)
         if job is None or job.provider != provider_name:
             raise NotFound("no such job")
+        if job.status in TERMINAL:
+            ended = job.completed_at or job.updated_at
+            if (utcnow() - ended).total_seconds() >= self.timings.callback_token_ttl:
+                raise Unauthorized("expired callback token: its job has ended")
         return job
 
     # -- cancel --------------------------------------------------------------------------

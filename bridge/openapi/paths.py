@@ -239,6 +239,8 @@ def paths() -> dict[str, Schema]:
             "Where providers call back (the URL bridge gave them)",
             {"200": _json(ref("CallbackReceived"))},
             errors=("400", "401", "404", "409", "413"), auth=False,
+            notes={"401": "The token was not made by bridge for this provider, or has "
+                          "expired: its job ended more than a day ago."},
             params=[_path("provider", "the provider calling back"),
                     _path("token", "the signed token in the URL bridge gave the provider")],
             body={"type": "object"}, body_required=False)},

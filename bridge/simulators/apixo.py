@@ -19,7 +19,8 @@ says "increasing delays" without the schedule). Every attempt is recorded in
 ``app.state.callback_attempts`` as ``(task_id, status_code_or_error)``.
 
 Test-visible state: ``app.state.jobs`` (task id -> :class:`SimTask`), ``app.state.submissions``
-(tasks created), ``app.state.credits`` (tasks still affordable; 0 answers
+(tasks created), ``app.state.status_calls`` (statusTask requests answered, per task id: a
+``Counter``), ``app.state.credits`` (tasks still affordable; 0 answers
 "Insufficient credits"), ``app.state.callback_tasks`` (pending deliveries) and
 ``app.state.faults``.
 """
@@ -31,6 +32,7 @@ import contextlib
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -273,6 +275,7 @@ def create_app(
         if task is None or task.model != model:
             # Assumed: the seed documents no "not found" answer; a 400 like other bad input.
             return envelope(400, f"Task not found: {task_id}")
+        app.state.status_calls[task_id] += 1
         return envelope(200, "success", task.data())
 
     async def file(request: Request) -> Response:
@@ -307,6 +310,7 @@ def create_app(
     app.state.faults = faults
     app.state.jobs = jobs
     app.state.submissions = 0
+    app.state.status_calls = Counter[str]()
     app.state.credits = 1_000_000
     app.state.callback_attempts = []
     app.state.callback_tasks = callback_tasks
