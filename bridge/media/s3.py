@@ -28,6 +28,16 @@ log = logging.getLogger("bridge.media")
 PART_SIZE = 5 * 1024 * 1024
 PRESIGN_SECONDS = 15 * 60  # a presigned link is made afresh for every request
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+_session: Any = None  # one botocore session a process: it loads the S3 model once (~0.5 s)
+
+
+def _aws() -> Any:
+    global _session
+    if _session is None:
+        from aiobotocore.session import get_session
+
+        _session = get_session()
+    return _session
 
 
 class S3Store:
@@ -54,17 +64,18 @@ class S3Store:
         async with self._opening:
             if self._client is None:
                 from aiobotocore.config import AioConfig
-                from aiobotocore.session import get_session
 
-                # Checksums only where S3 requires them: several S3-compatible services
-                # refuse the newer default (CRC trailers on every upload).
+                # Signature version 4 (R2 and MinIO take no other); checksums only where S3
+                # requires them: several S3-compatible services refuse the newer default
+                # (CRC trailers on every upload).
                 config = AioConfig(
+                    signature_version="s3v4",
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required",
                     s3={"addressing_style": "path"} if self.endpoint_url else None,
                     retries={"mode": "standard"},
                 )
-                self._client = await self._stack.enter_async_context(get_session().create_client(
+                self._client = await self._stack.enter_async_context(_aws().create_client(
                     "s3", endpoint_url=self.endpoint_url, config=config))
         return self._client
 
