@@ -2,8 +2,10 @@
 links a mirror must survive: ones that expire or disappear, fail, redirect, never end, or are
 not a video. A test picks one by the path it gives the bridge:
 
-    GET /files/{name}.mp4[?size=N]      the video (``fake_mp4``); ``size``: padded to N bytes
-                                        with an MP4 ``free`` box, streamed (bench/media.py)
+    GET /files/{name}.mp4[?size=N&type=T]
+                                        the video (``fake_mp4``); ``size``: padded to N bytes
+                                        with an MP4 ``free`` box, streamed (bench/media.py);
+                                        ``type``: its Content-Type (default video/mp4)
     GET /expiring/{name}.mp4?expires=T  the video until the unix time T, then 403 AccessDenied
                                         "Request has expired", as a presigned S3 URL answers
     GET /gone/{name}.mp4                404 NoSuchKey: the provider deleted it
@@ -57,10 +59,10 @@ def _int(request: Request, name: str, default: int) -> int:
     return int(value) if value is not None and value.isdigit() else default
 
 
-def _video(name: str, size: int | None = None) -> Response:
+def _video(name: str, size: int | None = None, kind: str = "video/mp4") -> Response:
     video = fake_mp4(name)
     if size is None or size <= len(video) + 8:
-        return Response(video, media_type="video/mp4")
+        return Response(video, media_type=kind)
     padding = size - len(video)
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -71,8 +73,7 @@ def _video(name: str, size: int | None = None) -> Response:
             yield block[:left] if left < PAD else block
             left -= PAD
 
-    return StreamingResponse(chunks(), media_type="video/mp4",
-                             headers={"Content-Length": str(size)})
+    return StreamingResponse(chunks(), media_type=kind, headers={"Content-Length": str(size)})
 
 
 def create_app() -> Starlette:
@@ -82,7 +83,8 @@ def create_app() -> Starlette:
     async def files(request: Request) -> Response:
         name = request.path_params["name"]
         size = request.query_params.get("size")
-        return _video(name, int(size) if size and size.isdigit() else None)
+        return _video(name, int(size) if size and size.isdigit() else None,
+                      request.query_params.get("type", "video/mp4"))
 
     async def expiring(request: Request) -> Response:
         try:
