@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # imported with the first copy: a process may never make one
 
 MAX_REDIRECTS = 3
 DEFAULT_MAX_BYTES = 2 * 1024**3
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024
 SNIFF = 16  # bytes enough for both signatures
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRYABLE = frozenset({408, 425, 429})

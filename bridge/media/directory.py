@@ -3,6 +3,7 @@ path, by default ``BRIDGE_MEDIA_DIR``'s ``./media``)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tempfile
@@ -33,11 +34,26 @@ class DirectoryStore:
         # A name of its own per write: two writers of one key never share a partial file.
         fd, partial = tempfile.mkstemp(dir=self.directory, prefix=f".{key}.", suffix=".part")
         tally = Tally()
+        loop = asyncio.get_running_loop()
+        writing: asyncio.Future[None] | None = None
         try:
             with os.fdopen(fd, "wb") as out:
-                async for chunk in chunks:
-                    out.write(chunk)  # to the page cache: microseconds for a chunk
-                    tally.add(chunk)
+                def write(chunk: bytes) -> None:
+                    out.write(chunk)
+                    tally.add(chunk)  # hashlib lets go of the GIL for large chunks
+
+                # Hashed and written in a thread while the next chunk arrives: one at a time,
+                # in order, and at most one chunk more in memory.
+                try:
+                    async for chunk in chunks:
+                        if writing is not None:
+                            await writing
+                        writing = loop.run_in_executor(None, write, chunk)
+                finally:
+                    if writing is not None:  # the file closes only after its last write
+                        await asyncio.wait([writing])
+                if writing is not None:
+                    writing.result()
             os.replace(partial, final)
         except BaseException:
             with contextlib.suppress(OSError):
