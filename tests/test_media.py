@@ -4,12 +4,14 @@ behind one interface; Range from the directory, 302 to a presigned URL from S3."
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiobotocore.session import get_session
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -205,6 +207,22 @@ async def test_an_s3_store_keeps_its_objects_under_the_prefix(moto: str) -> None
     async with s3_client(moto) as s3:
         listed = await s3.list_objects_v2(Bucket=bucket)
     assert [item["Key"] for item in listed["Contents"]] == ["tenant-a/videos/job_1.mp4"]
+
+
+async def test_no_credential_reaches_the_logs_even_at_debug_level(
+    moto: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token-of-this-test")
+    bucket = await new_bucket(moto)
+    caplog.set_level(logging.DEBUG)
+    store = S3Store(bucket, endpoint_url=moto, session=get_session())  # reads the token
+    await store.put("job_1.mp4", chunks_of(pattern(6 * MiB)))  # multipart
+    answer = await store.response("job_1.mp4")
+    await store.close()
+    signature = answer.headers["location"].rsplit("X-Amz-Signature=", 1)[1]
+    assert "X-Amz-Security-Token=session-token-of-this-test" in answer.headers["location"]
+    for secret in ("session-token-of-this-test", "moto-test-secret", signature):
+        assert secret not in caplog.text
 
 
 def test_the_store_is_the_one_bridge_media_store_names(tmp_path: Path) -> None:

@@ -41,10 +41,15 @@ def _aws() -> Any:
 
 
 class S3Store:
-    """Videos as objects ``<prefix>/<key>`` in ``bucket``."""
+    """Videos as objects ``<prefix>/<key>`` in ``bucket``.
+
+    ``session``: the aiobotocore session whose credentials it uses (default: one per process,
+    which resolves the standard chain once; refreshable ones refresh themselves).
+    """
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                 part_size: int = PART_SIZE, presign_seconds: int = PRESIGN_SECONDS) -> None:
+                 part_size: int = PART_SIZE, presign_seconds: int = PRESIGN_SECONDS,
+                 session: Any = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
@@ -52,6 +57,7 @@ class S3Store:
         self.presign_seconds = presign_seconds
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
+        self._session = session
         self._opening = asyncio.Lock()
 
     def name(self, key: str) -> str:
@@ -65,6 +71,13 @@ class S3Store:
             if self._client is None:
                 from aiobotocore.config import AioConfig
 
+                # botocore's debug lines carry signed headers (a session token among them)
+                # and presigned URLs: credentials, so never logged, whatever BRIDGE_LOG_LEVEL.
+                for name in ("botocore", "aiobotocore"):
+                    quiet = logging.getLogger(name)
+                    if quiet.getEffectiveLevel() < logging.INFO:
+                        quiet.setLevel(logging.INFO)
+
                 # Signature version 4 (R2 and MinIO take no other); checksums only where S3
                 # requires them: several S3-compatible services refuse the newer default
                 # (CRC trailers on every upload).
@@ -75,7 +88,8 @@ class S3Store:
                     s3={"addressing_style": "path"} if self.endpoint_url else None,
                     retries={"mode": "standard"},
                 )
-                self._client = await self._stack.enter_async_context(_aws().create_client(
+                session = self._session or _aws()
+                self._client = await self._stack.enter_async_context(session.create_client(
                     "s3", endpoint_url=self.endpoint_url, config=config))
         return self._client
 
