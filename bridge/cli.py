@@ -155,6 +155,14 @@ def _database_name(database: str) -> str:
     return f"{os.path.abspath(database)} (SQLite)"
 
 
+def _media_name(media_store: str) -> str:
+    """The media store as a start-up line names it: an s3:// URL as given, a directory by
+    its absolute path."""
+    if media_store.startswith("s3://"):
+        return media_store
+    return os.path.abspath(media_store)
+
+
 async def _database_problem(settings: Settings) -> str | None:
     """Why the database cannot be opened (and migrated), in one line; ``None`` if it can."""
     from bridge.store import open_store
@@ -214,7 +222,7 @@ def serve(settings: Settings, host: str, port: int, timings: Timings | None = No
         "database": _database_name(settings.database),
         "providers": [p.name for p in settings.enabled_providers],
         "public_url": settings.public_url,
-        "media_store": os.path.abspath(settings.media_dir),
+        "media_store": _media_name(settings.media_store),
         "background": settings.background,
         "open_files": files if files == files_before else f"{files} (raised from {files_before})",
         "max_connections": max_connections,

@@ -19,7 +19,7 @@ from bridge.delivery import Deliverer
 from bridge.endpoints import check_url
 from bridge.errors import IdempotencyConflict, InvalidRequest
 from bridge.jobs import MediaLink, check_capabilities
-from bridge.media import MediaStore
+from bridge.media import Fetcher, MediaStore, open_media_store
 from bridge.models import Job, JobStatus, Tenant, Tracking, new_id, utcnow
 from bridge.providers import Adapters
 from bridge.ratelimit import TokenBuckets
@@ -108,6 +108,7 @@ class Bridge:
     guard: Guard
     deliverer: Deliverer
     supervisor: Supervisor
+    fetcher: Fetcher  # copies providers' video links into the media store
     # POST /v1/endpoints/{id}/test, per endpoint
     test_sends: TokenBuckets = field(
         default_factory=lambda: TokenBuckets(TEST_BURST, TEST_PER_SECOND))
@@ -143,7 +144,7 @@ class Bridge:
             if not usable:
                 log.warning("BRIDGE_API_KEY was revoked and stays revoked: set a new key")
         owns_http = http is None
-        media = MediaStore(settings.media_dir)
+        media = open_media_store(settings)
         providers = Adapters(settings, provider_client if http is None else lambda: http, media)
         signer = Signer(secret)
         tracker = Tracker(
@@ -162,7 +163,9 @@ class Bridge:
         store.outbox_listeners.append(deliverer.wake)
         store.job_listeners.append(tracker.wake)
         return cls(settings, store, providers, Catalog(providers), tracker, signer, media,
-                   owns_http, guard, deliverer, Supervisor(*timings.restart_backoff))
+                   owns_http, guard, deliverer, Supervisor(*timings.restart_backoff),
+                   Fetcher(guard, max_bytes=settings.media_max_bytes,
+                           read_timeout=settings.request_timeout))
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -214,6 +217,8 @@ class Bridge:
         await self.supervisor.stop()
         if self._owns_http and self.providers.client_made:
             await self.http.aclose()
+        await self.fetcher.close()
+        await self.media.close()
         await self.store.close()
 
     # -- tenants -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ value; ``bridge serve`` prints that one line and exits with status 2. Secrets ar
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import re
@@ -32,6 +33,12 @@ MAX_SHUTDOWN_GRACE = 300.0  # seconds; orchestrators kill long before this anywa
 MAX_REQUEST_TIMEOUT = 600.0  # seconds
 MAX_CONNECTIONS = 1_000_000
 
+DEFAULT_MEDIA_MAX_BYTES = 2 * 1024**3
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
+               "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$")
+# S3's rules for a bucket's name: 3 to 63 lower-case letters, digits, dots and hyphens.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
@@ -88,6 +95,9 @@ class Settings:
     allow_private_targets: bool = False
     confirm_callbacks: bool = True
     media_dir: str = "./media"
+    media_store: str = "./media"  # a directory, or s3://bucket[/prefix]
+    s3_endpoint_url: str | None = None
+    media_max_bytes: int = DEFAULT_MEDIA_MAX_BYTES
     shutdown_grace: float = 10.0
     request_timeout: float = 30.0
     max_connections: int | None = None  # None: sized to the open-file limit at start-up
@@ -129,6 +139,15 @@ class Settings:
             except ConfigError as exc:
                 raise SettingsError(f"BRIDGE_CONFIG: {exc}") from None
 
+        media_dir = get("BRIDGE_MEDIA_DIR") or "./media"
+        media_store = _media_store(get("BRIDGE_MEDIA_STORE") or media_dir)
+        s3_endpoint = get("BRIDGE_S3_ENDPOINT_URL")
+        if s3_endpoint is not None:
+            if s3_location(media_store) is None:
+                raise SettingsError("BRIDGE_S3_ENDPOINT_URL: set, but BRIDGE_MEDIA_STORE is "
+                                    "not an s3://bucket URL")
+            s3_endpoint = _url("BRIDGE_S3_ENDPOINT_URL", s3_endpoint).rstrip("/")
+
         return cls(
             database=_database(get("BRIDGE_DATABASE") or "./bridge.db"),
             database_pool=_count("BRIDGE_DATABASE_POOL", get("BRIDGE_DATABASE_POOL"),
@@ -148,7 +167,11 @@ class Settings:
             confirm_callbacks=_switch(
                 "BRIDGE_CONFIRM_CALLBACKS", get("BRIDGE_CONFIRM_CALLBACKS"), default=True
             ),
-            media_dir=get("BRIDGE_MEDIA_DIR") or "./media",
+            media_dir=media_dir,
+            media_store=media_store,
+            s3_endpoint_url=s3_endpoint,
+            media_max_bytes=_bytes("BRIDGE_MEDIA_MAX_BYTES", get("BRIDGE_MEDIA_MAX_BYTES"),
+                                   DEFAULT_MEDIA_MAX_BYTES),
             shutdown_grace=_seconds("BRIDGE_SHUTDOWN_GRACE", get("BRIDGE_SHUTDOWN_GRACE"),
                                     cls.shutdown_grace, most=MAX_SHUTDOWN_GRACE,
                                     example="10s", zero=True),
@@ -174,6 +197,23 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f"not a duration: {text!r}")
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def parse_size(text: str) -> int:
+    """``"2GiB"``, ``"500MB"``, ``"64KiB"`` or plain bytes, to bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2) or ""]
+
+
+def s3_location(media_store: str) -> tuple[str, str] | None:
+    """``(bucket, prefix)`` of an ``s3://bucket[/prefix]`` media store; ``None`` for a
+    directory."""
+    if not media_store.startswith("s3://"):
+        return None
+    bucket, _, prefix = media_store[len("s3://"):].partition("/")
+    return bucket, prefix.strip("/")
 
 
 def parse_schedule(variable: str, text: str) -> tuple[float, ...]:
@@ -223,6 +263,38 @@ def _database(value: str) -> str:
         raise SettingsError(f"BRIDGE_DATABASE: the directory {str(directory)!r} does not "
                             "exist (bridge creates the file, not its directory)")
     return value
+
+
+def _media_store(value: str) -> str:
+    location = s3_location(value)
+    if location is None:
+        if "://" in value:
+            raise SettingsError(f"BRIDGE_MEDIA_STORE: expected a directory path or "
+                                f"s3://bucket[/prefix], got a {value.split('://', 1)[0]}:// URL")
+        return value
+    bucket, prefix = location
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise SettingsError(f"BRIDGE_MEDIA_STORE: {bucket!r} is not a valid bucket name "
+                            "(3 to 63 lower-case letters, digits, dots and hyphens)")
+    if "?" in prefix or "#" in prefix or "//" in prefix:
+        raise SettingsError("BRIDGE_MEDIA_STORE: the prefix after the bucket must be a plain "
+                            "path, e.g. s3://my-bucket/videos")
+    if importlib.util.find_spec("aiobotocore") is None:
+        raise SettingsError("BRIDGE_MEDIA_STORE: an s3:// store needs aiobotocore: "
+                            "pip install 'bridge[s3]'")
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+
+def _bytes(variable: str, value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise SettingsError(f"{variable}: {exc}; expected e.g. 2GiB or 500MB") from None
+    if size <= 0:
+        raise SettingsError(f"{variable}: must be more than 0, got {value!r}")
+    return size
 
 
 def _count(variable: str, value: str | None, *, default: int, most: int) -> int:

@@ -13,7 +13,7 @@ import pytest
 from starlette.applications import Starlette
 
 from bridge.errors import InvalidRequest, ProviderError, SubmitOutcomeUnknown
-from bridge.media import MediaStore
+from bridge.media import DirectoryStore
 from bridge.models import JobStatus, Tracking
 from bridge.providers.base import JobRequest, Provider, Submission, TrackedJob
 from bridge.providers.venice import VeniceProvider
@@ -47,12 +47,12 @@ async def client(sim: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def media(tmp_path: Path) -> MediaStore:
-    return MediaStore(tmp_path / "media")
+def media(tmp_path: Path) -> DirectoryStore:
+    return DirectoryStore(tmp_path / "media")
 
 
 @pytest.fixture
-def venice(client: httpx.AsyncClient, media: MediaStore) -> VeniceProvider:
+def venice(client: httpx.AsyncClient, media: DirectoryStore) -> VeniceProvider:
     return VeniceProvider(client, base_url=BASE, api_key=KEY, media=media)
 
 
@@ -250,7 +250,7 @@ async def test_validation_refusal_raises_provider_rejected_naming_the_field(
 
 
 async def test_wrong_key_raises_provider_rejected_401_without_the_key(
-    client: httpx.AsyncClient, media: MediaStore
+    client: httpx.AsyncClient, media: DirectoryStore
 ) -> None:
     venice = VeniceProvider(client, base_url=BASE, api_key="wrong-secret-key", media=media)
     with pytest.raises(ProviderError) as caught:
@@ -303,7 +303,7 @@ async def test_queue_5xx_raises_retryable_provider_unavailable(
 
 
 async def test_hanging_submit_raises_submit_outcome_unknown(
-    sim: Starlette, media: MediaStore
+    sim: Starlette, media: DirectoryStore
 ) -> None:
     sim.state.faults.add(r"/video/queue$", hang=True)
     async with serve_in_background(sim) as url, httpx.AsyncClient(timeout=0.5) as client:
@@ -344,7 +344,7 @@ async def test_status_while_processing_is_running_with_hints_and_progress(
 
 
 async def test_status_when_done_stores_the_mp4_and_completes(
-    venice: VeniceProvider, media: MediaStore, sim: Starlette
+    venice: VeniceProvider, media: DirectoryStore, sim: Starlette
 ) -> None:
     job = await submitted(venice, request())
     await settle()
@@ -380,7 +380,7 @@ async def test_a_failed_complete_does_not_fail_the_job(
 
 
 async def test_private_model_video_is_downloaded_without_the_key(
-    venice: VeniceProvider, media: MediaStore, sim: Starlette
+    venice: VeniceProvider, media: DirectoryStore, sim: Starlette
 ) -> None:
     job = await submitted(venice, request(model=PRIVATE))
     await settle()

@@ -114,6 +114,13 @@ READ_CASES = [
     ("BRIDGE_ALLOW_PRIVATE_TARGETS", "1", lambda s: s.allow_private_targets, True),
     ("BRIDGE_CONFIRM_CALLBACKS", "0", lambda s: s.confirm_callbacks, False),
     ("BRIDGE_MEDIA_DIR", "/data/media", lambda s: s.media_dir, "/data/media"),
+    ("BRIDGE_MEDIA_DIR", "/data/media", lambda s: s.media_store, "/data/media"),
+    ("BRIDGE_MEDIA_STORE", "/srv/videos", lambda s: s.media_store, "/srv/videos"),
+    ("BRIDGE_MEDIA_STORE", "s3://my-bucket/videos/", lambda s: s.media_store,
+     "s3://my-bucket/videos"),
+    ("BRIDGE_MEDIA_MAX_BYTES", "500MB", lambda s: s.media_max_bytes, 500_000_000),
+    ("BRIDGE_MEDIA_MAX_BYTES", "64KiB", lambda s: s.media_max_bytes, 65536),
+    ("BRIDGE_MEDIA_MAX_BYTES", "1048576", lambda s: s.media_max_bytes, 1048576),
     ("BRIDGE_SHUTDOWN_GRACE", "30s", lambda s: s.shutdown_grace, 30.0),
     ("BRIDGE_SHUTDOWN_GRACE", "0", lambda s: s.shutdown_grace, 0.0),
     ("BRIDGE_REQUEST_TIMEOUT", "10s", lambda s: s.request_timeout, 10.0),
@@ -139,6 +146,40 @@ READ_CASES = [
                          ids=[case[0] for case in READ_CASES])
 def test_every_variable_is_read(variable: str, value: str, read: Any, expected: Any) -> None:
     assert read(Settings.from_env({variable: value})) == expected
+
+
+def test_the_media_store_is_a_directory_of_2_gib_videos_by_default() -> None:
+    settings = Settings.from_env({})
+    assert (settings.media_store, settings.s3_endpoint_url, settings.media_max_bytes) == (
+        "./media", None, 2 * 1024**3)
+
+
+def test_an_s3_endpoint_is_read_with_an_s3_store() -> None:
+    settings = Settings.from_env({"BRIDGE_MEDIA_STORE": "s3://media",
+                                  "BRIDGE_S3_ENDPOINT_URL": "https://x.r2.cloudflarestorage.com/"})
+    assert settings.s3_endpoint_url == "https://x.r2.cloudflarestorage.com"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"BRIDGE_MEDIA_STORE": "gs://bucket"},
+     "BRIDGE_MEDIA_STORE: expected a directory path or s3://bucket[/prefix], got a gs:// URL"),
+    ({"BRIDGE_MEDIA_STORE": "s3://My_Bucket"}, "BRIDGE_MEDIA_STORE: 'My_Bucket' is not a valid "
+     "bucket name (3 to 63 lower-case letters, digits, dots and hyphens)"),
+    ({"BRIDGE_MEDIA_STORE": "s3://"}, "BRIDGE_MEDIA_STORE: '' is not a valid bucket name"),
+    ({"BRIDGE_MEDIA_STORE": "s3://bucket/a?b"}, "BRIDGE_MEDIA_STORE: the prefix after the "
+     "bucket must be a plain path"),
+    ({"BRIDGE_S3_ENDPOINT_URL": "http://127.0.0.1:9000"},
+     "BRIDGE_S3_ENDPOINT_URL: set, but BRIDGE_MEDIA_STORE is not an s3://bucket URL"),
+    ({"BRIDGE_MEDIA_STORE": "s3://bucket", "BRIDGE_S3_ENDPOINT_URL": "minio:9000"},
+     "BRIDGE_S3_ENDPOINT_URL: expected an http(s) URL"),
+    ({"BRIDGE_MEDIA_MAX_BYTES": "2 gigs"},
+     "BRIDGE_MEDIA_MAX_BYTES: not a size: '2 gigs'; expected e.g. 2GiB or 500MB"),
+    ({"BRIDGE_MEDIA_MAX_BYTES": "0"}, "BRIDGE_MEDIA_MAX_BYTES: must be more than 0"),
+])
+def test_a_bad_media_store_setting_names_its_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(env)
+    assert str(raised.value).startswith(message)
 
 
 def test_bridge_config_names_an_existing_file(tmp_path: Path) -> None:

@@ -3,10 +3,8 @@ served (``/media/{token}``)."""
 
 from __future__ import annotations
 
-import os
-
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge.api.common import get_bridge, parse_json, read_body
@@ -53,13 +51,8 @@ async def media(request: Request) -> Response:
         raise Forbidden("invalid media link") from None
     except TokenExpired:
         raise NotFound("this media link has expired") from None
-    if not bridge.media.exists(name):
-        raise NotFound("no such media")
-    path = bridge.media.path(name)
-    # FileResponse answers Range requests (206, multipart, 416) itself.
-    return FileResponse(path, media_type="video/mp4", filename=name,
-                        content_disposition_type="inline",
-                        stat_result=os.stat(path))
+    # A directory answers the bytes (Range included); an object store, 302 to a presigned URL.
+    return await bridge.media.response(name)
 
 
 routes = [

@@ -249,6 +249,9 @@ def paths() -> dict[str, Schema]:
             "A video bridge hosts, behind an expiring signed link (Range requests work)", {
                 "200": _binary("The video."),
                 "206": _binary("Part of the video (a Range request)."),
+                "302": {"description": "The video is in an object store "
+                        "(BRIDGE_MEDIA_STORE=s3://...): Location is a freshly presigned URL of it.",
+                        "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}}},
                 "403": _json(ref("Error"), "The link was not made by bridge."),
                 "416": {"description": "The range is not satisfiable."},
             }, errors=("404",), auth=False,

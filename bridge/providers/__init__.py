@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from bridge.media import MediaStore
+from bridge.media.base import MediaStore
 from bridge.providers.base import Provider
 from bridge.settings import Settings
 

@@ -3,7 +3,7 @@
 Venice has no callbacks, no stream and no job list. A public model's finished video comes back
 as the MP4 bytes of the retrieve answer; a private ("VPS-backed") model's queue answer carries
 a one-time ``download_url`` (kept in ``provider_data``) and retrieve only says ``COMPLETED``.
-Either way the adapter streams the video into the bridge's :class:`MediaStore` as
+Either way the adapter streams the video into the bridge's media store as
 ``<job id>.mp4`` and reports it as ``Snapshot.media_file``.
 
 Request translation (unified field -> queue body):
@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from bridge.errors import InvalidRequest, ProviderError, SubmitOutcomeUnknown
-from bridge.media import MediaStore
+from bridge.media.base import MediaStore
 from bridge.models import JobError, JobStatus, Tracking
 from bridge.providers.base import JobRequest, ModelInfo, PollHints, Snapshot, Submission, TrackedJob
 from bridge.providers.http import excerpt, json_or_none, record, send, transient_error
@@ -292,7 +292,7 @@ class VeniceProvider:
 
     async def status(self, job: TrackedJob) -> Snapshot:
         media_file = f"{job.id}.mp4"
-        if self._media.exists(media_file):
+        if await self._media.exists(media_file):
             # Already stored by an earlier call whose answer was not recorded: the provider
             # may have deleted its copy since, so do not ask again.
             return Snapshot(status=JobStatus.SUCCEEDED, progress=100, media_file=media_file)
@@ -301,7 +301,7 @@ class VeniceProvider:
         async with self._stream("POST", f"{self._base}/video/retrieve", "/video/retrieve",
                                 json=body, headers=self._auth) as response:
             if response.status_code == 200 and _is_video(response):
-                await self._media.save(media_file, response.aiter_bytes())
+                await self._media.put(media_file, response.aiter_bytes())
                 stored = True
             else:
                 stored = False
@@ -349,7 +349,7 @@ class VeniceProvider:
         request.headers.pop("authorization", None)
         async with self._stream_request(request, DOWNLOAD) as response:
             if response.status_code == 200:
-                await self._media.save(media_file, response.aiter_bytes())
+                await self._media.put(media_file, response.aiter_bytes())
             else:
                 await response.aread()
         if response.status_code in (404, 410):
