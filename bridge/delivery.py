@@ -183,7 +183,7 @@ class Deliverer:
         self._ready: collections.deque[tuple[Outgoing, float]] = collections.deque()
         self._claimed = 0  # claimed here and not yet recorded (or given back)
         self._in_flight = 0  # attempts being made, all tenants
-        self._unstarted = 0  # senders started that have not picked their first delivery
+        self._unstarted: set[asyncio.Task[None]] = set()  # senders yet to pick their first
         self._sending: set[str] = set()  # ids of the deliveries claimed here
         self._senders: set[asyncio.Task[None]] = set()
         self._records: list[tuple[Outgoing, AttemptResult]] = []
@@ -379,12 +379,13 @@ class Deliverer:
         """Start senders for the claimed deliveries that may start now, while slots are
         free. Each takes its first delivery itself when it runs (one cancelled before it
         runs takes none), and one that finds none it may send ends."""
-        wanted = self._startable() - self._unstarted
+        wanted = self._startable() - len(self._unstarted)
         for _ in range(min(self.concurrency - len(self._senders), wanted)):
             sender = asyncio.create_task(self._sender())
-            self._unstarted += 1
             self._senders.add(sender)
+            self._unstarted.add(sender)
             sender.add_done_callback(self._senders.discard)  # also if it never ran
+            sender.add_done_callback(self._unstarted.discard)
 
     def _startable(self) -> int:
         """How many of the claimed deliveries could start now, one after another."""
@@ -418,7 +419,8 @@ class Deliverer:
         return None
 
     async def _sender(self) -> None:
-        self._unstarted -= 1
+        task = asyncio.current_task()
+        self._unstarted.discard(task)
         try:
             while (picked := self._pick()) is not None:
                 outgoing, claimed_at, target, tenant = picked
@@ -443,7 +445,6 @@ class Deliverer:
         finally:
             # Out of the count at once, not a turn later: a claim that comes in meanwhile
             # starts senders for the slots this one leaves.
-            task = asyncio.current_task()
             if task is not None:
                 self._senders.discard(task)
 
