@@ -13,7 +13,8 @@ unmeasured ``--warmup``:
 * ``aiohttp``: 32 tasks post the body over one ``aiohttp.ClientSession`` (its defaults), the
   client library the bridge sends with;
 * ``bridge``: ``bridge.delivery.Deliverer`` empties a real outbox: a fresh SQLite file whose
-  ``--endpoints`` endpoints (8 attempts in flight each: 32 in all) have enough pending
+  ``--endpoints`` endpoints (8 attempts in flight each: 32 in all, the share of its one
+  tenant of a deliverer with 64 slots) have enough pending
   deliveries stored beforehand; every delivery is claimed with a lease, read with its event,
   signed (Standard Webhooks), posted over aiohttp to the address the SSRF guard answers, and
   its attempt is recorded (status, duration, excerpt) in the store, as in the service. The
@@ -244,8 +245,10 @@ async def main_async(args: argparse.Namespace) -> int:
                 if counts["measuring"]:
                     counts["done" if result.ok else "errors"] += 1
 
+            # A lone tenant's share is half the deliverer's slots (room is kept for one
+            # more tenant): twice the raw rows' tasks gives it as many attempts at once.
             deliverer = Deliverer(store, Guard(allow_private=True), (5.0, 300.0),
-                                  concurrency=args.concurrency,
+                                  concurrency=2 * args.concurrency,
                                   per_target=per_endpoint,
                                   listeners=[record])
             # The body the deliverer sends, for the raw rows: one attempt before timing.

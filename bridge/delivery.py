@@ -49,9 +49,6 @@ CONCURRENCY = 64  # attempts in flight, all targets
 # Attempts in flight to one target at most, whatever it asks: an endpoint's own
 # max_concurrency (DEFAULT_MAX_CONCURRENCY for a job's webhook_url) applies below it.
 PER_TARGET = MAX_CONCURRENCY
-# Attempts in flight for one tenant: a quarter of the slots stays free for the others, so
-# one tenant's endpoints that never answer cannot hold every slot for a whole timeout.
-PER_TENANT = CONCURRENCY * 3 // 4
 SLOW = 1.0  # seconds: an endpoint answering this slowly gets no deliveries claimed ahead
 USER_AGENT = "bridge-webhooks/0.1"
 # Headers bridge sets on every delivery; an endpoint's own headers never replace them.
@@ -103,6 +100,14 @@ def _without_urls(text: str) -> str:
     return _URL.sub("<url>", text)
 
 
+def _may_start(target_room: int, tenant_busy: int, share: int, free: int) -> bool:
+    """Whether one more attempt may start: its target under its limit, its tenant (with
+    ``tenant_busy`` attempts in flight) under its share, and a share's worth of the ``free``
+    slots left for a tenant with none in flight (which may take any free slot)."""
+    return (target_room > 0 and tenant_busy < share and free > 0
+            and (tenant_busy == 0 or free > share))
+
+
 class _Target:
     """An endpoint (or a job's own webhook_url) with deliveries claimed here."""
 
@@ -129,17 +134,21 @@ class Deliverer:
     """Claims due deliveries, sends them and records what came of each.
 
     Claimed deliveries wait in ``_ready`` (claim order) until a slot, their target and
-    their tenant have room. Up to ``concurrency`` sender tasks take them from there, one
-    after another while any can go, so that a freed slot starts the next attempt at once.
-    A sender hands each outcome to the recorder and goes on; the recorder writes the
-    outcomes that came in meanwhile in one store call. ``_run`` claims more whenever half
-    of its two rounds (``2 * concurrency`` claimed here) are recorded.
+    their tenant have room; one that may start passes those that may not. Up to
+    ``concurrency`` sender tasks take them from there, one after another while any can go,
+    so that a freed slot starts the next attempt at once. A sender hands each outcome to
+    the recorder and goes on; the recorder writes the outcomes that came in meanwhile in
+    one store call. ``_run`` claims whenever it is woken (new work, or a tenant with room
+    for a batch) and every ``Timings.delivery_idle``.
 
-    Fairness: a target has at most its ``max_concurrency`` attempts in flight (and never
-    more than ``per_target``), a tenant at most ``per_tenant`` (``PER_TENANT`` leaves a
-    quarter of the default slots to the other tenants). Claims take tenants in turns, at
-    most two rounds of ``per_tenant`` claimed here for one tenant, so that the room left
-    lets another tenant's new deliveries be claimed at once.
+    Fairness (fair queueing of the slots): with T tenants having deliveries claimed here, a
+    tenant's share is ``concurrency // (T + 1)`` attempts in flight (at least one), so
+    that each share falls as more tenants have work and there is always room for one more
+    tenant: a tenant with attempts in flight starts another only while a share's worth of
+    slots stays free, one with none takes any free slot. A target has at most its
+    ``max_concurrency`` attempts in flight (and never more than ``per_target``). Claims
+    take tenants in turns, each up to two rounds of its share claimed here, and always
+    leave room for a tenant not seen yet.
     """
 
     def __init__(
@@ -150,7 +159,6 @@ class Deliverer:
         *,
         concurrency: int = CONCURRENCY,
         per_target: int = PER_TARGET,
-        per_tenant: int = PER_TENANT,
         clock: Callable[[], datetime] = utcnow,
         listeners: list[Callable[[Outgoing, AttemptResult], None]] | None = None,
         ssl_context: ssl.SSLContext | None = None,
@@ -162,7 +170,6 @@ class Deliverer:
         self.schedule = schedule
         self.concurrency = concurrency
         self.per_target = per_target
-        self.per_tenant = max(1, min(per_tenant, concurrency))
         self.clock = clock
         self.listeners = listeners if listeners is not None else []
         self.ssl_context = ssl_context  # the trust for https; None: the system's
@@ -173,6 +180,8 @@ class Deliverer:
         self._tenants: dict[str, _Tenant] = {}  # likewise
         self._ready: collections.deque[tuple[Outgoing, float]] = collections.deque()
         self._claimed = 0  # claimed here and not yet recorded (or given back)
+        self._in_flight = 0  # attempts being made, all tenants
+        self._unstarted: set[asyncio.Task[None]] = set()  # senders yet to pick their first
         self._sending: set[str] = set()  # ids of the deliveries claimed here
         self._senders: set[asyncio.Task[None]] = set()
         self._records: list[tuple[Outgoing, AttemptResult]] = []
@@ -181,7 +190,6 @@ class Deliverer:
         self._settled.set()
         self._deadline: float | None = None  # run_once's, in time.monotonic()
         self._attempted = 0  # attempts recorded or given to the recorder, for run_once
-        self._claim_at_least = max(1, concurrency // 2)  # rows a claim is worth making for
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
@@ -257,14 +265,10 @@ class Deliverer:
     async def _run(self, beat: Beat) -> None:
         while True:
             self._wake.clear()
-            # Up to two rounds claimed: the attempts in flight and the next ones, ready to
-            # start as slots free, so that no slot waits for a claim.
-            room = self._room()
-            if self._claimed and room < self._claim_at_least:
-                # Claim in batches, not one row per finished attempt: wait for more room.
-                await self._wake.wait()
-                continue
-            claimed = await self._claim(room)  # if it raises, the supervisor restarts us
+            # Claimed: the attempts in flight and the next ones, ready to start as slots
+            # free, so that no slot waits for a claim; woken by new work, a claim looks for
+            # tenants not seen yet even while the others' deliveries fill every slot.
+            claimed = await self._claim(self._room())  # if it raises, the supervisor restarts us
             beat()
             if claimed and self._claimed < self.concurrency:
                 continue  # there may be more due
@@ -274,9 +278,18 @@ class Deliverer:
                 async with asyncio.timeout(self.timings.delivery_idle):
                     await self._wake.wait()
 
+    def _share(self, tenants: int | None = None) -> int:
+        """Attempts in flight for one tenant when ``tenants`` (by default those with
+        deliveries claimed here) have work: room is left for one more."""
+        if tenants is None:
+            tenants = len(self._tenants)
+        return max(1, self.concurrency // (tenants + 1))
+
     def _room(self) -> int:
-        """Deliveries this worker may claim now: two rounds in all, less what it holds."""
-        return 2 * self.concurrency - self._claimed
+        """Deliveries this worker may claim now: two rounds in all, less what it holds, and
+        always two rounds of the share of a tenant with nothing claimed here yet."""
+        return max(2 * self.concurrency - self._claimed,
+                   2 * self._share(len(self._tenants) + 1))
 
     async def _claim(self, room: int, *, skip_full: bool = True) -> int:
         if room <= 0:
@@ -285,8 +298,8 @@ class Deliverer:
         if skip_full:
             claimed = await self.store.claim_due_deliveries(
                 self.clock(), room, lease, skip_endpoints=self._full_endpoints(),
-                per_tenant=2 * self.per_tenant,
-                tenant_room={name: self._tenant_room(name) for name in self._tenants})
+                per_tenant=2 * self._share(len(self._tenants) + 1),
+                tenant_slots={name: self._tenant_slots(name) for name in self._tenants})
         else:  # one batch and no claim after it (a tick): tenants take turns, none capped
             claimed = await self.store.claim_due_deliveries(
                 self.clock(), room, lease, per_tenant=room)
@@ -313,6 +326,7 @@ class Deliverer:
             taken += 1
         if taken:
             self._settled.clear()
+        if self._ready:  # and what waited may start now: shares grow as tenants leave
             self._fill()
         return taken
 
@@ -327,12 +341,13 @@ class Deliverer:
             if name.startswith("ep_")
             and target.claimed >= (target.limit if target.slow else 2 * target.limit))
 
-    def _tenant_room(self, name: str) -> int:
-        """Deliveries a claim may take for this tenant: up to two rounds of its in-flight
-        cap in all, and none until a batch's worth is free (claims come in batches)."""
+    def _tenant_slots(self, name: str) -> int:
+        """Deliveries a claim may take for this tenant: up to two rounds of its share in
+        all, and none until half a round is free (claims come in batches)."""
         tenant = self._tenants.get(name)
-        room = 2 * self.per_tenant - (tenant.claimed if tenant is not None else 0)
-        return room if room >= min(self._claim_at_least, 2 * self.per_tenant) else 0
+        share = self._share()
+        slots = 2 * share - (tenant.claimed if tenant is not None else 0)
+        return slots if slots >= max(1, share // 2) else 0
 
     async def run_once(self, limit: int, deadline: float | None = None) -> int:
         """One bounded round (tick mode): claim up to ``limit`` due deliveries, send them
@@ -353,28 +368,51 @@ class Deliverer:
 
     # -- sending -------------------------------------------------------------------------
     def _fill(self) -> None:
-        """Start senders for the claimed deliveries, while slots are free. Each takes its
-        first delivery itself when it runs (one cancelled before it runs takes none), and
-        one that finds none it may send (their targets are at their limit) ends."""
-        for _ in range(min(self.concurrency - len(self._senders), len(self._ready))):
+        """Start senders for the claimed deliveries that may start now, while slots are
+        free. Each takes its first delivery itself when it runs (one cancelled before it
+        runs takes none), and one that finds none it may send ends."""
+        wanted = self._startable() - len(self._unstarted)
+        for _ in range(min(self.concurrency - len(self._senders), wanted)):
             sender = asyncio.create_task(self._sender())
             self._senders.add(sender)
+            self._unstarted.add(sender)
             sender.add_done_callback(self._senders.discard)  # also if it never ran
+            sender.add_done_callback(self._unstarted.discard)
+
+    def _startable(self) -> int:
+        """How many of the claimed deliveries could start now, one after another."""
+        share, in_flight = self._share(), self._in_flight
+        targets: dict[str, int] = {}  # attempts this count has started, by target
+        tenants: dict[str, int] = {}  # and by tenant
+        for outgoing, _ in self._ready:
+            name, tenant_name = _target_name(outgoing), outgoing.delivery.tenant
+            target_busy = self._targets[name].in_flight + targets.get(name, 0)
+            tenant_busy = self._tenants[tenant_name].in_flight + tenants.get(tenant_name, 0)
+            if _may_start(self._targets[name].limit - target_busy, tenant_busy, share,
+                          self.concurrency - in_flight):
+                targets[name] = targets.get(name, 0) + 1
+                tenants[tenant_name] = tenants.get(tenant_name, 0) + 1
+                in_flight += 1
+        return in_flight - self._in_flight
 
     def _pick(self) -> tuple[Outgoing, float, _Target, _Tenant] | None:
-        """The first claimed delivery whose target and tenant have an attempt to spare,
-        taken out."""
+        """The first claimed delivery that may start (see ``_may_start``), taken out."""
+        share = self._share()
         for index, (outgoing, claimed_at) in enumerate(self._ready):
             target = self._targets[_target_name(outgoing)]
             tenant = self._tenants[outgoing.delivery.tenant]
-            if target.in_flight < target.limit and tenant.in_flight < self.per_tenant:
+            if _may_start(target.limit - target.in_flight, tenant.in_flight, share,
+                          self.concurrency - self._in_flight):
                 del self._ready[index]
                 target.in_flight += 1
                 tenant.in_flight += 1
+                self._in_flight += 1
                 return outgoing, claimed_at, target, tenant
         return None
 
     async def _sender(self) -> None:
+        task = asyncio.current_task()
+        self._unstarted.discard(task)
         try:
             while (picked := self._pick()) is not None:
                 outgoing, claimed_at, target, tenant = picked
@@ -390,6 +428,7 @@ class Deliverer:
                 finally:
                     target.in_flight -= 1
                     tenant.in_flight -= 1
+                    self._in_flight -= 1
                     if result is None:  # not sent, failed to, or cut off by stop()
                         self._release(outgoing)
                 if result is not None:
@@ -398,7 +437,6 @@ class Deliverer:
         finally:
             # Out of the count at once, not a turn later: a claim that comes in meanwhile
             # starts senders for the slots this one leaves.
-            task = asyncio.current_task()
             if task is not None:
                 self._senders.discard(task)
 
@@ -453,14 +491,14 @@ class Deliverer:
             del self._targets[name]
         tenant = self._tenants[outgoing.delivery.tenant]
         tenant.claimed -= 1
-        if not tenant.claimed:
-            del self._tenants[outgoing.delivery.tenant]
         self._claimed -= 1
         if not self._claimed:
             self._settled.set()
-        if self._room() >= self._claim_at_least and self._tenant_room(outgoing.delivery.tenant):
-            # Room for a claim that this tenant may share in; and the target's next event of
-            # this job may be due.
+        if not tenant.claimed:
+            del self._tenants[outgoing.delivery.tenant]
+        if self._tenant_slots(outgoing.delivery.tenant):
+            # Room for a batch of this tenant's; and the target's next event of this job may
+            # be due.
             self.wake()
 
     # -- one attempt ---------------------------------------------------------------------

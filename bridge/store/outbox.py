@@ -36,7 +36,6 @@ from bridge.store.rows import (
 )
 
 JOB_WEBHOOK = "job"  # the ``target`` of a delivery to its job's own webhook_url
-TURN_SCAN = 2  # a claim taking tenants in turns reads up to this many times its limit
 
 
 def target_of(delivery: Delivery) -> str:
@@ -163,21 +162,23 @@ class Outbox(StoreBase):
     async def claim_due_deliveries(
         self, now: datetime, limit: int, lease: float, *,
         skip_endpoints: frozenset[str] = frozenset(), per_tenant: int | None = None,
-        tenant_room: dict[str, int] | None = None,
+        tenant_slots: dict[str, int] | None = None,
     ) -> list[Outgoing]:
         """Lease up to ``limit`` due deliveries, earliest first, never one whose target has
         an earlier pending event of the same job, none for ``skip_endpoints``. With
         ``per_tenant``, tenants take turns and one gets at most ``per_tenant`` (or
-        ``tenant_room[tenant]``; 0 or less: none)."""
+        ``tenant_slots[tenant]``; 0 or less: none). Every tenant with due work is looked at,
+        however many earlier rows the others have."""
         stamp = now.timestamp()
-        room = dict(tenant_room or {})
+        slots = dict(tenant_slots or {})
+        most = limit if per_tenant is None else min(limit, max([per_tenant, *slots.values()]))
 
         async def work(tx: Transaction) -> list[Outgoing]:
             due = await tx.fetch_all(tx.q.due_deliveries, {
                 "now": stamp, "skip_targets": sorted(skip_endpoints),
-                "skip_tenants": sorted(t for t, left in room.items() if left <= 0),
-                "limit": limit if per_tenant is None else TURN_SCAN * limit})
-            taken = _in_turns(due, limit, per_tenant, room)
+                "skip_tenants": sorted(t for t, left in slots.items() if left <= 0),
+                "per_tenant": most})
+            taken = _in_turns(due, limit, per_tenant, slots)
             if not taken:
                 return []
             rows = await tx.fetch_all(tx.q.lease_deliveries, {
@@ -311,16 +312,16 @@ async def _keep_standing(tx: Transaction, fanout: Fanout, delivery: Delivery,
 
 
 def _in_turns(due: list[dict[str, Any]], limit: int, per_tenant: int | None,
-              room: dict[str, int]) -> list[int]:
+              slots: dict[str, int]) -> list[int]:
     """Up to ``limit`` of the ``due`` rows' seqs (earliest first), the tenants taking turns:
-    each one's first, then each one's second, ...; at most ``room[tenant]`` or
+    each one's first, then each one's second, ...; at most ``slots[tenant]`` or
     ``per_tenant`` of one tenant."""
     if per_tenant is None:
         return [row["seq"] for row in due[:limit]]
     queues: dict[str, list[int]] = {}
     for row in due:
         queue = queues.setdefault(row["tenant"], [])
-        if len(queue) < room.get(row["tenant"], per_tenant):
+        if len(queue) < slots.get(row["tenant"], per_tenant):
             queue.append(row["seq"])
     turns = [queue[i] for i in range(max(map(len, queues.values()), default=0))
              for queue in queues.values() if i < len(queue)]

@@ -140,16 +140,24 @@ class Queries:
         "lease_until = NULL, error = {error} WHERE status = 'pending' AND target = 'job' "
         "AND job_id = {job_id}")
     forget_webhook = "UPDATE jobs SET webhook_url = NULL WHERE id = {job_id}"
-    # A delivery waits while its target has an earlier pending one of the same job: an
-    # earlier event, or the same event queued before it (a replay).
+    # Each tenant's earliest due deliveries, up to ``{per_tenant}`` of each (so that no
+    # tenant's backlog hides another's), earliest first. A delivery waits while its target
+    # has an earlier pending one of the same job: an earlier event, or the same event queued
+    # before it (a replay).
+    _due_of_tenant = (
+        " FROM deliveries e WHERE e.tenant = t.id"
+        "  AND e.status = 'pending' AND e.next_attempt_at <= {now}"
+        "  AND (e.lease_until IS NULL OR e.lease_until < {now})"
+        "  AND e.target NOT IN {skip_targets:list}"
+        "  AND NOT EXISTS (SELECT 1 FROM deliveries f WHERE f.status = 'pending'"
+        "    AND f.target = e.target AND f.job_id = e.job_id"
+        "    AND (f.sequence < e.sequence OR (f.sequence = e.sequence AND f.seq < e.seq)))"
+        "  ORDER BY e.next_attempt_at, e.seq LIMIT {per_tenant}")
+    # SQLite has no LATERAL: each tenant's rows are picked by a correlated subquery.
     due_deliveries = (
-        "SELECT d.seq, d.tenant FROM deliveries d WHERE d.status = 'pending'"
-        "  AND d.next_attempt_at <= {now} AND (d.lease_until IS NULL OR d.lease_until < {now})"
-        "  AND d.target NOT IN {skip_targets:list} AND d.tenant NOT IN {skip_tenants:list}"
-        "  AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.status = 'pending'"
-        "    AND e.target = d.target AND e.job_id = d.job_id"
-        "    AND (e.sequence < d.sequence OR (e.sequence = d.sequence AND e.seq < d.seq)))"
-        "  ORDER BY d.next_attempt_at, d.seq LIMIT {limit}{SKIP_LOCKED}")
+        "SELECT d.seq, d.tenant FROM tenants t JOIN deliveries d ON d.seq IN (SELECT e.seq"
+        + _due_of_tenant + ")"
+        " WHERE t.id NOT IN {skip_tenants:list} ORDER BY d.next_attempt_at, d.seq")
     lease_deliveries = ("UPDATE deliveries SET lease_until = {until} WHERE seq IN {seqs:ints} "
                         f"RETURNING {DELIVERY}")
     later_sequence = ("SELECT MAX(sequence) AS later FROM deliveries WHERE target = {target}"
@@ -270,6 +278,12 @@ class Queries:
 
 
 class PostgresQueries(Queries):
+    # Each tenant's rows by a LATERAL join, those locked by another claim passed over.
+    due_deliveries = (
+        "SELECT d.seq, d.tenant FROM tenants t CROSS JOIN LATERAL ("
+        "SELECT e.seq, e.tenant, e.next_attempt_at" + Queries._due_of_tenant
+        + "{SKIP_LOCKED}) d"
+        " WHERE t.id NOT IN {skip_tenants:list} ORDER BY d.next_attempt_at, d.seq")
     # PostgreSQL's CAST rounds: FLOOR, as SQLite truncates.
     delivery_outcomes = (
         "SELECT FLOOR((created_at - {start}) / {width}) AS bucket, status, "

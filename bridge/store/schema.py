@@ -139,6 +139,11 @@ _MIGRATIONS = (
     """
     ALTER TABLE deliveries RENAME COLUMN channel TO target;
     """,
+    # 10: each tenant's due deliveries, earliest first (a claim takes some of every tenant's)
+    """
+    CREATE INDEX deliveries_tenant_due ON deliveries(tenant, next_attempt_at, seq)
+        WHERE status = 'pending';
+    """,
 )
 
 VERSION = len(_MIGRATIONS)  # the schema a store of this code works on
