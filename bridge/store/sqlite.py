@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -96,6 +97,7 @@ class SQLiteConnector:
         self.writer: aiosqlite.Connection | None = None  # statements traced through it
         self._reader: aiosqlite.Connection | None = None
         self._writing = asyncio.Lock()
+        self._locked_until = 0.0  # until then, a lock found held fails a write at once
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -159,7 +161,7 @@ class SQLiteConnector:
                            work: Work[T]) -> tuple[set[Wake], T]:
         tx = SQLiteTransaction(conn)
         try:
-            await conn.execute("BEGIN IMMEDIATE")
+            await self._begin(conn)
             result = await work(tx)
             await conn.execute("COMMIT")
         except BaseException as exc:
@@ -170,6 +172,22 @@ class SQLiteConnector:
                 raise
             raise fault from exc
         return tx.woken, result
+
+    async def _begin(self, conn: aiosqlite.Connection) -> None:
+        """``BEGIN IMMEDIATE``, waiting up to ``busy_timeout`` for another process's lock;
+        right after such a wait ran out, not waiting again: those callers are answered now."""
+        quick = time.monotonic() < self._locked_until
+        if quick:
+            await conn.execute("PRAGMA busy_timeout=0")
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY and not quick:
+                self._locked_until = time.monotonic() + self.busy_timeout
+            raise
+        finally:
+            if quick:
+                await conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
 
     async def write(self, work: Work[T]) -> T:
         result: T = await self.queue.write(each, work)
