@@ -29,17 +29,13 @@ from bridge.store.rows import (
     DELIVERIES,
     ENDPOINTS,
     EVENTS,
+    JOB_WEBHOOK,
     JOBS,
     delivery_params,
     loads,
     stamp_of,
+    target_of,
 )
-
-JOB_WEBHOOK = "job"  # the ``target`` of a delivery to its job's own webhook_url
-
-
-def target_of(delivery: Delivery) -> str:
-    return delivery.endpoint_id or JOB_WEBHOOK
 
 
 class Fanout:

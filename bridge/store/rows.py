@@ -109,9 +109,16 @@ DELIVERIES = Codec(Delivery)
 KEYS = Codec(ApiKey)
 
 
+JOB_WEBHOOK = "job"  # the ``target`` of a delivery to its job's own webhook_url
+
+
+def target_of(delivery: Delivery) -> str:
+    """Whom a delivery goes to: its endpoint's id, or ``JOB_WEBHOOK``."""
+    return delivery.endpoint_id or JOB_WEBHOOK
+
+
 def delivery_params(delivery: Delivery) -> dict[str, Any]:
-    """A delivery's row; ``target`` names the endpoint, or ``job``: the job's webhook_url."""
-    return {**DELIVERIES.params(delivery), "target": delivery.endpoint_id or "job"}
+    return {**DELIVERIES.params(delivery), "target": target_of(delivery)}
 
 
 def encode_cursor(seq: int) -> str:
